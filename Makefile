@@ -1,0 +1,50 @@
+# The verbs a user types. `make bench` and `make test` set everything up on a fresh clone.
+
+PYTHON  ?= python3
+TORCH   ?= 2.13.0
+VENV    ?= .venv
+PROFILE ?= standard
+RESULTS ?= results
+REPORT  ?= reports/bench.html
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench report summary test lint clean browser
+
+# A venv that sees the system's packages, so a GPU machine's CUDA build of torch is reused;
+# where there is no torch, the pinned (overridable) TORCH version is installed.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	    echo "using installed torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else \
+	    $(BIN)/python -m pip install "torch==$(TORCH)"; \
+	fi
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# The main job: the default sweep on every device present, then the report of that run.
+bench: install
+	$(BIN)/jacbench run --profile $(PROFILE) --device all --results-dir $(RESULTS) --report $(REPORT)
+
+report: install
+	$(BIN)/jacbench report $(RESULTS)/*.json -o $(REPORT)
+
+summary: install
+	$(BIN)/jacbench summary
+
+# The browser test drives Debian's Chromium; install it if it is missing and we can.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	    { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	    echo "note: no Chromium; the browser test will be skipped"
+
+test: install browser
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .venvs build *.egg-info .pytest_cache $(RESULTS)/.partial

@@ -1,0 +1,198 @@
+"""The ``jacbench`` command: list, run, summary (and more as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import cases
+
+from . import plan as planning
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, naming the valid choices."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def fail(message: str) -> int:
+    print(f"jacbench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def devices(choice: str) -> list[str]:
+    import torch
+
+    have_cuda = torch.cuda.is_available()
+    if choice == "cuda" and not have_cuda:
+        raise ValueError(f"CUDA is not available here (torch {torch.__version__}, no GPU visible); use --device cpu")
+    if choice == "all":
+        return ["cpu"] + (["cuda"] if have_cuda else [])
+    return [choice]
+
+
+# --- list ----------------------------------------------------------------------------------
+
+def cmd_list(args) -> int:
+    from . import strategies
+
+    planning.load_plugins(args.plugin)
+    chosen = cases.select(args.cases, tags=args.tags, profile=args.profile, kinds=args.kinds)
+    names = planning.select_strategies(args.strategies)
+    if not args.strategies_only:
+        print(f"{len(chosen)} problems (profile: the smallest profile that runs it)\n")
+        width = max(len(p.name) for p in chosen) if chosen else 10
+        print(f"{'problem':<{width}}  {'kind':<7} {'n':>6} {'m':>6}  {'profile':<8} {'ref':<8} tags / description")
+        for p in chosen:
+            ref = "analytic" if p.analytic else "float64"
+            print(f"{p.name:<{width}}  {p.kind:<7} {p.n:>6} {p.m:>6}  {p.profile:<8} {ref:<8} "
+                  f"[{', '.join(sorted(p.tags))}] {p.description}")
+    if not args.problems_only:
+        print(f"\n{len(names)} strategies\n")
+        width = max(len(n) for n in names)
+        for n in names:
+            s = strategies.get(n)
+            reason = s.unsupported(next(iter(s.kinds)))
+            avail = f"  [unavailable: {reason}]" if reason and "lacks" in reason else ""
+            print(f"{n:<{width}}  {s.mode:<8} kinds: {', '.join(sorted(s.kinds))}{avail}\n"
+                  f"{'':<{width}}  {s.summary}\n{'':<{width}}  {s.cost}")
+    return 0
+
+
+# --- run -----------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from . import runner
+    from .journal import Journal, find_unfinished
+    from .plan import PROFILE_SETTINGS, Settings
+
+    results_dir = Path(args.results_dir)
+    plugins = planning.load_plugins(args.plugin)
+    written = []
+    if args.resume is not None:
+        selection_given = any(getattr(args, k) for k in ("cases", "tags", "strategies", "shard", "dtype"))
+        if selection_given or args.fresh:
+            raise ValueError("--resume continues a run as it was planned; drop the selection options")
+        if args.resume == "latest":
+            found = find_unfinished(runner.partial_dir(results_dir))
+            if not found:
+                raise ValueError(f"no unfinished run under {runner.partial_dir(results_dir)}")
+            journals = [found[0]]
+        else:
+            journals = [Path(args.resume)]
+        for path in journals:
+            planning.load_plugins(Journal.read(path).header.get("plugins"))
+            print(f"resuming {path}", file=sys.stderr)
+            written.append(runner.execute(path))
+    else:
+        profile = PROFILE_SETTINGS[args.profile]
+        settings = Settings(profile=args.profile, policy=profile.policy,
+                            pair_timeout=args.pair_timeout or profile.pair_timeout,
+                            threads=args.threads or default_threads(), seed=args.seed)
+        shard = planning.parse_shard(args.shard) if args.shard else None
+        selection = {k: getattr(args, k) for k in ("cases", "tags", "strategies", "dtype")}
+        for device in devices(args.device):
+            pairs = planning.make(args.profile, devices=[device], dtypes=args.dtype, problems=args.cases,
+                                  tags=args.tags, strategy_patterns=args.strategies, shard=shard)
+            path, resumed = runner.prepare(pairs, settings, device, results_dir, selection,
+                                           fresh=args.fresh, shard=args.shard, plugins=plugins)
+            done = len(Journal.read(path).results)
+            print(f"{'resuming' if resumed else 'running'} {len(pairs)} pairs on {device} "
+                  f"({args.profile} profile, {settings.threads} threads)"
+                  + (f"; {done} already done, --fresh starts over" if resumed else ""), file=sys.stderr)
+            written.append(runner.execute(path))
+    for path in written:
+        print(f"wrote {path}")
+    if args.report:
+        return _report(written, Path(args.report))
+    return cmd_summary(argparse.Namespace(results=written))
+
+
+def _report(paths, out: Path) -> int:
+    from . import report
+
+    report.write(paths, out)
+    print(f"wrote {out}")
+    return 0
+
+
+# --- summary -------------------------------------------------------------------------------
+
+def cmd_summary(args) -> int:
+    from . import results, summary
+
+    paths = args.results or results.latest()
+    if not paths:
+        raise ValueError("no results files given and none under results/")
+    print(summary.render(results.load(paths)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="jacbench", description="Benchmark every way of computing Jacobians in PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("list", help="problems and strategies, with filters")
+    p.add_argument("--cases", action="append", help="problem name globs, e.g. 'mlp-*'")
+    p.add_argument("--tags", action="append", help="keep problems with any of these tags")
+    p.add_argument("--kinds", action="append", help="keep problems of these kinds")
+    p.add_argument("--profile", choices=cases.PROFILES, help="problems that this profile runs")
+    p.add_argument("--strategies", action="append", help="strategy name globs")
+    p.add_argument("--problems-only", action="store_true")
+    p.add_argument("--strategies-only", action="store_true")
+    p.add_argument("--plugin", action="append", help="import this module first (see `run --plugin`)")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("run", help="run a sweep; one results file per device")
+    p.add_argument("--profile", choices=cases.PROFILES, default="standard")
+    p.add_argument("--cases", action="append", help="problem name globs, e.g. 'mlp-*' (comma-separated or repeated)")
+    p.add_argument("--tags", action="append", help="keep problems with any of these tags")
+    p.add_argument("--strategies", action="append", help="strategy name globs")
+    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    p.add_argument("--dtype", action="append", help=f"one or more of {', '.join(planning.DTYPES)} (default float32)")
+    p.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard", help="run shard i of n, e.g. 2/4")
+    p.add_argument("--pair-timeout", type=float, help="seconds before a pair is stopped (default: the profile's)")
+    p.add_argument("--resume", nargs="?", const="latest", help="finish an unfinished run (default: the latest)")
+    p.add_argument("--fresh", action="store_true", help="start over even if this run was left unfinished")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--report", help="write an HTML report of this run to this path")
+    p.add_argument("--plugin", action="append", help="import this module first: it may register problems "
+                                                     "(cases.register) and strategies (bench.strategies.register)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("summary", help="plain-text summary of result files")
+    p.add_argument("results", nargs="*", help="results files (default: the newest under results/)")
+    p.set_defaults(fn=cmd_summary)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .journal import JournalError
+    from .results import ResultsError
+    from .runner import RunError
+
+    try:
+        return args.fn(args)
+    except (ValueError, ResultsError, JournalError, RunError) as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again (or `jacbench run --resume`) to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Measuring one (device, dtype, problem, strategy) pair: gate first, then memory, work, time.
+
+The order matters. The first call is the gate: its result is compared with the float64
+reference before anything is timed, and a pair that fails it is recorded as ``wrong`` with
+its error, never timed. Only a correct pair has its memory, work and time measured. Every
+failure becomes a status with a one-line reason; nothing here raises for a bad pair.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+import cases
+
+from . import accuracy, memory, strategies, work
+from .plan import Pair, Settings
+from .timing import Timer, measure as time_call
+
+STATUSES = ("ok", "wrong", "unsupported", "error", "oom", "timeout")
+SCHEMA = 1
+
+_FALLBACK = re.compile(r"batching rule for ([\w:.]+)")
+
+
+@dataclass
+class Row:
+    """One pair's outcome; ``extra_info`` of its pytest-benchmark record."""
+
+    problem: str
+    strategy: str
+    device: str
+    dtype: str
+    family: str = ""
+    kind: str = ""
+    n: int = 0
+    m: int = 0
+    status: str = "ok"
+    reason: str = ""
+    error: float | None = None
+    tolerance: float | None = None
+    first_call_s: float | None = None
+    peak_bytes: int | None = None
+    jac_bytes: int | None = None
+    fallback: bool = False
+    fallback_ops: list[str] = field(default_factory=list)
+    work: dict | None = None
+    problem_flops: int | None = None
+    seed: int = 0
+    schema: int = SCHEMA
+    samples: list[float] = field(default_factory=list, repr=False)
+    iterations: int = 1
+    precise: bool = False
+
+    def info(self) -> dict:
+        """Everything but the samples, which pytest-benchmark stores in its own stats."""
+        d = asdict(self)
+        for k in ("samples", "iterations"):
+            d.pop(k)
+        return d
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    return f"{type(exc).__name__}: {msg}"[:300]
+
+
+def is_oom(exc: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", ()))
+    text = str(exc).lower()
+    return isinstance(exc, oom_type) or "out of memory" in text or "can't allocate memory" in text
+
+
+def enable_fallback_warnings() -> None:
+    """Make both vmaps warn when an op falls back to a slow loop (they are quiet by default)."""
+    if hasattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled"):
+        torch._C._functorch._set_vmap_fallback_warning_enabled(True)
+    if hasattr(torch._C, "_debug_only_display_vmap_fallback_warnings"):
+        torch._C._debug_only_display_vmap_fallback_warnings(True)
+
+
+def fallback_ops(caught) -> list[str]:
+    """The ops named by vmap fallback warnings among recorded warnings."""
+    return sorted({m.group(1) for w in caught if (m := _FALLBACK.search(str(w.message)))})
+
+
+def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter) -> Row:
+    """Gate, then measure, one pair. Never raises for a failing pair."""
+    problem = cases.get(pair.problem)
+    strategy = strategies.get(pair.strategy)
+    row = Row(problem.name, strategy.name, pair.device, pair.dtype, family=problem.family,
+              kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
+    reason = strategy.unsupported(problem.kind)
+    if reason:
+        row.status, row.reason = "unsupported", reason
+        return row
+
+    device, dtype = torch.device(pair.device), getattr(torch, pair.dtype)
+    built = None
+    try:
+        torch.manual_seed(settings.seed)
+        reference = accuracy.reference(problem, settings.seed)
+        built = problem.build(device, dtype, settings.seed)
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+        def call():
+            return strategy(built.fn, built.inputs)
+
+        enable_fallback_warnings()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = timer()
+            blocks = call()
+            sync()
+            row.first_call_s = timer() - start
+        row.fallback_ops = fallback_ops(caught)
+        row.fallback = bool(row.fallback_ops)
+        verdict = accuracy.check(blocks, reference, dtype, strategy.fd_order)
+        row.error, row.tolerance = verdict.error, verdict.tolerance
+        if not verdict.ok:
+            row.status, row.reason = "wrong", _diagnosed(verdict.reason, built)
+            return row
+        row.jac_bytes = sum(b.numel() * b.element_size() for b in blocks)
+        del blocks
+
+        row.peak_bytes = memory.peak_bytes(call, device)
+        row.work = _count_work(strategy, built)
+        timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
+        row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
+    except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
+        row.status = "oom" if is_oom(exc) else "error"
+        row.reason = _diagnosed(one_line(exc), built)
+        row.samples = []
+    finally:
+        del built
+        if row.status != "ok":
+            memory.release(device)
+    return row
+
+
+def _count_work(strategy, built) -> dict | None:
+    """The work counts, or None where the probe cannot follow the strategy."""
+    try:
+        return work.count(lambda probe: strategy(probe(built.fn), built.inputs)).as_dict()
+    except Exception:  # noqa: BLE001 - counting is best effort; the row stays valid without it
+        return None
+
+
+def _diagnosed(reason: str, built) -> str:
+    """Prefix the graph-break diagnosis where it explains a failure."""
+    if built is None:
+        return reason
+    diagnosis = accuracy.graph_break(built.fn, built.inputs)
+    return f"{diagnosis}; {reason}" if diagnosis else reason

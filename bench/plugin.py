@@ -1,0 +1,120 @@
+"""pytest wiring of the sweep: parametrization from the journal, the machine-info hook, and
+the fixture that measures one pair and journals its pytest-benchmark record.
+
+Loaded with ``-p bench.plugin`` by ``jacbench run``, which gives it the journal.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from . import env as environment
+from .journal import Journal
+from .plan import Pair, Settings
+
+_SESSION = pytest.StashKey["Sweep"]()
+
+
+def pytest_addoption(parser):
+    parser.getgroup("jacbench").addoption(
+        "--jacbench-journal", default=None, help="run the pending pairs of this journal (set by `jacbench run`)")
+
+
+def pytest_configure(config):
+    path = config.getoption("jacbench_journal", None)
+    if path:
+        config.stash[_SESSION] = Sweep(Journal.read(path))
+
+
+def pytest_generate_tests(metafunc):
+    if "pair" not in metafunc.fixturenames:
+        return
+    sweep = metafunc.config.stash.get(_SESSION, None)
+    if sweep is None:
+        raise pytest.UsageError("the sweep runs through `jacbench run`, which passes --jacbench-journal")
+    ids = sweep.journal.remaining()
+    metafunc.parametrize("pair", ids, ids=ids)
+
+
+@pytest.fixture
+def jacbench(request) -> "Sweep":
+    return request.config.stash[_SESSION]
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    sweep = config.stash.get(_SESSION, None)
+    if sweep is not None:
+        machine_info["jacbench"] = environment.describe(sweep.device)
+
+
+def pytest_sessionstart(session):
+    sweep = session.config.stash.get(_SESSION, None)
+    if sweep is not None:
+        sweep.start(session.config)
+
+
+def record(pair: Pair, info: dict, stats: dict | None = None, options: dict | None = None) -> dict:
+    """A pytest-benchmark benchmark record (``Metadata.as_dict`` layout) for one pair."""
+    rec = {
+        "group": f"{pair.device} {pair.dtype} {pair.problem}",
+        "name": f"test_pair[{pair.id}]",
+        "fullname": f"bench/sweep.py::test_pair[{pair.id}]",
+        "params": {"pair": pair.id},
+        "param": pair.id,
+        "extra_info": info,
+        "options": options or {},
+    }
+    if stats is not None:
+        rec["stats"] = stats
+    return rec
+
+
+class Sweep:
+    """The child process's view of a run: its plan, settings and journal."""
+
+    def __init__(self, journal: Journal):
+        from .plan import load_plugins
+
+        load_plugins(journal.header.get("plugins"))
+        self.journal = journal
+        self.settings = Settings.from_dict(journal.header["settings"])
+        self.pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
+        self.device = journal.header["device"]
+
+    def start(self, config) -> None:
+        import torch
+
+        torch.set_num_threads(self.settings.threads)
+        if self.journal.env is None:
+            import pytest_benchmark
+
+            machine_info = config.hook.pytest_benchmark_generate_machine_info(config=config)
+            config.hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
+            commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+            dtypes = sorted({p.dtype for p in self.pairs.values()})
+            ceilings = {dt: environment.ceilings(self.device, getattr(torch, dt)) for dt in dtypes}
+            self.journal.append({"type": "env", "machine_info": machine_info, "commit_info": commit_info,
+                                 "ceilings": ceilings, "pytest_benchmark": pytest_benchmark.__version__})
+
+    def run(self, pair_id: str, benchmark) -> None:
+        from .measure import measure
+
+        pair = self.pairs[pair_id]
+        self.journal.append({"type": "start", "pair": pair_id, "time": time.time()}, durable=False)
+        row = measure(pair, self.settings)
+        benchmark.group = f"{pair.device} {pair.dtype} {pair.problem}"
+        benchmark.extra_info.update(row.info())
+        stats = options = None
+        if row.status == "ok":
+            # pytest-benchmark times by itself; our rounds adapt to a precision target and
+            # synchronize CUDA, so we hand it the samples instead (its one private seam).
+            metadata = benchmark._make_stats(row.iterations)
+            for sample in row.samples:
+                metadata.update(sample * row.iterations)
+            as_dict = metadata.as_dict(include_data=True)
+            stats, options = as_dict["stats"], {**as_dict["options"], "policy": self.settings.as_dict()["policy"]}
+        else:
+            benchmark.skipped = True  # nothing was timed; silences "fixture was not used"
+        self.journal.append({"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)})

@@ -1,0 +1,193 @@
+"""Result files: assembling them from a journal, writing them atomically, loading them tidy.
+
+A results file is a pytest-benchmark JSON file (``pytest-benchmark compare`` reads it) with
+one more top-level section, ``jacbench``. Timed pairs are pytest-benchmark ``benchmarks``
+with their raw samples in ``stats.data`` and our fields in ``extra_info``; pairs that were
+not timed (wrong, unsupported, error, oom, timeout) have no stats to offer, so they live in
+``jacbench.untimed`` with the same ``extra_info``. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from .journal import Journal
+from .stats import summarize
+
+SCHEMA = 1
+STATUSES = ("ok", "wrong", "unsupported", "error", "oom", "timeout")
+KEY = ["problem", "strategy", "device", "dtype", "torch", "machine"]
+REQUIRED = ("problem", "strategy", "device", "dtype", "status")
+
+
+class ResultsError(Exception):
+    """A results file that cannot be loaded; the message is one line naming the file."""
+
+
+def file_name(env: dict, started: datetime) -> str:
+    return f"{env['machine']}_{env['device_kind']}_torch-{env['torch']}_{started:%Y%m%d-%H%M%S}.json"
+
+
+def assemble(journal: Journal, wall_s: float | None = None) -> dict:
+    """The results document of a finished journal."""
+    header = journal.header
+    env = journal.env or {}
+    records = [journal.results[p] for p in journal.pairs if p in journal.results]
+    missing = [p for p in journal.pairs if p not in journal.results]
+    if missing:
+        raise ResultsError(f"{journal.path}: {len(missing)} pairs have no result yet, e.g. {missing[0]}")
+    timed = [r for r in records if "stats" in r]
+    untimed = [r for r in records if "stats" not in r]
+    return {
+        "machine_info": env.get("machine_info", {}),
+        "commit_info": env.get("commit_info", {}),
+        "benchmarks": timed,
+        "datetime": datetime.now(timezone.utc).isoformat(),
+        "version": env.get("pytest_benchmark", "unknown"),
+        "jacbench": {
+            "schema": SCHEMA,
+            "run_id": header["run_id"],
+            "profile": header["settings"]["profile"],
+            "settings": header["settings"],
+            "selection": header.get("selection", {}),
+            "shard": header.get("shard"),
+            "pairs": len(records),
+            "started": header["created"],
+            "wall_s": wall_s,
+            "ceilings": env.get("ceilings", {}),
+            "untimed": untimed,
+        },
+    }
+
+
+def write_atomic(path: Path, doc: dict) -> Path:
+    """Write JSON so that ``path`` is either the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def read(path: Path) -> dict:
+    """Parse and validate one results file, or raise a one-line :class:`ResultsError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    if not text.strip():
+        raise ResultsError(f"{path}: empty file, not a results file")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: truncated or corrupt JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("jacbench"), dict):
+        raise ResultsError(f"{path}: not a jacbench results file (no 'jacbench' section)")
+    schema = doc["jacbench"].get("schema")
+    if not isinstance(schema, int) or schema > SCHEMA:
+        raise ResultsError(f"{path}: results schema {schema!r} is not one this jacbench reads (<= {SCHEMA})")
+    if not isinstance(doc.get("benchmarks"), list) or not isinstance(doc["jacbench"].get("untimed"), list):
+        raise ResultsError(f"{path}: corrupt results file ('benchmarks' or 'jacbench.untimed' is not a list)")
+    for i, rec in enumerate(doc["benchmarks"] + doc["jacbench"]["untimed"]):
+        info = rec.get("extra_info") if isinstance(rec, dict) else None
+        if not isinstance(info, dict) or any(k not in info for k in REQUIRED):
+            raise ResultsError(f"{path}: record {i} lacks extra_info with {', '.join(REQUIRED)}")
+        if info["status"] not in STATUSES:
+            raise ResultsError(f"{path}: record {i} has unknown status {info['status']!r}")
+        if "stats" in rec:
+            data = rec["stats"].get("data") if isinstance(rec["stats"], dict) else None
+            if not data or not all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in data):
+                raise ResultsError(f"{path}: record {i} has no valid raw samples in stats.data")
+    return doc
+
+
+def rows(doc: dict, path: Path | str = "") -> list[dict]:
+    """The tidy rows of one parsed results file."""
+    env = doc.get("machine_info", {}).get("jacbench", {})
+    jb = doc["jacbench"]
+    ceilings = jb.get("ceilings", {})
+    out = []
+    for rec in doc["benchmarks"] + jb["untimed"]:
+        info = dict(rec["extra_info"])
+        work = info.pop("work", None) or {}
+        row = {
+            **info,
+            **{k: work.get(k) for k in ("fevals", "fevals_calls", "vjps", "vjps_calls", "jvps", "jvps_calls", "flops")},
+            "fallback_ops": ",".join(info.get("fallback_ops") or []),
+            "torch": env.get("torch", "unknown"),
+            "machine": env.get("machine", "unknown"),
+            "device_name": env.get("device_name"),
+            "threads": env.get("threads"),
+            "commit": (env.get("commit") or {}).get("id"),
+            "profile": jb.get("profile"),
+            "run_id": jb.get("run_id"),
+            "file": str(path),
+            "samples": None,
+        }
+        if "stats" in rec:
+            data = rec["stats"]["data"]
+            s = summarize(data)
+            row.update(samples=list(data), rounds=s.n, median=s.median, q1=s.q1, q3=s.q3, iqr=s.iqr,
+                       rel_iqr=s.rel_iqr, ci_half=s.ci_half, min=s.min, mean=s.mean, noisy=s.noisy,
+                       iterations=rec["stats"].get("iterations", 1))
+            flops, peak_flops = row.get("flops"), ceilings.get(info["dtype"], {}).get("matmul_flops")
+            bandwidth = ceilings.get(info["dtype"], {}).get("bandwidth")
+            row["flops_per_s"] = flops / s.median if flops else None
+            if peak_flops and bandwidth:
+                bound = max((flops or 0) / peak_flops, (row.get("jac_bytes") or 0) / bandwidth)
+                row["roofline"] = bound / s.median
+        out.append(row)
+    return out
+
+
+COLUMNS = KEY + ["status", "reason", "median", "iqr", "rounds", "error", "tolerance", "first_call_s",
+                 "peak_bytes", "jac_bytes", "mem_ratio", "family", "kind", "n", "m"]
+
+
+def load(paths) -> pd.DataFrame:
+    """Result files -> one tidy DataFrame, one row per (problem, strategy, device, dtype,
+    torch, machine). All files are validated before any row is built, so a bad file gives
+    a :class:`ResultsError` and never a partial frame."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths:
+        raise ResultsError("no results files given")
+    docs = [(p, read(p)) for p in paths]
+    frame = pd.DataFrame([r for p, doc in docs for r in rows(doc, p)])
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr"):
+        if col not in frame:
+            frame[col] = None
+    frame["mem_ratio"] = frame["peak_bytes"] / frame["jac_bytes"]
+    dupes = frame.duplicated(KEY, keep="last")
+    if dupes.any():
+        # the same pair measured twice (overlapping files): the later file wins
+        frame = frame[~dupes]
+    return frame.reset_index(drop=True)
+
+
+def latest(directory: Path = Path("results"), n: int = 1) -> list[Path]:
+    files = sorted(Path(directory).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return files[:n]

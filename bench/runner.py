@@ -1,0 +1,269 @@
+"""Running a sweep so that nothing is lost: a supervised pytest child and its journal.
+
+The sweep runs in a child process (``pytest bench/sweep.py -p bench.plugin``). This process
+watches the journal the child appends to, prints progress, and steps in when the child
+misbehaves:
+
+* a pair that runs past the per-pair time limit: the child is killed, the pair is recorded
+  as ``timeout``, and a new child carries on with the rest;
+* a child that dies (segfault, abort, the kernel's OOM killer): the pair it was running is
+  recorded as ``error`` or ``oom`` with the signal, and a new child carries on.
+
+When every pair has a result, the results file is assembled from the journal and written
+atomically, and the journal is removed. A run killed outright leaves its journal; running
+the same command again (or ``jacbench run --resume``) finishes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import env as environment
+from . import plan as planning
+from .journal import Journal, find_unfinished
+from .plan import Pair, Settings
+from .plugin import record
+from .results import assemble, file_name, write_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = Path(__file__).resolve().parent / "sweep.py"
+POLL = 0.1
+
+
+class RunError(Exception):
+    """The sweep itself (not a pair) cannot go on; the message is one line."""
+
+
+def partial_dir(results_dir: Path) -> Path:
+    return Path(results_dir) / ".partial"
+
+
+def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Path,
+            selection: dict, *, fresh: bool = False, shard: str | None = None,
+            plugins: list[str] | None = None) -> tuple[Path, bool]:
+    """The journal for this plan: an unfinished one with the same fingerprint, or a new one.
+
+    Returns the journal path and whether it resumes earlier work.
+    """
+    ident = {"torch": environment.describe(device)["torch_build"], "device": device,
+             "machine": environment.machine_name()}
+    fingerprint = planning.fingerprint(pairs, settings, ident)
+    if not fresh:
+        for path in find_unfinished(partial_dir(results_dir), fingerprint):
+            return path, True
+    started = datetime.now()
+    run_id = uuid.uuid4().hex[:12]
+    name = file_name(environment.describe(device), started)
+    if (Path(results_dir) / name).exists() or (partial_dir(results_dir) / (Path(name).stem + ".journal.jsonl")).exists():
+        name = f"{Path(name).stem}-{run_id[:4]}.json"  # two runs started in the same second
+    header = {
+        "run_id": run_id,
+        "created": started.astimezone(timezone.utc).isoformat(),
+        "fingerprint": fingerprint,
+        "output": str(Path(results_dir) / name),
+        "device": device,
+        "settings": settings.as_dict(),
+        "selection": selection,
+        "shard": shard,
+        "plugins": plugins or [],
+        "pairs": [{"id": p.id, **p.__dict__} for p in pairs],
+    }
+    path = partial_dir(results_dir) / (Path(name).stem + ".journal.jsonl")
+    Journal.create(path, header)
+    return path, False
+
+
+def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stderr,
+            clock=time.monotonic) -> Path:
+    """Run the journal's pending pairs to completion and write the results file."""
+    journal = Journal.read(journal_path)
+    settings = Settings.from_dict(journal.header["settings"])
+    pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
+    progress = Progress(len(journal.pairs), journal.results, stream=stream, clock=clock)
+    log = Path(journal_path).with_suffix(".log")
+    began = clock()
+    while journal.remaining():
+        outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs, clock)
+        journal = Journal.read(journal_path)
+        if not journal.remaining():
+            break
+        if current is None or current in journal.results:
+            raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
+                           f"running; see {log}: {_tail(log)}")
+        status, reason = _blame(outcome, settings.pair_timeout)
+        info = _untimed_info(pairs[current], settings, status, reason)
+        journal.append({"type": "result", "pair": current, "record": record(pairs[current], info)})
+        progress.finished(pairs[current], info)
+    progress.close()
+    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=clock() - began))
+    Path(journal_path).unlink(missing_ok=True)
+    log.unlink(missing_ok=True)
+    return out
+
+
+def _supervise(journal_path, timeout, progress, python, log, pairs, clock) -> tuple[str, str | None]:
+    """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
+    cmd = [python, "-m", "pytest", str(SWEEP), "-p", "bench.plugin", f"--jacbench-journal={journal_path}",
+           "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(ROOT), "-W", "ignore::DeprecationWarning"]
+    path = [str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")]  # the cwd, for --plugin modules
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as log_file:
+        child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                 start_new_session=True)
+    offset = Path(journal_path).stat().st_size
+    current, last_event = None, clock()
+    try:
+        while True:
+            offset, entries = _read_new(journal_path, offset)
+            for e in entries:
+                last_event = clock()
+                if e["type"] == "start":
+                    current = e["pair"]
+                    progress.running(pairs[current])
+                elif e["type"] == "result":
+                    current = None
+                    progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
+            code = child.poll()
+            if code is not None:
+                offset, entries = _read_new(journal_path, offset)
+                for e in entries:
+                    if e["type"] == "result":
+                        current = None
+                        progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
+                    elif e["type"] == "start":
+                        current = e["pair"]
+                return _exit_text(code), current
+            if clock() - last_event > timeout:
+                _kill(child)
+                if current is None:
+                    current = next(iter(Journal.read(journal_path).remaining()), None)
+                return "timeout", current
+            time.sleep(POLL)
+    except BaseException:
+        _kill(child)
+        raise
+
+
+def _read_new(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    entries = [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
+    return offset + end, entries
+
+
+def _kill(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
+
+
+def _exit_text(code: int) -> str:
+    if code in (0, 1):
+        return "ended"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _blame(outcome: str, timeout: float) -> tuple[str, str]:
+    if outcome == "timeout":
+        return "timeout", f"stopped after the per-pair limit of {timeout:g} s"
+    if outcome == "killed by SIGKILL":
+        return "oom", "the sweep process was killed by SIGKILL during this pair (likely the kernel's OOM killer)"
+    return "error", f"the sweep process crashed during this pair ({outcome})"
+
+
+def _untimed_info(pair: Pair, settings: Settings, status: str, reason: str) -> dict:
+    import cases
+
+    from .measure import Row
+
+    p = cases.get(pair.problem)
+    return Row(p.name, pair.strategy, pair.device, pair.dtype, family=p.family, kind=p.kind, n=p.n, m=p.m,
+               problem_flops=p.flops, seed=settings.seed, status=status, reason=reason).info()
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-400:] or "(empty log)"
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """One line per finished pair: count, status, pair, time, elapsed, ETA, status tallies.
+
+    On a terminal, a transient line also names the pair now running.
+    """
+
+    def __init__(self, total: int, done: dict, *, stream=sys.stderr, clock=time.monotonic):
+        self.total, self.stream, self.clock = total, stream, clock
+        self.done_before = len(done)
+        self.counts = Counter(r["extra_info"]["status"] for r in done.values())
+        self.started = clock()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self._transient = False
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def session_elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def eta(self) -> float | None:
+        finished_here = self.done - self.done_before
+        if finished_here == 0:
+            return None
+        return self.session_elapsed() / finished_here * (self.total - self.done)
+
+    def running(self, pair: Pair) -> None:
+        if self.tty:
+            self._clear()
+            self.stream.write(f"  running {pair.label()} ...")
+            self.stream.flush()
+            self._transient = True
+
+    def finished(self, pair: Pair, info: dict) -> None:
+        self.counts[info["status"]] += 1
+        self._clear()
+        width = len(str(self.total))
+        eta = self.eta()
+        tallies = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1]))
+        detail = info.get("reason", "")[:60] if info["status"] != "ok" else ""
+        self.stream.write(
+            f"[{self.done:>{width}}/{self.total}] {info['status']:<11} {pair.label()}"
+            f"{'  ' + detail if detail else ''}  | {_clock_text(self.session_elapsed())} elapsed, "
+            f"ETA {_clock_text(eta) if eta is not None else '?'} | {tallies}\n")
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self._transient:
+            self.stream.write("\r\033[K")
+            self._transient = False
+
+    def close(self) -> None:
+        self._clear()

@@ -1,0 +1,93 @@
+"""Timing one call: warm-up, calibration, adaptive rounds, raw samples.
+
+The clock is injectable (``timer``) so tests can drive the stopping rule with a fake clock;
+``sync`` runs inside every timed round, after the calls, so on CUDA the round ends when the
+device's work has ended, not when it was queued.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .stats import Summary, summarize
+
+Timer = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How long and how precisely to time one pair.
+
+    Attributes:
+        warmup: untimed calls before timing (after the gated first call).
+        min_rounds: rounds always taken.
+        max_rounds: rounds never exceeded.
+        max_time: seconds of timed rounds after which timing stops (the time cap).
+        precision: target half-width of the median's 95% CI as a fraction of the median.
+        min_round_time: a round repeats the call until it lasts this long, so that fast
+            calls are not dominated by the clock's own cost.
+    """
+
+    warmup: int = 1
+    min_rounds: int = 5
+    max_rounds: int = 1000
+    max_time: float = 0.5
+    precision: float = 0.02
+    min_round_time: float = 2e-4
+
+
+@dataclass
+class Timing:
+    samples: list[float] = field(default_factory=list)  # seconds per call, one per round
+    iterations: int = 1  # calls per round
+    precise: bool = False  # stopped because the target precision was reached
+
+    @property
+    def summary(self) -> Summary:
+        return summarize(self.samples)
+
+
+def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.perf_counter,
+            sync: Callable[[], None] = lambda: None, estimate: float | None = None) -> Timing:
+    """Time ``call`` under ``policy`` (NOTE: [Median precision] in ``stats``).
+
+    Args:
+        call: the work; its result is discarded.
+        policy: rounds, time cap and precision target.
+        timer: the clock, seconds as a float.
+        sync: waits for queued device work; runs inside each timed round.
+        estimate: seconds per call if already known (the first call); otherwise the warm-up
+            supplies it.
+    """
+
+    def round_of(k: int) -> float:
+        start = timer()
+        for _ in range(k):
+            call()
+        sync()
+        return (timer() - start) / k
+
+    for _ in range(policy.warmup):
+        estimate = round_of(1)
+    if estimate is None:
+        estimate = round_of(1)
+    iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimate, 1e-9))))
+
+    timing = Timing(iterations=iterations)
+    spent = 0.0
+    while len(timing.samples) < policy.max_rounds:
+        sample = round_of(iterations)
+        timing.samples.append(sample)
+        spent += sample * iterations
+        if len(timing.samples) < policy.min_rounds:
+            continue
+        s = summarize(timing.samples)
+        if s.median > 0 and s.ci_half <= policy.precision * s.median:
+            timing.precise = True
+            break
+        if spent >= policy.max_time:
+            break
+    return timing

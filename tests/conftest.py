@@ -1,0 +1,70 @@
+"""Shared fixtures: the CLI as a user runs it, a real tiny sweep, temporary registrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY_CASES = "seed-article,seed-article-multi,seed-linear,graph-break-powers,mlp-in128-out128-w64-d1"
+TINY_STRATEGIES = "manual-backward,functional,jacrev,jacfwd,fd-forward,fd-forward-loop"
+
+
+def run_cli(*args, timeout=600, check=False, **kw) -> subprocess.CompletedProcess:
+    """``python -m bench ARGS`` in a child process, as a user would run ``jacbench``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", **kw.pop("env", {})}
+    proc = subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=kw.pop("cwd", ROOT), env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"jacbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory) -> Path:
+    """A real sweep of a few problems and strategies through the CLI; its results file."""
+    out = tmp_path_factory.mktemp("results")
+    run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", TINY_CASES,
+            "--strategies", TINY_STRATEGIES, "--results-dir", out, check=True)
+    files = list(out.glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+@pytest.fixture
+def temporary_strategy():
+    """Register strategies for one test, and remove them afterwards."""
+    from bench import strategies
+
+    added = []
+
+    def add(name, compute, **kw):
+        strategies.register(name, kw.pop("mode", "reverse"), **kw)(compute)
+        added.append(name)
+        return strategies.get(name)
+
+    yield add
+    for name in added:
+        strategies.STRATEGIES.pop(name, None)
+
+
+@pytest.fixture
+def temporary_problem():
+    """Register problems for one test, and remove them afterwards."""
+    from cases import registry
+
+    added = []
+
+    def add(problem):
+        registry.register(problem)
+        added.append(problem.name)
+        return problem
+
+    yield add
+    for name in added:
+        registry._PROBLEMS.pop(name, None)

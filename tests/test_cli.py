@@ -1,0 +1,70 @@
+"""The command line as a user meets it: listing, one-line errors, a real tiny sweep."""
+
+import re
+
+import pytest
+import torch
+
+from bench import results
+from tests.conftest import run_cli
+
+
+def test_list_shows_problems_and_strategies_with_cost_models():
+    proc = run_cli("list", check=True)
+    out = proc.stdout
+    assert "seed-article" in out and "mlp-in32-out512-w256-d3" in out
+    assert "analytic" in out and "graph-break" in out
+    for name in ("manual-backward", "grad-loop", "grad-batched", "functional", "functional-vectorized",
+                 "functional-forward", "jacrev", "jacfwd", "fd-forward", "fd-central"):
+        assert re.search(rf"^{name}\s", out, re.M), name
+    assert "Cost:" in out
+
+
+def test_list_filters():
+    out = run_cli("list", "--cases", "seed-arm*", "--problems-only", check=True).stdout
+    assert "seed-arm2" in out and "seed-arm3" in out and "mlp-" not in out and "strategies" not in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "--profile", "huge"], "invalid choice: 'huge' (choose from 'quick', 'standard', 'full')"),
+    (["run", "--device", "tpu"], "invalid choice: 'tpu' (choose from 'cpu', 'cuda', 'all')"),
+    (["run", "--strategies", "nope*", "--device", "cpu"], "no strategy matches 'nope*'; choose from manual-backward"),
+    (["run", "--cases", "nope*", "--device", "cpu"], "no problem matches 'nope*'; families:"),
+    (["run", "--dtype", "float8", "--device", "cpu"], "unknown dtype 'float8'; choose from float32"),
+    (["run", "--shard", "3/2", "--device", "cpu"], "--shard 3/2: i must be between 1 and n"),
+    (["run", "--tags", "nosuch", "--device", "cpu"], "unknown tag 'nosuch'; choose from"),
+    (["run", "--plugin", "no.such.module", "--device", "cpu"], "cannot import plugin 'no.such.module'"),
+    (["list", "--kinds", "matrix"], "unknown kind 'matrix'; choose from"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_a_one_line_error_naming_the_choices(argv, fragment, tmp_path):
+    proc = run_cli(*argv, "--results-dir", tmp_path) if argv[0] == "run" else run_cli(*argv)
+    assert proc.returncode == 2
+    assert fragment in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing started
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_asking_for_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    proc = run_cli("run", "--device", "cuda", "--results-dir", tmp_path)
+    assert proc.returncode == 2 and "CUDA is not available here" in proc.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_sweep_through_the_cli(tmp_path):
+    proc = run_cli("run", "--profile", "quick", "--device", "all", "--cases", "seed-newton,seed-trig",
+                   "--strategies", "jacrev,fd-central-loop", "--dtype", "float32,float64", "--threads", "1",
+                   "--results-dir", tmp_path, check=True)
+    files = sorted(tmp_path.glob("*.json"))
+    assert len(files) == 1 + torch.cuda.is_available()  # one file per device
+    assert re.fullmatch(r"testbox_cpu_torch-[\w.]+_\d{8}-\d{6}\.json", files[0].name)
+    assert f"wrote {files[0]}" in proc.stdout
+    assert "best strategy" in proc.stdout  # the summary follows the run
+    assert not (tmp_path / ".partial").exists() or not list((tmp_path / ".partial").iterdir())
+    frame = results.load(files)
+    cpu = frame[frame.device == "cpu"]
+    assert len(cpu) == 2 * 2 * 2 and set(cpu.status) == {"ok"}
+    assert set(cpu.dtype) == {"float32", "float64"} and (cpu.threads == 1).all()
+    summary = run_cli("summary", *files, check=True).stdout
+    assert "seed-newton" in summary and "x vs functional" in summary

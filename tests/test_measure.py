@@ -1,0 +1,147 @@
+"""One pair measured for real: what an ok row carries, and how failures become statuses."""
+
+import pytest
+import torch
+
+import cases
+from bench import memory, strategies
+from bench.measure import measure
+from bench.plan import Pair, Settings
+from bench.timing import Policy
+
+QUICK = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
+MLP = "mlp-in128-out128-w64-d1"
+
+
+def test_an_ok_row_carries_time_memory_work_and_accuracy():
+    row = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK)
+    assert row.status == "ok", row.reason
+    assert len(row.samples) >= 3 and all(s > 0 for s in row.samples)
+    assert row.first_call_s > 0
+    assert row.error <= row.tolerance
+    assert row.jac_bytes == 128 * 128 * 4
+    assert row.peak_bytes >= row.jac_bytes  # the result itself is allocated during the call
+    assert row.work["vjps"] == 128 and row.work["vjps_calls"] == 1 and row.work["fevals"] == 1
+    assert row.work["flops"] > 0
+
+
+def test_work_is_counted_not_assumed():
+    loop = measure(Pair("cpu", "float32", MLP, "grad-loop"), QUICK).work
+    fwd = measure(Pair("cpu", "float32", MLP, "jacfwd"), QUICK).work
+    fd = measure(Pair("cpu", "float32", MLP, "fd-central"), QUICK).work
+    fd_loop = measure(Pair("cpu", "float32", MLP, "fd-forward-loop"), QUICK).work
+    assert (loop["vjps"], loop["vjps_calls"]) == (128, 128)
+    assert (fwd["jvps"], fwd["jvps_calls"], fwd["vjps"]) == (128, 1, 0)
+    assert (fd["fevals"], fd["fevals_calls"]) == (256, 1)
+    assert (fd_loop["fevals"], fd_loop["fevals_calls"]) == (129, 129)
+
+
+def test_a_wrong_result_is_recorded_with_its_error_and_never_timed(temporary_strategy):
+    temporary_strategy("test-transposed", lambda fn, xs, create_graph=False:
+                       tuple(b.T for b in strategies.jacrev(fn, xs)))
+    row = measure(Pair("cpu", "float32", MLP, "test-transposed"), QUICK)
+    assert row.status == "wrong" and row.error > 0.1
+    assert "exceeds the tolerance" in row.reason
+    assert row.samples == [] and row.peak_bytes is None
+
+
+def test_an_exception_is_an_error_with_a_one_line_reason(temporary_strategy):
+    def boom(fn, xs, create_graph=False):
+        raise ValueError("boom\nsecond line")
+
+    temporary_strategy("test-boom", boom)
+    row = measure(Pair("cpu", "float32", MLP, "test-boom"), QUICK)
+    assert (row.status, row.reason) == ("error", "ValueError: boom")
+
+
+def test_a_real_cpu_out_of_memory_is_oom_and_leaves_the_next_pair_unaffected(temporary_strategy):
+    temporary_strategy("test-oom", lambda fn, xs, create_graph=False: torch.empty(2**48))
+    before = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
+    row = measure(Pair("cpu", "float32", MLP, "test-oom"), QUICK)
+    assert row.status == "oom", row.reason
+    assert "can't allocate memory" in row.reason
+    after = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
+    assert after == before
+
+
+def test_unsupported_kind_is_recorded_without_running(temporary_strategy):
+    temporary_strategy("test-multi-only", lambda fn, xs, create_graph=False: 1 / 0, kinds={"multi"})
+    row = measure(Pair("cpu", "float32", MLP, "test-multi-only"), QUICK)
+    assert row.status == "unsupported" and "does not handle vector problems" in row.reason
+
+
+def test_vmap_fallback_is_recorded(temporary_problem):
+    # slogdet has no batching rule in the legacy vmap behind functional(vectorize=True).
+    from cases import Built, Problem
+
+    def build(s):
+        a = s.randn(4, 4, gen=s.generator()) + 4 * torch.eye(4, dtype=s.dtype)
+        return Built(lambda x: torch.linalg.slogdet(a + x.reshape(4, 4))[1].reshape(1), (s.randn(16, gen=s.generator()) * 0.1,))
+
+    temporary_problem(Problem("test-slogdet", "test", "vector", n=16, m=1, builder=build))
+    row = measure(Pair("cpu", "float64", "test-slogdet", "functional-vectorized"), QUICK)
+    assert row.status == "ok" and row.fallback
+    assert any("linalg" in op or "diag" in op for op in row.fallback_ops), row.fallback_ops
+
+
+class FakeCuda:
+    """Where no GPU exists: the allocator statistics the CUDA path reads, scripted."""
+
+    def __init__(self):
+        self.allocated, self.peak, self.emptied = 1000, 1000, 0
+
+    def install(self, monkeypatch):
+        c = torch.cuda
+        monkeypatch.setattr(c, "synchronize", lambda *a: None)
+        monkeypatch.setattr(c, "reset_peak_memory_stats", lambda *a: setattr(self, "peak", self.allocated))
+        monkeypatch.setattr(c, "memory_allocated", lambda *a: self.allocated)
+        monkeypatch.setattr(c, "max_memory_allocated", lambda *a: self.peak)
+        monkeypatch.setattr(c, "empty_cache", lambda: setattr(self, "emptied", self.emptied + 1))
+
+    def allocate(self, n):
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+
+    def free(self, n):
+        self.allocated -= n
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a real GPU is here: test_cuda_* cover this for real")
+def test_cuda_memory_path_with_a_mock(monkeypatch):
+    fake = FakeCuda()
+    fake.install(monkeypatch)
+
+    def call():
+        fake.allocate(500)  # temporaries
+        fake.allocate(200)  # the result
+        fake.free(500)
+        return "result"
+
+    assert memory.peak_bytes(call, torch.device("cuda")) == 700
+    fake.allocated = 1000  # the failed call's memory is gone
+    memory.release(torch.device("cuda"))
+    assert fake.emptied == 1
+    assert memory.peak_bytes(call, torch.device("cuda")) == 700  # the next peak is unaffected
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_pair_is_measured_and_gated():
+    row = measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK)
+    assert row.status == "ok", row.reason
+    assert row.peak_bytes >= row.jac_bytes and row.samples
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_out_of_memory_is_oom_and_the_next_peak_is_unaffected(temporary_strategy):
+    free, _ = torch.cuda.mem_get_info()
+    temporary_strategy("test-cuda-oom", lambda fn, xs, create_graph=False:
+                       torch.empty(2 * free // 4 + 2**30, device="cuda"))
+    before = measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK).peak_bytes
+    row = measure(Pair("cuda", "float32", MLP, "test-cuda-oom"), QUICK)
+    assert row.status == "oom", row.reason
+    assert measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK).peak_bytes == before

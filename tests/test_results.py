@@ -1,0 +1,124 @@
+"""Result files: the loader on a real file, pytest-benchmark's own reader, and every way a
+file can be broken, each a one-line error naming the file."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench import results
+from bench.journal import Journal
+from tests.conftest import run_cli
+
+
+def test_loader_gives_one_tidy_row_per_pair(tiny_results):
+    frame = results.load([tiny_results])
+    assert isinstance(frame, pd.DataFrame)
+    assert len(frame) == 5 * 6 and not frame.duplicated(results.KEY).any()
+    assert set(results.COLUMNS) <= set(frame.columns)
+    ok = frame[frame.status == "ok"]
+    assert (ok["median"] > 0).all() and (ok["rounds"] >= 3).all() and ok["iqr"].notna().all()
+    assert ok["samples"].map(len).eq(ok["rounds"]).all()
+    assert (ok["error"] <= ok["tolerance"]).all()
+    assert (frame.torch != "unknown").all() and (frame.machine == "testbox").all()
+    broken = frame[frame.problem == "graph-break-powers"].set_index("strategy")
+    assert broken.loc["functional", "status"] == "wrong" and broken.loc["manual-backward", "status"] == "error"
+    assert broken.loc["fd-forward-loop", "status"] == "ok"
+    assert broken.loc["functional", "median"] != broken.loc["functional", "median"]  # NaN: not timed
+
+
+def test_file_is_self_describing(tiny_results):
+    doc = json.loads(tiny_results.read_text())
+    env = doc["machine_info"]["jacbench"]
+    for key in ("torch", "cuda", "cudnn", "device_name", "cpu", "threads", "commit", "machine"):
+        assert key in env
+    assert doc["machine_info"]["cpu"]  # pytest-benchmark's own machine info is there too
+    for rec in doc["benchmarks"] + doc["jacbench"]["untimed"]:
+        for key in ("problem", "strategy", "device", "dtype", "status", "reason", "error"):
+            assert key in rec["extra_info"]
+    assert doc["jacbench"]["ceilings"]["float32"]["matmul_flops"] > 0
+    assert tiny_results.name.startswith("testbox_cpu_torch-")
+
+
+def test_pytest_benchmark_compare_reads_the_file(tiny_results):
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(tiny_results),
+                           "--columns=min,median,iqr,rounds"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "test_pair[cpu-float32-seed-article-jacrev]" in proc.stdout
+
+
+def _variants(good: str) -> dict:
+    doc = json.loads(good)
+    no_section = dict(doc)
+    no_section.pop("jacbench")
+    future = json.loads(good)
+    future["jacbench"]["schema"] = 99
+    no_status = json.loads(good)
+    del no_status["benchmarks"][0]["extra_info"]["status"]
+    nan_samples = json.loads(good)
+    nan_samples["benchmarks"][0]["stats"]["data"] = []
+    return {
+        "truncated": (good[: len(good) // 2], "truncated or corrupt JSON"),
+        "empty": ("", "empty file"),
+        "garbage": ("\x00\x01not json at all", "truncated or corrupt JSON"),
+        "foreign": (json.dumps({"hello": "world"}), "not a jacbench results file"),
+        "list": (json.dumps([1, 2, 3]), "not a jacbench results file"),
+        "pytest-benchmark only": (json.dumps(no_section), "not a jacbench results file"),
+        "future schema": (json.dumps(future), "schema 99"),
+        "record without status": (json.dumps(no_status), "record 0 lacks extra_info"),
+        "record without samples": (json.dumps(nan_samples), "no valid raw samples"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "empty", "garbage", "foreign", "list", "pytest-benchmark only",
+                                  "future schema", "record without status", "record without samples"])
+def test_broken_files_give_a_one_line_error_naming_the_file(case, tiny_results, tmp_path):
+    text, fragment = _variants(tiny_results.read_text())[case]
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(results.ResultsError) as info:
+        results.load([tiny_results, bad])  # a good file first: still no partial frame
+    message = str(info.value)
+    assert message.startswith(str(bad)) and fragment in message and "\n" not in message
+
+
+def test_missing_file_is_a_one_line_error(tmp_path):
+    with pytest.raises(results.ResultsError, match="cannot read"):
+        results.load([tmp_path / "nope.json"])
+
+
+def test_cli_reports_a_broken_file_in_one_line(tiny_results, tmp_path):
+    bad = tmp_path / "cut.json"
+    bad.write_text(tiny_results.read_text()[:1000])
+    proc = run_cli("summary", bad)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and str(bad) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    results.write_atomic(target, {"a": 1})
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", explode)
+    with pytest.raises(OSError):
+        results.write_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_journal_ignores_and_trims_a_line_cut_short(tmp_path):
+    path = tmp_path / "j.journal.jsonl"
+    j = Journal.create(path, {"run_id": "x", "pairs": [{"id": "a"}, {"id": "b"}]})
+    j.append({"type": "result", "pair": "a", "record": {"extra_info": {"status": "ok"}}})
+    with open(path, "a") as f:
+        f.write('{"type": "result", "pair": "b", "rec')  # killed mid-write
+    j = Journal.read(path)
+    assert list(j.results) == ["a"] and j.remaining() == ["b"]
+    j.append({"type": "result", "pair": "b", "record": {"extra_info": {"status": "ok"}}})
+    assert Journal.read(path).remaining() == []
+    assert all(json.loads(line) for line in path.read_text().splitlines())

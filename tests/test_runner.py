@@ -1,0 +1,108 @@
+"""The sweep survives everything: SIGKILL then resume, a hanging pair, a crashing pair.
+
+These run real sweeps in real child processes, with strategies that really misbehave
+(``tests/plugins/misbehaving.py``).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench import results
+from bench.journal import Journal
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+PLUGIN = "tests.plugins.misbehaving"
+
+
+def _records(path):
+    doc = json.loads(path.read_text())
+    return {r["param"]: r for r in doc["benchmarks"] + doc["jacbench"]["untimed"]}
+
+
+def _start_and_kill(argv, tmp_path, after: int) -> Journal:
+    """Start a real sweep, SIGKILL it (runner and child) once ``after`` pairs are journaled."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    journal_dir = tmp_path / ".partial"
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and done < after:
+        time.sleep(0.2)
+        journals = list(journal_dir.glob("*.journal.jsonl")) if journal_dir.exists() else []
+        done = len(Journal.read(journals[0]).results) if journals else 0
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (journal,) = journal_dir.glob("*.journal.jsonl")
+    before = Journal.read(journal)
+    assert after <= len(before.results) < len(before.pairs)
+    assert not list(tmp_path.glob("*.json"))  # no results file: the run did not finish
+    return before
+
+
+def test_sigkill_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
+    argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-*", "--strategies",
+            "test-slow,jacrev", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    before = _start_and_kill(argv, tmp_path, after=4)
+    resumed = run_cli("run", "--resume", "--results-dir", tmp_path, check=True)
+    assert "resuming" in resumed.stderr
+    (final,) = tmp_path.glob("*.json")
+    records = _records(final)
+    assert sorted(records) == sorted(before.pairs)  # every pair, once
+    doc = json.loads(final.read_text())
+    assert len(doc["benchmarks"]) + len(doc["jacbench"]["untimed"]) == len(before.pairs)
+    for pair, rec in before.results.items():  # measured before the kill: kept as measured
+        assert records[pair] == rec
+    assert not before.path.exists()
+    results.load([final])
+
+
+def test_the_same_command_resumes_an_unfinished_run(tmp_path):
+    argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig,seed-arm2",
+            "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    before = _start_and_kill(argv, tmp_path, after=2)
+    again = run_cli(*argv, check=True)
+    assert f"resuming 6 pairs on cpu" in again.stderr and f"{len(before.results)} already done" in again.stderr
+    (final,) = tmp_path.glob("*.json")
+    assert sorted(_records(final)) == sorted(before.pairs)
+    fresh = run_cli(*argv, "--fresh", check=True)  # a finished run is not resumed; --fresh is a new run
+    assert "running 6 pairs" in fresh.stderr and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_hanging_pair_times_out_and_the_sweep_goes_on(tmp_path):
+    proc = run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton",
+                   "--strategies", "jacrev,test-hang,jacfwd", "--plugin", PLUGIN, "--pair-timeout", "4",
+                   "--results-dir", tmp_path, check=True)
+    (final,) = tmp_path.glob("*.json")
+    status = {r["extra_info"]["strategy"]: r["extra_info"] for r in _records(final).values()}
+    assert status["test-hang"]["status"] == "timeout" and "4 s" in status["test-hang"]["reason"]
+    assert status["jacrev"]["status"] == "ok" and status["jacfwd"]["status"] == "ok"
+    assert "timeout" in proc.stderr
+
+
+def test_a_crashing_pair_costs_only_that_pair(tmp_path):
+    run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
+            "--strategies", "test-crash,jacrev", "--plugin", PLUGIN, "--results-dir", tmp_path, check=True)
+    (final,) = tmp_path.glob("*.json")
+    rows = {(r["extra_info"]["problem"], r["extra_info"]["strategy"]): r["extra_info"] for r in _records(final).values()}
+    for problem in ("seed-newton", "seed-trig"):
+        crashed = rows[(problem, "test-crash")]
+        assert crashed["status"] == "error" and "SIGSEGV" in crashed["reason"]
+        assert rows[(problem, "jacrev")]["status"] == "ok"
+
+
+def test_progress_shows_counts_current_pair_elapsed_and_eta(tmp_path):
+    proc = run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton",
+                   "--strategies", "jacrev,jacfwd,fd-forward", "--results-dir", tmp_path, check=True)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"]
+    assert "cpu float32 seed-newton jacrev" in lines[0]
+    assert all("elapsed, ETA" in line for line in lines)
+    assert lines[-1].rstrip().endswith("ok 3")

@@ -1,0 +1,87 @@
+"""Timing statistics driven by a fake clock: deterministic, no sleeping, no real time."""
+
+import math
+
+import pytest
+
+from bench.stats import summarize
+from bench.timing import Policy, measure
+
+
+class FakeClock:
+    """A clock that advances only when the timed call runs, by scripted durations."""
+
+    def __init__(self, durations, sync_cost=0.0):
+        self.now = 0.0
+        self.durations = list(durations)
+        self.calls = 0
+        self.sync_cost = sync_cost
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call(self):
+        self.now += self.durations[self.calls % len(self.durations)]
+        self.calls += 1
+
+    def sync(self):
+        self.now += self.sync_cost
+
+
+def test_stops_at_min_rounds_once_the_median_is_precise():
+    clock = FakeClock([1e-3])
+    t = measure(clock.call, Policy(warmup=1, min_rounds=5, precision=0.01), timer=clock)
+    assert t.samples == [1e-3] * 5 and t.precise and t.iterations == 1
+    assert clock.calls == 1 + 5  # one warm-up, five rounds
+
+
+def test_noisy_calls_run_until_the_time_cap():
+    clock = FakeClock([1e-3, 3e-3])  # IQR/median stays at 1: never precise
+    t = measure(clock.call, Policy(warmup=0, min_rounds=3, max_time=0.1, precision=0.01), timer=clock,
+                estimate=2e-3)
+    assert not t.precise
+    spent = sum(t.samples)
+    assert spent >= 0.1 and spent - t.samples[-1] < 0.1  # stopped by the first round over the cap
+    assert len(t.samples) == 50
+
+
+def test_precision_is_reached_when_noise_shrinks_with_rounds():
+    # 1.57 * IQR / sqrt(n) <= 2% of the median: with IQR = 10% of the median, n >= 62.
+    clock = FakeClock([0.95e-3, 1.0e-3, 1.05e-3, 1.0e-3])
+    t = measure(clock.call, Policy(warmup=0, min_rounds=5, max_time=10, precision=0.02), timer=clock,
+                estimate=1e-3)
+    s = summarize(t.samples)
+    assert t.precise and s.ci_half <= 0.02 * s.median
+    shorter = summarize(t.samples[:-1])
+    assert shorter.ci_half > 0.02 * shorter.median  # it stopped at the first precise round
+
+
+def test_max_rounds_bounds_everything():
+    clock = FakeClock([1e-6, 5e-6])
+    t = measure(clock.call, Policy(warmup=0, min_rounds=2, max_rounds=7, max_time=100, precision=1e-9,
+                                   min_round_time=0), timer=clock, estimate=1e-6)
+    assert len(t.samples) == 7
+
+
+def test_fast_calls_are_repeated_within_a_round():
+    clock = FakeClock([1e-5])
+    t = measure(clock.call, Policy(warmup=1, min_rounds=3, min_round_time=2e-4), timer=clock)
+    assert t.iterations == 20
+    assert t.samples == pytest.approx([1e-5] * 3)  # seconds per call, not per round
+    assert clock.calls == 1 + 3 * 20
+
+
+def test_sync_runs_inside_the_timed_round():
+    clock = FakeClock([1e-3], sync_cost=4e-3)  # the device finishes 4 ms after the call returns
+    t = measure(clock.call, Policy(warmup=1, min_rounds=3), timer=clock, sync=clock.sync)
+    assert t.samples == pytest.approx([5e-3] * 3)
+
+
+def test_summary_statistics():
+    s = summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s.n, s.median, s.q1, s.q3, s.min, s.max, s.mean) == (5, 3.0, 2.0, 4.0, 1.0, 5.0, 3.0)
+    assert s.iqr == 2.0 and s.rel_iqr == pytest.approx(2 / 3) and s.noisy
+    assert s.ci_half == pytest.approx(1.57 * 2 / math.sqrt(5))
+    assert not summarize([1.0, 1.01, 1.02, 1.0]).noisy
+    with pytest.raises(ValueError):
+        summarize([])
