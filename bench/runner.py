@@ -16,6 +16,8 @@ the same command again (or ``jacbench run --resume``) finishes the rest.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -85,6 +87,11 @@ def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Pat
 def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stderr,
             clock=time.monotonic) -> Path:
     """Run the journal's pending pairs to completion and write the results file."""
+    with _exclusive(journal_path):
+        return _execute(journal_path, python, stream, clock)
+
+
+def _execute(journal_path, python, stream, clock) -> Path:
     journal = Journal.read(journal_path)
     settings = Settings.from_dict(journal.header["settings"])
     pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
@@ -110,6 +117,39 @@ def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stde
     return out
 
 
+class _exclusive:
+    """An exclusive lock on a journal for as long as one process is running it.
+
+    The lock belongs to this process's open file, so it is released however the process
+    ends, and a second ``jacbench run`` on the same journal is refused instead of racing.
+    """
+
+    def __init__(self, journal_path):
+        self.path = Path(str(journal_path) + ".lock")
+
+    def __enter__(self):
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise RunError(f"another jacbench process is running {self.path.with_suffix('')}") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        self.file.close()
+        return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the runner dies, however it dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _supervise(journal_path, timeout, progress, python, log, pairs, clock) -> tuple[str, str | None]:
     """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
     cmd = [python, "-m", "pytest", str(SWEEP), "-p", "bench.plugin", f"--jacbench-journal={journal_path}",
@@ -117,8 +157,10 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock) -> tu
     path = [str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")]  # the cwd, for --plugin modules
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as log_file:
+        # Its own session, so a timeout kills the child with any workers it started (compile
+        # workers); and death with the parent, so a killed runner leaves no orphan measuring on.
         child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=_die_with_parent)
     offset = Path(journal_path).stat().st_size
     current, last_event = None, clock()
     try:
@@ -222,6 +264,7 @@ class Progress:
     def __init__(self, total: int, done: dict, *, stream=sys.stderr, clock=time.monotonic):
         self.total, self.stream, self.clock = total, stream, clock
         self.done_before = len(done)
+        self.seen = set(done)
         self.counts = Counter(r["extra_info"]["status"] for r in done.values())
         self.started = clock()
         self.tty = hasattr(stream, "isatty") and stream.isatty()
@@ -248,6 +291,9 @@ class Progress:
             self._transient = True
 
     def finished(self, pair: Pair, info: dict) -> None:
+        if pair.id in self.seen:
+            return
+        self.seen.add(pair.id)
         self.counts[info["status"]] += 1
         self._clear()
         width = len(str(self.total))

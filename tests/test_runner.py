@@ -27,7 +27,8 @@ def _records(path):
 
 
 def _start_and_kill(argv, tmp_path, after: int) -> Journal:
-    """Start a real sweep, SIGKILL it (runner and child) once ``after`` pairs are journaled."""
+    """Start a real sweep and SIGKILL its runner once ``after`` pairs are journaled. Only the
+    runner is killed: its sweep child must die with it, not go on measuring as an orphan."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -38,9 +39,12 @@ def _start_and_kill(argv, tmp_path, after: int) -> Journal:
         time.sleep(0.2)
         journals = list(journal_dir.glob("*.journal.jsonl")) if journal_dir.exists() else []
         done = len(Journal.read(journals[0]).results) if journals else 0
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (journal,) = journal_dir.glob("*.journal.jsonl")
+    size = journal.stat().st_size
+    time.sleep(1.5)
+    assert journal.stat().st_size == size  # no orphan is still writing
     before = Journal.read(journal)
     assert after <= len(before.results) < len(before.pairs)
     assert not list(tmp_path.glob("*.json"))  # no results file: the run did not finish
@@ -74,6 +78,23 @@ def test_the_same_command_resumes_an_unfinished_run(tmp_path):
     assert sorted(_records(final)) == sorted(before.pairs)
     fresh = run_cli(*argv, "--fresh", check=True)  # a finished run is not resumed; --fresh is a new run
     assert "running 6 pairs" in fresh.stderr and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_second_runner_on_the_same_run_is_refused(tmp_path):
+    argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
+            "--strategies", "test-slow", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(tmp_path.glob(".partial/*.lock")):
+            time.sleep(0.1)
+        second = run_cli(*argv)
+        assert second.returncode == 2 and "another jacbench process is running" in second.stderr
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0 and len(list(tmp_path.glob("*.json"))) == 1
 
 
 def test_a_hanging_pair_times_out_and_the_sweep_goes_on(tmp_path):
