@@ -10,7 +10,11 @@ REPORT  ?= reports/bench.html
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench report summary test lint clean browser
+TORCH_VERSIONS ?= 2.12.1 2.13.0
+BASE ?= $(word 2,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
+NEW  ?= $(word 1,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
+
+.PHONY: install bench report summary compare bench-matrix test clean browser
 
 # A venv that sees the system's packages, so a GPU machine's CUDA build of torch is reused;
 # where there is no torch, the pinned (overridable) TORCH version is installed.
@@ -35,6 +39,14 @@ report: install
 
 summary: install
 	$(BIN)/jacbench summary
+
+# Row-by-row comparison of two runs (default: the two newest results files).
+compare: install
+	$(BIN)/jacbench compare $(BASE) $(NEW) -o reports/compare.html
+
+# The same sweep under several torch versions, one venv each under .venvs/, interleaved.
+bench-matrix: install
+	$(BIN)/jacbench matrix --torch-versions "$(TORCH_VERSIONS)" --profile $(PROFILE) -o reports/matrix.html
 
 # The browser test drives Debian's Chromium; install it if it is missing and we can.
 browser:

@@ -127,6 +127,30 @@ def _report(paths, out: Path) -> int:
     return 0
 
 
+# --- report, compare, matrix, advise: each module's ``command(args)`` ------------------------
+
+def cmd_report(args) -> int:
+    return _report(args.results, Path(args.output))
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+
+    return compare.command(args)
+
+
+def cmd_matrix(args) -> int:
+    from . import matrix
+
+    return matrix.command(args)
+
+
+def cmd_advise(args) -> int:
+    from . import advise
+
+    return advise.command(args)
+
+
 # --- summary -------------------------------------------------------------------------------
 
 def cmd_summary(args) -> int:
@@ -176,6 +200,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="plain-text summary of result files")
     p.add_argument("results", nargs="*", help="results files (default: the newest under results/)")
     p.set_defaults(fn=cmd_summary)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of result files")
+    p.add_argument("results", nargs="+", help="results files")
+    p.add_argument("-o", "--output", default="reports/report.html")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("compare", help="compare result files row by row, with a significance test")
+    p.add_argument("results", nargs="+", help="BASE.json NEW.json [MORE.json ...] (the first is the base)")
+    p.add_argument("--threshold", type=float, default=0.10, help="smallest change that counts (default 0.10)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
+    p.add_argument("--memory-threshold", type=float, default=0.20, help="memory change that is reported")
+    p.add_argument("--fail-on", choices=("slower", "status", "any"), help="exit 1 on a significant regression")
+    p.add_argument("-o", "--output", help="also write an HTML comparison report here")
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("matrix", help="the same sweep in several torch environments, interleaved, then compared")
+    p.add_argument("--torch-versions", help="space- or comma-separated torch versions, one venv each")
+    p.add_argument("--python", action="append", metavar="NAME=PYTHON",
+                   help="an existing interpreter as an environment (repeatable; instead of or besides versions)")
+    p.add_argument("--profile", choices=cases.PROFILES, default="standard")
+    p.add_argument("--cases", action="append")
+    p.add_argument("--tags", action="append")
+    p.add_argument("--strategies", action="append")
+    p.add_argument("--dtype", action="append")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--rounds", type=int, default=4, help="interleave the environments in this many rounds")
+    p.add_argument("--venvs-dir", default=".venvs")
+    p.add_argument("--results-dir", default="results/matrix")
+    p.add_argument("-o", "--output", default="reports/matrix.html")
+    p.set_defaults(fn=cmd_matrix)
+
+    p = sub.add_parser("advise", help="which strategy is fastest for YOUR function: measured, gated, ranked")
+    p.add_argument("target", help="module:function (or module:Class for an nn.Module built without arguments)")
+    p.add_argument("--input-shape", required=True, help="shape of one input, e.g. 64 or 3,32,32")
+    p.add_argument("--batch", type=int, help="per-sample Jacobians over a batch of this size")
+    p.add_argument("--wrt", choices=("input", "params"), default="input")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", default="float32", choices=planning.DTYPES)
+    p.add_argument("--strategies", action="append")
+    p.add_argument("-o", "--output", help="also write an HTML report here")
+    p.set_defaults(fn=cmd_advise)
     return parser
 
 

@@ -90,17 +90,22 @@ def fallback_ops(caught) -> list[str]:
 
 
 def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter) -> Row:
-    """Gate, then measure, one pair. Never raises for a failing pair."""
-    problem = cases.get(pair.problem)
-    strategy = strategies.get(pair.strategy)
-    row = Row(problem.name, strategy.name, pair.device, pair.dtype, family=problem.family,
+    """Gate, then measure, one registered pair. Never raises for a failing pair."""
+    return measure_problem(cases.get(pair.problem), strategies.get(pair.strategy), pair.device, pair.dtype,
+                           settings, timer=timer)
+
+
+def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, device: str, dtype: str,
+                    settings: Settings, *, timer: Timer = time.perf_counter) -> Row:
+    """Gate, then measure, one strategy on one problem, registered or not."""
+    row = Row(problem.name, strategy.name, device, dtype, family=problem.family,
               kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
     reason = strategy.unsupported(problem.kind)
     if reason:
         row.status, row.reason = "unsupported", reason
         return row
 
-    device, dtype = torch.device(pair.device), getattr(torch, pair.dtype)
+    device, dtype = torch.device(device), getattr(torch, dtype)
     built = None
     try:
         torch.manual_seed(settings.seed)
@@ -132,6 +137,8 @@ def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter)
         row.work = _count_work(strategy, built)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
+    except strategies.Unsupported as exc:
+        row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
         row.status = "oom" if is_oom(exc) else "error"
         row.reason = _diagnosed(one_line(exc), built)

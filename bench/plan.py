@@ -83,13 +83,17 @@ def load_plugins(modules) -> list[str]:
     return names
 
 
-def select_strategies(patterns) -> list[str]:
+def select_strategies(patterns, profile: str | None = None) -> list[str]:
+    """Strategy names matching any glob; with a profile, only those it runs (a strategy
+    named exactly is kept whatever its tier)."""
     pats = cases.split_patterns(patterns)
     names = list(strategies.STRATEGIES)
     for pat in pats:
         if not any(fnmatch.fnmatchcase(n, pat) for n in names):
             raise ValueError(f"no strategy matches {pat!r}; choose from {', '.join(names)}")
-    return [n for n in names if not pats or any(fnmatch.fnmatchcase(n, p) for p in pats)]
+    limit = PROFILES.index(profile) if profile else len(PROFILES)
+    return [n for n in names if (not pats or any(fnmatch.fnmatchcase(n, p) for p in pats))
+            and (strategies.STRATEGIES[n].tier <= limit or n in pats)]
 
 
 def check_dtypes(dtypes) -> list[str]:
@@ -106,7 +110,7 @@ def make(profile: str, *, devices: list[str], dtypes=None, problems=None, tags=N
     chosen = cases.select(problems, tags=tags, profile=profile)
     if not chosen:
         raise ValueError(f"no problem is in profile {profile!r} with these filters")
-    names = select_strategies(strategy_patterns)
+    names = select_strategies(strategy_patterns, profile)
     order = {p.name: i for i, p in enumerate(cases.problems())}
     pairs = sorted(
         (Pair(dev, dt, p.name, s) for dev in devices for dt in check_dtypes(dtypes) for p in chosen for s in names),

@@ -31,6 +31,12 @@ import torch
 
 Blocks = tuple[torch.Tensor, ...]
 
+
+class Unsupported(Exception):
+    """Raised by a strategy that finds, at call time, that it cannot handle this function
+    (no ``nn.Sequential`` to exploit, no sparsity pattern, ...). The message is the reason;
+    the pair is recorded as ``unsupported``, not as an error."""
+
 # --- torch features a strategy may need, for running across torch versions -------------
 
 
@@ -71,6 +77,8 @@ class Strategy:
         fd_order: 0 for exact strategies, 1 for forward and 2 for central differences.
         needs: torch features it calls (keys of :data:`FEATURES`).
         create_graph: whether its result can be differentiated again.
+        tier: index into ``cases.PROFILES`` of the smallest profile that runs it (costly
+            strategies, such as compiled ones, stay out of the small profiles).
     """
 
     name: str
@@ -80,6 +88,7 @@ class Strategy:
     fd_order: int = 0
     needs: tuple[str, ...] = ()
     create_graph: bool = False
+    tier: int = 0
 
     @property
     def exact(self) -> bool:

@@ -7,7 +7,9 @@ strategies, timing or pytest.
 
 from .problem import KINDS, PROFILES, Built, Problem, Setup
 from .registry import families, get, known_tags, problems, register, select, split_patterns
-from . import seeds, mlp  # noqa: E402,F401  (registration side effects, in report order)
+# Registration side effects, in report order.
+from . import seeds, mlp, shapes, nets, decoder, hidden, lsq, sparse, ops  # noqa: E402,F401
+from . import batched, params, penalty  # noqa: E402,F401
 
 __all__ = [
     "KINDS", "PROFILES", "Built", "Problem", "Setup",

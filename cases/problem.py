@@ -57,12 +57,15 @@ class Built:
         jacobian: the analytic Jacobian at ``inputs``, if the problem has one: a callable
             returning one block per input, block ``k`` shaped ``out.shape + inputs[k].shape``.
         module: the ``nn.Module`` behind ``fn``, for strategies that exploit its structure.
+        sparsity: the Jacobian's known sparsity pattern, a bool ``(m, N)`` tensor on the CPU
+            (N all input elements), for strategies that exploit sparsity.
     """
 
     fn: Callable[..., torch.Tensor]
     inputs: tuple[torch.Tensor, ...]
     jacobian: Callable[[], tuple[torch.Tensor, ...]] | None = None
     module: torch.nn.Module | None = None
+    sparsity: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
