@@ -49,6 +49,7 @@ class Row:
     fallback: bool = False
     fallback_ops: list[str] = field(default_factory=list)
     work: dict | None = None
+    notes: dict = field(default_factory=dict)
     problem_flops: int | None = None
     seed: int = 0
     schema: int = SCHEMA
@@ -114,13 +115,15 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
         def call():
-            return strategy(built.fn, built.inputs)
+            with strategies.using(built.module, built.sparsity):
+                return strategy(built.fn, built.inputs)
 
         enable_fallback_warnings()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = timer()
-            blocks = call()
+            with strategies.using(built.module, built.sparsity, notes=row.notes):
+                blocks = strategy(built.fn, built.inputs)
             sync()
             row.first_call_s = timer() - start
         row.fallback_ops = fallback_ops(caught)
@@ -153,7 +156,8 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
 def _count_work(strategy, built) -> dict | None:
     """The work counts, or None where the probe cannot follow the strategy."""
     try:
-        return work.count(lambda probe: strategy(probe(built.fn), built.inputs)).as_dict()
+        with strategies.using(built.module, built.sparsity):
+            return work.count(lambda probe: strategy(probe(built.fn), built.inputs)).as_dict()
     except Exception:  # noqa: BLE001 - counting is best effort; the row stays valid without it
         return None
 

@@ -18,8 +18,9 @@ _SESSION = pytest.StashKey["Sweep"]()
 
 
 def pytest_addoption(parser):
-    parser.getgroup("jacbench").addoption(
-        "--jacbench-journal", default=None, help="run the pending pairs of this journal (set by `jacbench run`)")
+    group = parser.getgroup("jacbench")
+    group.addoption("--jacbench-journal", default=None, help="run the pending pairs of this journal (set by `jacbench run`)")
+    group.addoption("--jacbench-max-pairs", type=int, default=None, help="run at most this many of them, in plan order")
 
 
 def pytest_configure(config):
@@ -34,7 +35,7 @@ def pytest_generate_tests(metafunc):
     sweep = metafunc.config.stash.get(_SESSION, None)
     if sweep is None:
         raise pytest.UsageError("the sweep runs through `jacbench run`, which passes --jacbench-journal")
-    ids = sweep.journal.remaining()
+    ids = sweep.journal.remaining()[: metafunc.config.getoption("jacbench_max_pairs")]
     metafunc.parametrize("pair", ids, ids=ids)
 
 

@@ -85,23 +85,31 @@ def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Pat
 
 
 def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stderr,
-            clock=time.monotonic) -> Path:
-    """Run the journal's pending pairs to completion and write the results file."""
+            clock=time.monotonic, max_pairs: int | None = None) -> Path | None:
+    """Run the journal's pending pairs and write the results file once none is left.
+
+    Args:
+        python: the interpreter of the sweep child (another torch environment, say).
+        max_pairs: run at most this many pending pairs, in plan order, then return None if
+            pairs remain (environments interleave this way, a slice of the plan at a time).
+    """
     with _exclusive(journal_path):
-        return _execute(journal_path, python, stream, clock)
+        return _execute(journal_path, python, stream, clock, max_pairs)
 
 
-def _execute(journal_path, python, stream, clock) -> Path:
+def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     journal = Journal.read(journal_path)
+    target = set(journal.remaining()[:max_pairs] if max_pairs is not None else journal.remaining())
     settings = Settings.from_dict(journal.header["settings"])
     pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
     progress = Progress(len(journal.pairs), journal.results, stream=stream, clock=clock)
     log = Path(journal_path).with_suffix(".log")
     began = clock()
-    while journal.remaining():
-        outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs, clock)
+    while target & set(journal.remaining()):
+        limit = len(target & set(journal.remaining()))
+        outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs, clock, limit)
         journal = Journal.read(journal_path)
-        if not journal.remaining():
+        if not target & set(journal.remaining()):
             break
         if current is None or current in journal.results:
             raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
@@ -111,6 +119,8 @@ def _execute(journal_path, python, stream, clock) -> Path:
         journal.append({"type": "result", "pair": current, "record": record(pairs[current], info)})
         progress.finished(pairs[current], info)
     progress.close()
+    if journal.remaining():
+        return None
     out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=clock() - began))
     Path(journal_path).unlink(missing_ok=True)
     log.unlink(missing_ok=True)
@@ -150,9 +160,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def _supervise(journal_path, timeout, progress, python, log, pairs, clock) -> tuple[str, str | None]:
+def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit) -> tuple[str, str | None]:
     """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
     cmd = [python, "-m", "pytest", str(SWEEP), "-p", "bench.plugin", f"--jacbench-journal={journal_path}",
+           f"--jacbench-max-pairs={limit}",
            "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(ROOT), "-W", "ignore::DeprecationWarning"]
     path = [str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")]  # the cwd, for --plugin modules
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), "PYTHONUNBUFFERED": "1"}

@@ -23,6 +23,8 @@ When each mode wins (m outputs, N inputs, C the cost of one evaluation of ``fn``
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,6 +38,45 @@ class Unsupported(Exception):
     """Raised by a strategy that finds, at call time, that it cannot handle this function
     (no ``nn.Sequential`` to exploit, no sparsity pattern, ...). The message is the reason;
     the pair is recorded as ``unsupported``, not as an error."""
+
+# --- what a strategy may know beyond (fn, inputs) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the caller knows about ``fn`` besides being callable: the ``nn.Module`` behind it
+    and the Jacobian's sparsity pattern, for strategies that exploit structure. Strategies
+    read it with :func:`context`; the sweep and the advisor set it with :func:`using`."""
+
+    module: torch.nn.Module | None = None
+    sparsity: torch.Tensor | None = None
+
+
+_CONTEXT: contextvars.ContextVar[Context] = contextvars.ContextVar("jacbench_context", default=Context())
+_NOTES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("jacbench_notes", default=None)
+
+
+def context() -> Context:
+    return _CONTEXT.get()
+
+
+@contextlib.contextmanager
+def using(module=None, sparsity=None, notes: dict | None = None):
+    """Run strategies with this context; ``notes`` collects what they :func:`note`."""
+    tokens = _CONTEXT.set(Context(module, sparsity)), _NOTES.set(notes)
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(tokens[0])
+        _NOTES.reset(tokens[1])
+
+
+def note(**facts) -> None:
+    """Record facts about this call (e.g. the number of colours) in the row's ``notes``."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes.update(facts)
+
 
 # --- torch features a strategy may need, for running across torch versions -------------
 
@@ -380,3 +421,7 @@ def fd_central_loop(fn, inputs, create_graph=False):
     Cost: 2N separate evaluations of ``fn`` under ``no_grad``; memory: one evaluation.
     """
     return _fd_loop(fn, inputs, 2)
+
+
+# Strategies beyond the textbook register themselves from their own modules.
+from . import coloring, compiled, persample, structured, training  # noqa: E402,F401

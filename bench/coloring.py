@@ -1,0 +1,1 @@
+"""Sparse Jacobians by column colouring (being written)."""

@@ -1,0 +1,1 @@
+"""Compiled, chunked and CUDA-graph strategies (being written)."""

@@ -1,0 +1,1 @@
+"""Per-sample batched Jacobian strategies (being written)."""

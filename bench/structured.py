@@ -1,0 +1,1 @@
+"""Structured accumulation for nn.Sequential (being written)."""

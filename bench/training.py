@@ -1,0 +1,1 @@
+"""Jacobian penalties inside a training step (being written)."""
