@@ -72,11 +72,18 @@ def reference(problem: Problem, seed: int = 0) -> Reference:
     no forward derivative.
     """
     built = problem.build("cpu", REFERENCE_DTYPE, seed)
+    if problem.kind == "penalty":
+        from .training import reference_blocks
+
+        blocks = reference_blocks(built)
+        return Reference(flatten(blocks, 1), abs(blocks[0].item()))
     with torch.no_grad():
         out = built.fn(*built.inputs)
     m = out.numel()
     if built.jacobian is not None:
         blocks = built.jacobian()
+    elif problem.kind == "batched":
+        blocks = _per_sample(built, independent="interacting" not in problem.tags)
     else:
         blocks = None
         if sum(x.numel() for x in built.inputs) < m:
@@ -97,6 +104,19 @@ def _reverse_loop(fn, inputs):
         grads = torch.autograd.grad(out[i], xs, retain_graph=True, allow_unused=True)
         rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).reshape(-1) for g, x in zip(grads, xs)]))
     return (torch.stack(rows),)
+
+
+def _per_sample(built, independent: bool):
+    """Per-sample Jacobians, stacked (B, m, n): one small Jacobian per sample where samples
+    are independent; the diagonal blocks of the full (B m, B n) Jacobian where they interact."""
+    (x,) = built.inputs
+    b = x.shape[0]
+    if independent:
+        rows = [_reverse_loop(lambda xi: built.fn(xi[None])[0], (x[i],))[0] for i in range(b)]
+        return (torch.stack(rows),)
+    (full,) = _reverse_loop(built.fn, (x,))  # (B*m, B*n)
+    full = full.reshape(b, -1, b, x[0].numel())
+    return (torch.stack([full[i, :, i] for i in range(b)]),)
 
 
 def _forward_loop(fn, inputs):

@@ -17,7 +17,7 @@ import torch
 
 import cases
 
-from . import accuracy, memory, strategies, work
+from . import accuracy, memory, strategies, training, work
 from .plan import Pair, Settings
 from .timing import Timer, measure as time_call
 
@@ -114,30 +114,38 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         built = problem.build(device, dtype, settings.seed)
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
+        def run(s=strategy, fn=built.fn):
+            if problem.kind == "penalty":
+                return training.step(fn, *built.inputs, s)
+            return s(fn, built.inputs)
+
         def call():
             with strategies.using(built.module, built.sparsity):
-                return strategy(built.fn, built.inputs)
+                return run()
 
         enable_fallback_warnings()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = timer()
             with strategies.using(built.module, built.sparsity, notes=row.notes):
-                blocks = strategy(built.fn, built.inputs)
+                blocks = run()
             sync()
             row.first_call_s = timer() - start
         row.fallback_ops = fallback_ops(caught)
         row.fallback = bool(row.fallback_ops)
-        verdict = accuracy.check(blocks, reference, dtype, strategy.fd_order)
+        if problem.kind == "penalty":
+            verdict = training.verdict(strategy, built, blocks, reference, dtype, row.notes)
+        else:
+            verdict = accuracy.check(blocks, reference, dtype, strategy.fd_order)
         row.error, row.tolerance = verdict.error, verdict.tolerance
         if not verdict.ok:
             row.status, row.reason = "wrong", _diagnosed(verdict.reason, built)
             return row
-        row.jac_bytes = sum(b.numel() * b.element_size() for b in blocks)
+        row.jac_bytes = _jacobian_bytes(problem, blocks)
         del blocks
 
         row.peak_bytes = memory.peak_bytes(call, device)
-        row.work = _count_work(strategy, built)
+        row.work = _count_work(strategy, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
     except strategies.Unsupported as exc:
@@ -153,13 +161,42 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
     return row
 
 
-def _count_work(strategy, built) -> dict | None:
-    """The work counts, or None where the probe cannot follow the strategy."""
+def _jacobian_bytes(problem, blocks) -> int:
+    """Bytes of the Jacobian itself: the result blocks, or for a penalty step (which returns
+    gradients) the per-sample Jacobians it forms: batch x m x hidden."""
+    if problem.kind == "penalty":
+        return problem.batch * problem.m * problem.n * blocks[0].element_size()
+    return sum(b.numel() * b.element_size() for b in blocks)
+
+
+def _count_work(strategy, built, run) -> dict | None:
+    """The work counts, or None where the probe cannot follow the strategy. For a penalty
+    step the probe sits on the model's head: its evaluations, VJPs and JVPs are the step's."""
     try:
         with strategies.using(built.module, built.sparsity):
-            return work.count(lambda probe: strategy(probe(built.fn), built.inputs)).as_dict()
+            if isinstance(built.fn, torch.nn.Module) and hasattr(built.fn, "head"):
+                def probed_step(probe):
+                    head = built.fn.head
+                    built.fn.head = _Wrapped(probe(head))
+                    try:
+                        return run()
+                    finally:
+                        built.fn.head = head
+                return work.count(probed_step).as_dict()
+            return work.count(lambda probe: run(fn=probe(built.fn))).as_dict()
     except Exception:  # noqa: BLE001 - counting is best effort; the row stays valid without it
         return None
+
+
+class _Wrapped(torch.nn.Module):
+    """A plain function as a module, so it can stand in for a submodule."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
 
 
 def _diagnosed(reason: str, built) -> str:

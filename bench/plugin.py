@@ -72,6 +72,26 @@ def record(pair: Pair, info: dict, stats: dict | None = None, options: dict | No
     return rec
 
 
+def _cap_address_space(fraction: float = 0.8) -> None:
+    """On a CPU sweep, cap this process's address space at what it uses now plus a fraction
+    of the memory available: an allocation beyond it then fails at once with "can't allocate
+    memory" (recorded as ``oom``) instead of driving the machine into swap or the kernel's
+    OOM killer. Not on CUDA sweeps: the CUDA driver reserves far more address space than
+    it uses."""
+    import resource
+
+    try:
+        meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+        in_use = int(dict(line.split(":", 1) for line in open("/proc/self/status"))["VmSize"].split()[0]) * 1024
+        limit = in_use + int(fraction * available)
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or limit < hard:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (OSError, KeyError, ValueError):
+        pass  # not Linux, or no /proc: no cap
+
+
 class Sweep:
     """The child process's view of a run: its plan, settings and journal."""
 
@@ -88,6 +108,8 @@ class Sweep:
         import torch
 
         torch.set_num_threads(self.settings.threads)
+        if self.device == "cpu":
+            _cap_address_space()
         if self.journal.env is None:
             import pytest_benchmark
 

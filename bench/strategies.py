@@ -153,6 +153,11 @@ class Strategy:
         for feature in self.needs:
             if not FEATURES[feature]():
                 return f"torch {torch.__version__} lacks {feature}"
+        if kind == "penalty" and "penalty" not in self.kinds and "vector" in self.kinds:
+            if self.create_graph:
+                return None  # it computes the J that the penalty is built from
+            return (f"{self.name} cannot differentiate its Jacobian again (no create_graph), "
+                    "so it cannot sit inside a training loss")
         if kind not in self.kinds:
             return f"{self.name} does not handle {kind} problems (it handles {', '.join(sorted(self.kinds))})"
         return None
@@ -424,4 +429,4 @@ def fd_central_loop(fn, inputs, create_graph=False):
 
 
 # Strategies beyond the textbook register themselves from their own modules.
-from . import coloring, compiled, persample, structured, training  # noqa: E402,F401
+from . import coloring, compiled, ntk, persample, structured, training  # noqa: E402,F401

@@ -1,1 +1,166 @@
-"""Jacobian penalties inside a training step (being written)."""
+"""A Jacobian penalty inside a training step, computed exactly or estimated.
+
+A ``penalty`` problem builds a model ``x -> h = encoder(x) -> y = head(h)`` with a batch
+(x, target) (see ``cases.penalty``). One step (:func:`step`) runs the forward pass, the
+penalty on the per-sample Jacobians ``J_b = d y_b / d h_b`` with ``create_graph=True``, and
+the backward pass of ``mse + lam * penalty`` to every parameter; it returns the penalty and
+the parameter gradients. That whole step is what the sweep times.
+
+Every penalty needs two per-sample quantities, ``||J_b||_F^2`` and ``tr J_b`` (the identity
+target is ``||J_b - I||_F^2 = ||J_b||_F^2 - 2 tr J_b + k``):
+
+* exact strategies (those registered with ``create_graph=True``) compute J itself, of
+  ``h -> head(h).sum(0)`` (the sum over the batch is exact here: samples do not interact
+  in the head), and take both quantities from it;
+* estimators (registered here) never form J: with k random vectors v_b, E[v v^T] = I, each
+  VJP ``v_b^T J_b`` gives ``||v^T J||^2`` and ``v^T J v``, unbiased for ``||J||_F^2`` and
+  ``tr J``. ``penalty-projK`` draws v uniformly on the sphere of radius sqrt(m), Hoffman,
+  Roberts & Yaida (2019)'s random projections; ``penalty-hutchinsonK`` draws Rademacher
+  vectors, Hutchinson's trace estimator.
+
+NOTE: [Estimator accuracy]
+    An estimator is random, so it is not gated like an exact strategy: the gate draws
+    :data:`DRAWS` steps and reports the relative RMS error of the penalty and of the
+    gradient as the row's accuracy. It is ``wrong`` if its mean penalty is off the exact
+    one by more than 4 standard errors (biased), or if its gradient does not reach the
+    parameters (a detached penalty).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .accuracy import Reference, Verdict, check
+from .strategies import Strategy, Unsupported, register
+
+PENALTY = ("penalty",)
+DRAWS = 16
+
+
+# --- the step ------------------------------------------------------------------------------
+
+
+def quantities(strategy: Strategy, head, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``||J_b||_F^2`` and ``tr J_b``, differentiable w.r.t. the parameters."""
+    if getattr(strategy.compute, "estimates", False):
+        return strategy(head, (h,), create_graph=True)
+    if not strategy.create_graph:
+        raise Unsupported(f"{strategy.name} cannot build a differentiable Jacobian (create_graph)")
+    (j,) = strategy(lambda hh: head(hh).sum(0), (h,), create_graph=True)  # (m, B, k)
+    j = j.movedim(1, 0)  # (B, m, k)
+    square = min(j.shape[1], j.shape[2])
+    trace = j[:, :square, :square].diagonal(dim1=1, dim2=2).sum(1)
+    return (j**2).sum((1, 2)), trace
+
+
+def step(model, x, target, strategy: Strategy) -> tuple[torch.Tensor, ...]:
+    """One training step: returns ``(penalty, *parameter gradients)``."""
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    h = model.encoder(x)
+    y = model.head(h)
+    fro, trace = quantities(strategy, model.head, h)
+    per_sample = fro - 2 * trace + h.shape[1] if model.target == "identity" else fro
+    penalty = per_sample.mean()
+    loss = ((y - target) ** 2).mean() + model.lam * penalty
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return (penalty.detach(),) + tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params))
+
+
+def penalty_grad_reaches(model, x, target, strategy) -> bool:
+    """Whether the penalty alone has a nonzero gradient for some parameter."""
+    params = list(model.parameters())
+    h = model.encoder(x)
+    fro, trace = quantities(strategy, model.head, h)
+    pen = (fro - 2 * trace).mean() if model.target == "identity" else fro.mean()
+    if not pen.requires_grad:
+        return False
+    grads = torch.autograd.grad(pen, params, allow_unused=True)
+    return any(g is not None and bool(g.abs().max() > 0) for g in grads)
+
+
+# --- the gate ------------------------------------------------------------------------------
+
+
+def reference_blocks(built) -> tuple[torch.Tensor, ...]:
+    """The exact step in the built (float64) precision with the plain ``grad-loop``: no vmap."""
+    from .strategies import get
+
+    model, (x, target) = built.fn, built.inputs
+    return step(model, x, target, get("grad-loop"))
+
+
+def verdict(strategy: Strategy, built, first: tuple, reference: Reference, dtype, notes: dict) -> Verdict:
+    """Gate one penalty strategy (NOTE: [Estimator accuracy] for estimators)."""
+    model, (x, target) = built.fn, built.inputs
+    if not penalty_grad_reaches(model, x, target, strategy):
+        return Verdict(False, None, 0.0, "the penalty's gradient does not reach the parameters "
+                                         "(the Jacobian was detached from the graph)")
+    exact_penalty = reference.jacobian[0, 0].item()
+    exact_grad = reference.jacobian[0, 1:]
+    if not getattr(strategy.compute, "estimates", False):
+        v = check(first, reference, dtype, 0)
+        notes["penalty"] = float(first[0])
+        return v
+    draws = [first] + [step(model, x, target, strategy) for _ in range(DRAWS - 1)]
+    pens = torch.tensor([float(d[0]) for d in draws], dtype=torch.float64)
+    grads = torch.stack([torch.cat([g.detach().double().cpu().reshape(-1) for g in d[1:]]) for d in draws])
+    pen_err = ((pens - exact_penalty) ** 2).mean().sqrt().item() / abs(exact_penalty)
+    grad_err = ((grads - exact_grad).norm(dim=1) / exact_grad.norm()).pow(2).mean().sqrt().item()
+    bias = abs(pens.mean().item() - exact_penalty)
+    bound = 4 * pens.std().item() / math.sqrt(DRAWS) + 1e-3 * abs(exact_penalty)
+    notes.update(draws=DRAWS, penalty_rel_error=pen_err, grad_rel_error=grad_err, penalty=exact_penalty)
+    if bias > bound:
+        return Verdict(False, grad_err, bound / abs(exact_penalty),
+                       f"biased: mean penalty over {DRAWS} draws is off by {bias:.3g} (> {bound:.3g})")
+    return Verdict(True, grad_err, bound / abs(exact_penalty))
+
+
+# --- estimators ----------------------------------------------------------------------------
+
+
+def _estimator(k: int, draw):
+    def compute(fn, inputs, create_graph=True):
+        (h,) = inputs
+        y = fn(h)
+        fro = trace = 0
+        for _ in range(k):
+            v = draw(y)
+            (vj,) = torch.autograd.grad(y, h, v, create_graph=True, retain_graph=True)  # v_b^T J_b
+            square = min(vj.shape[1], v.shape[1])
+            fro = fro + (vj**2).sum(1)
+            trace = trace + (vj[:, :square] * v[:, :square]).sum(1)
+        return fro / k, trace / k
+
+    compute.estimates = True
+    return compute
+
+
+def _sphere(y):
+    v = torch.randn_like(y)
+    return v / v.norm(dim=1, keepdim=True) * math.sqrt(y.shape[1])
+
+
+def _rademacher(y):
+    return torch.randint(0, 2, y.shape, device=y.device).to(y.dtype) * 2 - 1
+
+
+for _k in (1, 8):
+    _c = _estimator(_k, _sphere)
+    _c.__doc__ = f"""Random-projection estimate of ||J||_F^2 and tr J (Hoffman, Roberts & Yaida 2019), {_k} projection{'s' if _k > 1 else ''}.
+
+    Cost: {_k} VJP{'s' if _k > 1 else ''} of the head per step, batched over the samples, no Jacobian formed;
+    memory: {_k} extra backward graph{'s' if _k > 1 else ''}. Unbiased; its variance falls as 1/{_k}.
+    """
+    register(f"penalty-proj{_k}", "reverse", kinds=PENALTY, create_graph=True)(_c)
+
+_c = _estimator(8, _rademacher)
+_c.__doc__ = """Hutchinson-style estimate of ||J||_F^2 and tr J with 8 Rademacher vectors.
+
+    Cost: 8 VJPs of the head per step, batched over the samples; memory: 8 extra backward
+    graphs. Unbiased; Rademacher vectors give the lowest-variance trace estimate.
+    """
+register("penalty-hutchinson8", "reverse", kinds=PENALTY, create_graph=True)(_c)

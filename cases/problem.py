@@ -15,6 +15,10 @@ from typing import Callable, Literal
 import torch
 
 Kind = Literal["vector", "multi", "batched", "params", "penalty"]
+#: vector: one input tensor -> one output tensor; multi: several input tensors, one block
+#: each; params: the inputs are a network's parameters (a multi-input Jacobian built with
+#: torch.func.functional_call); batched: x of shape [B, ...] -> per-sample Jacobians
+#: [B, m, n]; penalty: a training step whose loss holds a Jacobian penalty.
 KINDS: tuple[str, ...] = ("vector", "multi", "batched", "params", "penalty")
 
 #: Profiles, smallest first. A problem belongs to its tier's profile and every larger one.
@@ -76,8 +80,9 @@ class Problem:
         name: stable kebab-case id, e.g. ``mlp-in32-out512-w256-d3``.
         family: the group it is reported under, e.g. ``mlp``.
         kind: the calling convention (see :data:`KINDS`).
-        n: number of input elements the Jacobian is taken with respect to.
-        m: number of output elements.
+        n: number of input elements the Jacobian is taken with respect to (per sample, for
+            a batched problem).
+        m: number of output elements (per sample, for a batched problem).
         builder: makes the function and inputs for a :class:`Setup`.
         sizes: the size parameters, as ordered ``(name, value)`` pairs.
         tags: free labels for selection (``seed``, ``sparse``, ``graph-break``, ...).
@@ -85,6 +90,9 @@ class Problem:
         description: one line a user can read in ``jacbench list``.
         flops: floating-point operations of one evaluation of ``fn``, where known.
         analytic: whether the built problem carries an analytic Jacobian.
+        batch: samples per call; n and m count one sample's elements. For ``batched``
+            problems the Jacobian is the ``(batch, m, n)`` stack of per-sample Jacobians;
+            for ``penalty`` problems it is the size of the training batch.
     """
 
     name: str
@@ -99,6 +107,7 @@ class Problem:
     description: str = ""
     flops: int | None = None
     analytic: bool = False
+    batch: int = 1
 
     def build(self, device="cpu", dtype=torch.float32, seed: int = 0) -> Built:
         built = self.builder(Setup(torch.device(device), dtype, seed))

@@ -29,10 +29,13 @@ def test_every_problem_is_well_formed():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_every_problem_builds_on_cpu(problem, dtype):
     built = problem.build("cpu", dtype)
-    out = built.fn(*built.inputs)
+    out = built.fn(*built.inputs[:1] if problem.kind == "penalty" else built.inputs)
     assert isinstance(out, torch.Tensor)
-    assert out.numel() == problem.m
-    assert sum(x.numel() for x in built.inputs) == problem.n
+    assert out.numel() == problem.m * problem.batch
+    if problem.kind in ("vector", "multi", "params"):
+        assert sum(x.numel() for x in built.inputs) == problem.n
+    elif problem.kind == "batched":
+        assert built.inputs[0].shape == (problem.batch, problem.n)
     assert all(x.dtype == dtype for x in built.inputs)
     if problem.family != "graph-break":  # torch.tensor([...]) picks its own dtype
         assert out.dtype == dtype
