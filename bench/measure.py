@@ -145,7 +145,7 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         del blocks
 
         row.peak_bytes = memory.peak_bytes(call, device)
-        row.work = _count_work(strategy, built, run)
+        row.work = _count_work(problem, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
     except strategies.Unsupported as exc:
@@ -169,12 +169,12 @@ def _jacobian_bytes(problem, blocks) -> int:
     return sum(b.numel() * b.element_size() for b in blocks)
 
 
-def _count_work(strategy, built, run) -> dict | None:
+def _count_work(problem, built, run) -> dict | None:
     """The work counts, or None where the probe cannot follow the strategy. For a penalty
     step the probe sits on the model's head: its evaluations, VJPs and JVPs are the step's."""
     try:
         with strategies.using(built.module, built.sparsity):
-            if isinstance(built.fn, torch.nn.Module) and hasattr(built.fn, "head"):
+            if problem.kind == "penalty":
                 def probed_step(probe):
                     head = built.fn.head
                     built.fn.head = _Wrapped(probe(head))
