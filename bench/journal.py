@@ -17,7 +17,11 @@ SCHEMA = 1
 
 
 class JournalError(Exception):
-    pass
+    """A journal that cannot be read; the message is one line naming the file."""
+
+
+class RunError(Exception):
+    """The sweep itself (not a pair) cannot go on; the message is one line."""
 
 
 class Journal:

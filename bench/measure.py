@@ -21,9 +21,6 @@ from . import accuracy, memory, strategies, training, work
 from .plan import Pair, Settings
 from .timing import Timer, measure as time_call
 
-STATUSES = ("ok", "wrong", "unsupported", "error", "oom", "timeout")
-SCHEMA = 1
-
 _FALLBACK = re.compile(r"batching rule for ([\w:.]+)")
 
 
@@ -35,6 +32,8 @@ class Row:
     strategy: str
     device: str
     dtype: str
+    mode: str = ""  # reverse, forward or fd: what the strategy computes with
+    fd_order: int = 0  # 0 exact, 1 forward differences, 2 central differences
     family: str = ""
     kind: str = ""
     n: int = 0
@@ -52,7 +51,6 @@ class Row:
     notes: dict = field(default_factory=dict)
     problem_flops: int | None = None
     seed: int = 0
-    schema: int = SCHEMA
     samples: list[float] = field(default_factory=list, repr=False)
     iterations: int = 1
     precise: bool = False
@@ -99,7 +97,7 @@ def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter)
 def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, device: str, dtype: str,
                     settings: Settings, *, timer: Timer = time.perf_counter) -> Row:
     """Gate, then measure, one strategy on one problem, registered or not."""
-    row = Row(problem.name, strategy.name, device, dtype, family=problem.family,
+    row = Row(problem.name, strategy.name, device, dtype, strategy.mode, strategy.fd_order, family=problem.family,
               kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
     reason = strategy.unsupported(problem.kind)
     if reason:

@@ -39,6 +39,13 @@ PROFILE_SETTINGS = {
 assert tuple(PROFILE_SETTINGS) == PROFILES
 
 
+def profile(name: str) -> Profile:
+    try:
+        return PROFILE_SETTINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+
+
 @dataclass(frozen=True, order=True)
 class Pair:
     device: str

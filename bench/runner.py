@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import env as environment
 from . import plan as planning
-from .journal import Journal, find_unfinished
+from .journal import Journal, RunError, find_unfinished
 from .plan import Pair, Settings
 from .plugin import record
 from .results import assemble, file_name, write_atomic
@@ -39,10 +39,6 @@ from .results import assemble, file_name, write_atomic
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = Path(__file__).resolve().parent / "sweep.py"
 POLL = 0.1
-
-
-class RunError(Exception):
-    """The sweep itself (not a pair) cannot go on; the message is one line."""
 
 
 def partial_dir(results_dir: Path) -> Path:
@@ -246,11 +242,12 @@ def _blame(outcome: str, timeout: float) -> tuple[str, str]:
 def _untimed_info(pair: Pair, settings: Settings, status: str, reason: str) -> dict:
     import cases
 
+    from . import strategies
     from .measure import Row
 
-    p = cases.get(pair.problem)
-    return Row(p.name, pair.strategy, pair.device, pair.dtype, family=p.family, kind=p.kind, n=p.n, m=p.m,
-               problem_flops=p.flops, seed=settings.seed, status=status, reason=reason).info()
+    p, s = cases.get(pair.problem), strategies.get(pair.strategy)
+    return Row(p.name, s.name, pair.device, pair.dtype, s.mode, s.fd_order, family=p.family, kind=p.kind, n=p.n,
+               m=p.m, problem_flops=p.flops, seed=settings.seed, status=status, reason=reason).info()
 
 
 def _tail(log: Path, lines: int = 3) -> str:

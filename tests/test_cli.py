@@ -26,7 +26,7 @@ def test_list_filters():
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["run", "--profile", "huge"], "invalid choice: 'huge' (choose from 'quick', 'standard', 'full')"),
+    (["run", "--profile", "huge"], "unknown profile 'huge'; choose from quick, standard, full"),
     (["run", "--device", "tpu"], "invalid choice: 'tpu' (choose from 'cpu', 'cuda', 'all')"),
     (["run", "--strategies", "nope*", "--device", "cpu"], "no strategy matches 'nope*'; choose from manual-backward"),
     (["run", "--cases", "nope*", "--device", "cpu"], "no problem matches 'nope*'; families:"),
@@ -46,6 +46,18 @@ def test_bad_input_is_a_one_line_error_naming_the_choices(argv, fragment, tmp_pa
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_report_and_summary_do_not_import_torch(tiny_results, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys; from bench.cli import main; main(['summary', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_results)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_asking_for_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
     proc = run_cli("run", "--device", "cuda", "--results-dir", tmp_path)
     assert proc.returncode == 2 and "CUDA is not available here" in proc.stderr
