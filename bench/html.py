@@ -32,11 +32,15 @@ def render(template: str, **context) -> str:
     return environment().get_template(template).render(**context)
 
 
-def figure_uri(fig, dpi: int = 110) -> str:
-    """A matplotlib figure as an inline PNG data URI; the figure is closed."""
+def figure_uri(fig, dpi: int = 110, tight: bool = True) -> str:
+    """A matplotlib figure as an inline PNG data URI; the figure is closed.
+
+    ``tight`` crops the PNG to what is drawn, at the cost of drawing the figure twice; a
+    figure laid out by its own layout engine (``layout="constrained"``) can do without.
+    """
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,658 @@
+"""The report's figures, drawn from a results frame with matplotlib. No torch.
+
+Every function takes the timed rows of one context (``summary.timed``), returns a
+:class:`Figure` (an inline PNG, alt text and a caption saying what to read from it), or None
+when the data cannot show the thing (say, a family whose sizes do not vary). Figures never
+invent data: every mark is a row of a results file.
+
+Styles are shared, so one strategy looks the same in every figure: see :class:`Styles`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+
+from .html import figure_uri
+from .stats import NOISE_WARNING
+from .summary import BASELINES, fmt_ratio, fmt_time, geomean
+
+DPI = 100            # figures are drawn at the size they are shown (the page is ~1120 px wide)
+MAX_WIDTH = 11.2     # inches
+LINES_PER_PANEL = 6  # more strategies than this in a family go to further rows of panels
+MAX_LINES = 18       # beyond this many strategies, the slowest are left to the heatmap
+MAX_FACETS = 4
+ERROR_FLOOR = 1e-17  # errors of exactly 0 are drawn here on log axes
+
+RC = {  # seaborn's "whitegrid" look, without importing seaborn (a second off every report)
+    "axes.facecolor": "white", "axes.edgecolor": "#cccccc", "axes.grid": True, "axes.axisbelow": True,
+    "grid.color": "#e3e3e3", "grid.linewidth": 0.8, "axes.labelcolor": "#262626", "text.color": "#262626",
+    "xtick.color": "#262626", "ytick.color": "#262626", "xtick.bottom": False, "ytick.left": False,
+    "lines.solid_capstyle": "round", "legend.frameon": False, "font.family": ["DejaVu Sans", "sans-serif"],
+    "font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 10, "figure.dpi": DPI,
+    "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none",
+    "text.parse_math": False,  # names from result files are text: a "$" in one is not TeX
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    uri: str
+    alt: str
+    caption: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    marker: str
+    linestyle: str
+
+
+class Styles:
+    """One colour, marker and line style per strategy, fixed for the whole report.
+
+    The baselines (``functional``, ``manual-backward``) are dark grey and dashed; finite
+    differences are dotted; everything else takes colours in the order strategies first
+    appear in the results.
+    """
+
+    BASELINE_COLORS = {"functional": "#222222", "manual-backward": "#8c8c8c"}
+    MARKERS = "osD^vP<>Xhp*d"
+
+    def __init__(self, strategies, approximate: set[str]):
+        from matplotlib import colormaps
+        from matplotlib.colors import to_hex
+
+        def hexes(name, step=1):
+            return [to_hex(c) for c in colormaps[name].colors[::step]]
+
+        colors = [c for c in hexes("tab10") if c != "#7f7f7f"] + hexes("Dark2") + hexes("tab20b", 2)
+        self._styles: dict[str, Style] = {}
+        i = 0
+        for name in strategies:
+            if name in self._styles:
+                continue
+            if name in self.BASELINE_COLORS:
+                self._styles[name] = Style(self.BASELINE_COLORS[name], "s" if name == "functional" else "o", "--")
+                continue
+            self._styles[name] = Style(colors[i % len(colors)], self.MARKERS[i % len(self.MARKERS)],
+                                       ":" if name in approximate else "-")
+            i += 1
+
+    def __getitem__(self, name: str) -> Style:
+        if name not in self._styles:  # a strategy not seen at construction: still one fixed style
+            self._styles[name] = Style("#555555", "x", "-")
+        return self._styles[name]
+
+    def line(self, name: str) -> dict:
+        s = self[name]
+        return dict(color=s.color, marker=s.marker, linestyle=s.linestyle, label=name)
+
+
+def _new(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(min(width, MAX_WIDTH), height), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _done(fig, alt: str, caption: str, title: str = "") -> Figure:
+    with rc():  # ticks are made while drawing: they too must see the settings
+        uri = figure_uri(fig, dpi=DPI, tight=False)
+    return Figure(uri, alt, caption, title)
+
+
+def rc():
+    """The figures' matplotlib settings, applied only while drawing."""
+    import matplotlib
+
+    return matplotlib.rc_context(RC)
+
+
+def si(v: float) -> str:
+    """1500 -> 1.5k, 2e6 -> 2M: sizes on axes."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def times(v: float) -> str:
+    return fmt_time(v)
+
+
+def ratio(v: float) -> str:
+    return (f"{v:,.0f}" if v >= 100 else f"{v:.3g}") + "\u00d7"
+
+
+def log_axis(ax, axis: str = "y", fmt=None, inches: float | None = None):
+    """Log scale with readable labels: 1-2-5 ticks where the range is short, whole decades where
+    it is long, no minor ticks; ``fmt`` turns a tick value into its label. ``inches`` is the
+    axis' drawn length where the caller knows it better than the layout does before drawing."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    a = getattr(ax, f"{axis}axis")
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 10.0
+    # about one label per 0.45 inch of axis, so labels never run into each other
+    if inches is None:  # before the layout engine runs, axes look bigger than they will be
+        bbox = ax.get_position().transformed(ax.figure.transFigure - ax.figure.dpi_scale_trans)
+        inches = 0.75 * (bbox.width if axis == "x" else bbox.height)
+    per_decade = max(inches, 0.5) / 0.45 / max(decades, 0.1)
+    subs = ((1.0,) if per_decade < 2 else (1.0, 3.0) if per_decade < 3 else (1.0, 2.0, 5.0) if per_decade < 6
+            else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0))
+    a.set_major_locator(LogLocator(base=10, subs=subs))
+    if fmt is not None:
+        a.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    a.set_minor_locator(NullLocator())  # no minor ticks: cheaper to lay out, and the grid is on majors
+
+
+def ratio_label(n: int, m: int) -> str:
+    r = Fraction(int(n), int(m))
+    return f"{r.numerator}:{r.denominator}"
+
+
+def strategy_order(ok: pd.DataFrame) -> list[str]:
+    """Strategies by geometric-mean slowdown relative to each problem's fastest, best first."""
+    geo = ok.groupby("strategy", sort=False)["slowdown"].apply(geomean)
+    return list(geo.sort_values(kind="stable").index)
+
+
+# --- scaling -------------------------------------------------------------------------------
+
+def size_axis(rows: pd.DataFrame) -> tuple[pd.Series, str]:
+    """The problem size to plot time against: FLOPs of one evaluation of f where every row
+    knows it, else the Jacobian's entries n*m."""
+    flops = pd.to_numeric(rows.get("problem_flops"), errors="coerce") if "problem_flops" in rows else None
+    if flops is not None and flops.notna().all() and (flops > 0).all():
+        return flops.astype(float), "FLOPs of one evaluation of f"
+    return (rows["n"].astype(float) * rows["m"].astype(float)), "Jacobian entries n\u00b7m"
+
+
+def _pick_facets(ratios: list[Fraction], most: int) -> list[Fraction]:
+    """At most ``most`` shape ratios: both extremes, the one nearest square, then spread out."""
+    ratios = sorted(ratios)
+    if len(ratios) <= most:
+        return ratios
+    logs = {r: math.log(r) for r in ratios}
+    chosen = [ratios[0], ratios[-1], min(ratios, key=lambda r: abs(logs[r]))]
+    chosen = list(dict.fromkeys(chosen))
+    while len(chosen) < most:
+        rest = [r for r in ratios if r not in chosen]
+        chosen.append(max(rest, key=lambda r: min(abs(logs[r] - logs[c]) for c in chosen)))
+    return sorted(chosen)
+
+
+def scaling(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
+    """Time against problem size for one family, log-log, one line per strategy with its IQR
+    band, one panel per shape n:m (size sweeps at a fixed shape), strategies in rows of at
+    most ``LINES_PER_PANEL`` ordered fastest first."""
+    fam = ok[ok["family"] == family].copy()
+    if fam.empty:
+        return None
+    fam["size"], xlabel = size_axis(fam)
+    fam["ratio"] = [Fraction(int(n), int(m)) for n, m in zip(fam["n"], fam["m"])]
+    # a facet is a size sweep: problems whose names differ only in numbers, one per size, at
+    # two sizes or more spanning at least a factor 1.5
+    fam["template"] = fam["problem"].astype(str).str.replace(r"\d+", "#", regex=True)
+    by = fam.groupby("ratio")
+    sizes, problems, names = by["size"].nunique(), by["problem"].nunique(), by["template"].nunique()
+    span = by["size"].max() / by["size"].min()
+    facets = list(sizes[(sizes >= 2) & (problems == sizes) & (names == 1) & (span >= 1.5)].index)
+    if not facets:
+        return None
+    shown = _pick_facets(facets, MAX_FACETS)
+    fam = fam[fam["ratio"].isin(shown)]
+    order = strategy_order(fam)
+    drawn = order[:MAX_LINES]
+    for base in BASELINES:  # the baselines are always drawn, in place of the slowest others
+        if base in order and base not in drawn:
+            drawn = [s for s in drawn if s not in BASELINES][:MAX_LINES - 2] + [b for b in BASELINES if b in order]
+            drawn.sort(key=order.index)
+            break
+    omitted = [s for s in order if s not in drawn]
+    order = drawn
+    chunks = [order[i:i + LINES_PER_PANEL] for i in range(0, len(order), LINES_PER_PANEL)]
+    ncols = len(shown)
+    with rc():
+        fig, axes = _new(2.55 * ncols + 2.3, 2.55 * len(chunks) + 0.4, len(chunks), ncols, sharex="col", sharey=True)
+        for c, ratio in enumerate(shown):
+            facet = fam[fam["ratio"] == ratio]
+            pairs = facet[["n", "m"]].drop_duplicates()
+            title = (f"n={pairs['n'].iloc[0]}, m={pairs['m'].iloc[0]}" if len(pairs) == 1
+                     else f"n:m = {ratio.numerator}:{ratio.denominator}")
+            for r, chunk in enumerate(chunks):
+                ax = axes[r][c]
+                for name in chunk:
+                    s = facet[facet["strategy"] == name].sort_values("size")
+                    if s.empty:
+                        continue
+                    style = styles[name]
+                    ax.fill_between(s["size"], s["q1"], s["q3"], color=style.color, alpha=0.18, linewidth=0)
+                    ax.plot(s["size"], s["median"], markersize=4.5, linewidth=1.6, **styles.line(name))
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                if r == 0:
+                    ax.set_title(title)
+                if r == len(chunks) - 1:
+                    ax.set_xlabel(xlabel)
+                if c == 0:
+                    ax.set_ylabel("median time per Jacobian")
+        for row in axes:
+            for ax in row:
+                log_axis(ax, "x", si, inches=1.6)
+                log_axis(ax, "y", times, inches=2.0)
+        for r in range(len(chunks)):
+            handles, labels = [], []
+            for ax in axes[r]:
+                for h, lab in zip(*ax.get_legend_handles_labels()):
+                    if lab not in labels:
+                        handles.append(h)
+                        labels.append(lab)
+            axes[r][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                               title="fastest first" if r == 0 else None)
+    left_out = [f"{r.numerator}:{r.denominator}" for r in facets if r not in shown]
+    caption = (f"Median time per Jacobian against problem size ({xlabel}) for the {family} family, on "
+               f"log-log axes; shaded bands are the interquartile range of the raw samples. Each panel holds "
+               f"the shape n:m fixed, so a line's slope is how that strategy's cost grows with the size of f; "
+               f"lines that cross mark where the best choice changes. Strategies are ordered by their "
+               f"typical slowdown on this family, fastest in the top row; the y axes are shared, so rows "
+               f"compare directly. Dashed grey: the baselines; dotted: finite differences.")
+    if left_out:
+        caption += f" Shapes not drawn here (see the heatmap): {', '.join(left_out)}."
+    if omitted:
+        caption += f" Slower strategies not drawn (see the heatmap): {', '.join(omitted)}."
+    alt = f"Scaling of time with problem size for family {family}"
+    return _done(fig, alt, caption, f"{family}")
+
+
+# --- forward/reverse crossover ---------------------------------------------------------------
+
+FORWARD, REVERSE = "jacfwd", "jacrev"
+
+
+def sweep_key(problem: str, n: int, m: int) -> str:
+    """A problem's name with its n and m replaced by ``#``: problems that differ only in n and
+    m (a shape sweep, like ``mlp-in#-out#-w256-d2``) share it."""
+    parts = re.split(r"(\d+)", problem)
+    for value in (str(n), str(m)):
+        for i in range(1, len(parts), 2):
+            if parts[i] == value:
+                parts[i] = "#"
+                break
+    return "".join(parts)
+
+
+def shape_sweeps(ok: pd.DataFrame, forward: str = FORWARD, reverse: str = REVERSE) -> pd.DataFrame:
+    """Rows of ``forward`` and ``reverse`` grouped into shape sweeps (column ``sweep``): problems
+    whose names differ only in n and m (``sweep_key``), one per shape n:m, at three shapes or
+    more that both strategies solved. Where one name covers several problems of the same shape
+    (``shape-in16-out16`` and ``shape-in256-out256``), it is split by Jacobian size n*m, so a
+    sweep at constant n*m (``shape-in1-out4096`` ... ``shape-in4096-out1``) is found too."""
+    both = ok[ok["strategy"].isin([forward, reverse])].copy()
+    if both.empty:
+        return both.assign(sweep=[], log_ratio=[])
+    solved = both.groupby("problem")["strategy"].nunique()
+    both = both[both["problem"].isin(solved[solved == 2].index)]
+    both["log_ratio"] = np.log2(both["n"].astype(float) / both["m"].astype(float))
+    both["sweep"] = [sweep_key(p, n, m) for p, n, m in zip(both["problem"], both["n"], both["m"])]
+
+    def valid(d: pd.DataFrame) -> bool:
+        shapes = d["log_ratio"].nunique()
+        return shapes >= 3 and shapes == d["problem"].nunique()
+
+    parts = []
+    for name, d in both.groupby("sweep", sort=False):
+        if valid(d):
+            parts.append(d)
+            continue
+        for nm, sub in d.groupby(d["n"] * d["m"], sort=False):
+            if valid(sub):
+                parts.append(sub.assign(sweep=f"{name} (n\u00b7m={nm})"))
+    return pd.concat(parts) if parts else both.iloc[0:0]
+
+
+def crossover_points(sweep: pd.DataFrame, forward: str = FORWARD, reverse: str = REVERSE) -> list[float]:
+    """log2(n/m) where forward's time crosses reverse's, interpolated in log time."""
+    t = sweep.pivot_table(index="log_ratio", columns="strategy", values="median").sort_index()
+    d = np.log(t[forward]) - np.log(t[reverse])
+    xs, out = list(d.index), []
+    for (x0, d0), (x1, d1) in zip(zip(xs, d), zip(xs[1:], d.iloc[1:])):
+        if d0 == 0:
+            out.append(x0)
+        elif d0 * d1 < 0:
+            out.append(x0 + (x1 - x0) * d0 / (d0 - d1))
+    return out
+
+
+def _ratio_tick(v: float) -> str:
+    """log2(n/m) -> ``16:1`` or ``1:4.2``."""
+    r = 2 ** abs(v)
+    text = f"{round(r)}" if abs(r - round(r)) < 0.01 * r else f"{r:.2g}"
+    return f"{text}:1" if v >= 0 else f"1:{text}"
+
+
+def crossover(ok: pd.DataFrame, styles: Styles, forward: str = FORWARD,
+              reverse: str = REVERSE) -> tuple[Figure, list[str]] | None:
+    """Where forward mode overtakes reverse mode as the shape n:m changes: the times of both on
+    one shape sweep, and their ratio on every shape sweep. Returns the figure and one finding
+    per sweep (a sentence), or None without a shape sweep."""
+    sw = shape_sweeps(ok, forward, reverse)
+    if sw.empty:
+        return None
+    stats = sw.groupby("sweep").agg(shapes=("log_ratio", "nunique"), size=("median", "median"))
+    names = list(stats.sort_values(["shapes", "size"], ascending=False).index)[:10]
+    main = names[0]
+    findings = []
+    for name in names:
+        s = sw[sw["sweep"] == name]
+        pts = crossover_points(s, forward, reverse)
+        fam = s["family"].iloc[0]
+        shapes = s.drop_duplicates("problem").sort_values("log_ratio")
+        lo, hi = shapes.iloc[0], shapes.iloc[-1]
+        span = f"n:m from {lo['n']}:{lo['m']} to {hi['n']}:{hi['m']}"
+        if pts:
+            where = " and ".join(f"n:m \u2248 {_ratio_tick(p)}" for p in pts)
+            findings.append(f"{name} ({fam}, {span}): {forward} and {reverse} swap places at {where}.")
+        else:
+            t = s.pivot_table(index="problem", columns="strategy", values="median")
+            winner = forward if (t[forward] < t[reverse]).all() else reverse
+            findings.append(f"{name} ({fam}, {span}): no crossover; {winner} is faster on every shape.")
+    with rc():
+        import matplotlib.cm as cm
+
+        fig, axes = _new(11.0, 3.9, 1, 2)
+        ax = axes[0][0]
+        s = sw[sw["sweep"] == main]
+        for name in (reverse, forward):
+            d = s[s["strategy"] == name].sort_values("log_ratio")
+            style = styles[name]
+            ax.fill_between(d["log_ratio"], d["q1"], d["q3"], color=style.color, alpha=0.2, linewidth=0)
+            ax.plot(d["log_ratio"], d["median"], linewidth=1.8, markersize=5, **styles.line(name))
+        for k, p in enumerate(crossover_points(s, forward, reverse)):
+            ax.axvline(p, color="#444444", linewidth=1, linestyle="--",
+                       label=f"crossover {_ratio_tick(p)}" if k == 0 else f"and {_ratio_tick(p)}")
+        ax.set_yscale("log")
+        log_axis(ax, "y", times)
+        ax.set_title(main)
+        ax.set_ylabel("median time per Jacobian")
+        ax.legend(loc="best", frameon=True)
+        ax2 = axes[0][1]
+        colors = cm.viridis(np.linspace(0, 0.9, len(names)))
+        for color, name in zip(colors, names):
+            t = sw[sw["sweep"] == name].pivot_table(index="log_ratio", columns="strategy", values="median").sort_index()
+            ax2.plot(t.index, t[forward] / t[reverse], marker="o", markersize=3.5, linewidth=1.4,
+                     color=color, label=name)
+        ax2.axhline(1, color="#444444", linewidth=1)
+        ax2.set_yscale("log")
+        lo, hi = ax2.get_ylim()
+        ax2.set_ylim(min(lo, 0.5), max(hi, 2))
+        ax2.axhspan(ax2.get_ylim()[0], 1, color="#2ca02c", alpha=0.07, linewidth=0)
+        log_axis(ax2, "y", ratio)
+        ax2.text(0.02, 0.03, f"{forward} faster", transform=ax2.transAxes, fontsize=9, color="#1a6e1a")
+        ax2.text(0.02, 0.97, f"{reverse} faster", transform=ax2.transAxes, fontsize=9, color="#8a1a1a", va="top")
+        ax2.set_ylabel(f"time {forward} / time {reverse}")
+        ax2.set_title(f"every shape sweep ({len(names)})" if len(names) > 1 else "the ratio")
+        ax2.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8.5)
+        for a, shown in ((ax, s), (ax2, sw)):
+            ticks = sorted(shown["log_ratio"].unique())
+            step = max(1, math.ceil(len(ticks) / 8))
+            a.set_xticks(ticks[::step])
+            a.set_xticklabels([_ratio_tick(v) for v in ticks[::step]], rotation=0)
+            a.set_xlabel("shape n:m (inputs : outputs)")
+    caption = (f"Forward against reverse mode as the shape of the Jacobian changes from few inputs and many "
+               f"outputs (left of each axis) to many inputs and few outputs (right). Left: median times of "
+               f"{reverse} (m vector-Jacobian products) and {forward} (n Jacobian-vector products) on the "
+               f"sweep {main}, with interquartile bands; the dashed line marks the crossover. Right: their "
+               f"ratio on every shape sweep found (one colour per sweep, not per strategy), below 1 where "
+               f"{forward} wins (shaded). Reverse mode costs grow with the outputs m, forward mode costs "
+               f"with the inputs n, so the crossover sits near n = m unless one mode has more overhead.")
+    alt = f"{forward} versus {reverse} across shapes n:m"
+    return _done(fig, alt, caption, "crossover"), findings
+
+
+# --- heatmap -------------------------------------------------------------------------------
+
+STATUS_SHORT = {"wrong": "wrong", "error": "error", "oom": "oom", "timeout": "t/o", "unsupported": "n/a"}
+
+
+def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str], vmax: float) -> Figure | None:
+    """Problems (rows) x strategies (columns) of one family, coloured by slowdown relative to
+    the fastest ``ok`` strategy of the problem; cells that are not ``ok`` show their status."""
+    import matplotlib.colors as mcolors
+    from matplotlib import colormaps
+
+    fam_all = rows[rows["family"] == family]
+    if fam_all.empty:
+        return None
+    fam_ok = ok[ok["family"] == family]
+    tried = fam_all[fam_all["status"] != "unsupported"]
+    cols = [c for c in columns if c in set(tried["strategy"])]
+    unsupported = [c for c in columns if c in set(fam_all["strategy"]) and c not in cols]
+    if not cols:
+        return None
+    probs = fam_all.drop_duplicates("problem").copy()
+    probs["size"], _ = size_axis(probs)
+    probs["log_ratio"] = np.log2(probs["n"].astype(float) / probs["m"].astype(float))
+    probs = probs.sort_values(["log_ratio", "size", "problem"])
+    order = list(probs["problem"])
+    value = fam_ok.pivot_table(index="problem", columns="strategy", values="slowdown")
+    value = value.reindex(index=order, columns=cols)
+    status = fam_all.pivot_table(index="problem", columns="strategy", values="status", aggfunc="first")
+    status = status.reindex(index=order, columns=cols)
+    nr, nc = value.shape
+    label_w = max(len(p) for p in order) * 0.068 + 0.5
+    cell_w = min(0.62, (MAX_WIDTH - label_w - 1.4) / nc)
+    width = label_w + cell_w * nc + 1.4
+    height = max(1.8, 0.245 * nr + 0.05 * max(len(c) for c in cols) + 0.45)
+    annotate = nr * nc <= 4000 and cell_w >= 0.24
+    cell_font = 7.5 if cell_w >= 0.45 else 6.5 if cell_w >= 0.32 else 5.5
+    cmap = colormaps["magma_r"].resampled(256)
+    cmap = mcolors.ListedColormap(cmap(np.linspace(0.0, 0.85, 256)))  # not the darkest: labels stay legible
+    norm = mcolors.LogNorm(vmin=1, vmax=max(vmax, 2))
+    with rc():
+        fig, axes = _new(width, height)
+        ax = axes[0][0]
+        ax.grid(False)
+        data = np.ma.masked_invalid(value.to_numpy(dtype=float))
+        ax.imshow(np.zeros((nr, nc)), cmap=mcolors.ListedColormap(["#eceff2"]), aspect="auto",
+                  interpolation="nearest")
+        im = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(nc))
+        ax.set_xticklabels(cols, rotation=40, ha="left", rotation_mode="anchor")
+        ax.set_yticks(range(nr))
+        ax.set_yticklabels(order, fontsize=8.5 if nr > 30 else 9.5)
+        ax.xaxis.set_ticks_position("top")
+        ax.vlines(np.arange(0.5, nc - 1, 1), -0.5, nr - 0.5, color="white", linewidth=1.2)
+        ax.hlines(np.arange(0.5, nr - 1, 1), -0.5, nc - 0.5, color="white", linewidth=1.2)
+        ax.tick_params(which="major", length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if annotate:
+            vals = value.to_numpy(dtype=float)
+            st = status.to_numpy(dtype=object)
+            for i in range(nr):
+                for j in range(nc):
+                    v = vals[i, j]
+                    if not math.isnan(v):
+                        rgba = cmap(norm(min(max(v, 1), norm.vmax)))
+                        light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+                        text = "1" if v < 1.005 else fmt_ratio(v).rstrip("x") if v < 1000 else f"{v / 1000:.2g}k"
+                        ax.text(j, i, text, ha="center", va="center", fontsize=cell_font, in_layout=False,
+                                color="black" if light > 0.5 else "white",
+                                fontweight="bold" if v < 1.005 else "normal")
+                    elif isinstance(st[i, j], str):
+                        color = "#6b7280" if st[i, j] == "unsupported" else "#b42318"
+                        ax.text(j, i, STATUS_SHORT.get(st[i, j], st[i, j]), ha="center", va="center",
+                                fontsize=cell_font - 0.5, in_layout=False, color=color)
+        if value.isna().all().all():  # nothing correct to colour: the statuses say it all
+            return _done(fig, f"Heatmap of statuses for family {family}",
+                         f"No strategy gave a correct Jacobian on any {family} problem; each cell shows why: "
+                         f"'wrong' failed the accuracy gate, 'error', 'oom' and 't/o' (timeout) failed to run, "
+                         f"'n/a' is unsupported.", family)
+        cbar = fig.colorbar(im, ax=ax, shrink=min(1.0, 4.0 / max(0.245 * nr, 1.0)), pad=0.02,
+                            aspect=max(8, min(25, 0.245 * nr / 0.16)))
+        cbar.set_label("slowdown")
+        log_axis(cbar.ax, "y", ratio)
+    caption = (f"Slowdown of each strategy (columns) on each {family} problem (rows) relative to the fastest "
+               f"correct strategy of that problem: 1 (bold) is the fastest, 10 means ten times slower; the "
+               f"colour scale is logarithmic and the same in every heatmap of this context. Grey cells were "
+               f"not timed: 'wrong' failed the accuracy gate, 'error', 'oom' and 't/o' (timeout) failed to run, "
+               f"'n/a' is unsupported. Rows are ordered by shape n:m, then size; columns by typical slowdown "
+               f"over the whole run, fastest on the left. Read across a row to see your options for one "
+               f"problem; read down a column to see where a strategy stops being competitive.")
+    if unsupported:
+        caption += f" Not drawn, unsupported on every {family} problem: {', '.join(unsupported)}."
+    return _done(fig, f"Heatmap of slowdowns for family {family}", caption, family)
+
+
+# --- trade-offs ----------------------------------------------------------------------------
+
+def pareto(points: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """True for points no other point beats on both ``x`` and ``y`` (smaller is better)."""
+    front = []
+    for _, p in points.iterrows():
+        dominated = ((points[x] <= p[x]) & (points[y] <= p[y]) & ((points[x] < p[x]) | (points[y] < p[y]))).any()
+        front.append(not dominated)
+    return pd.Series(front, index=points.index)
+
+
+def tradeoff_points(ok: pd.DataFrame, family: str) -> pd.DataFrame:
+    """One point per strategy of a family: over the problems it solved, the geometric means of
+    its slowdown and of its peak memory / Jacobian size, and its largest error (floored at
+    ``ERROR_FLOOR`` for log axes)."""
+    fam = ok[ok["family"] == family]
+    total = fam["problem"].nunique()
+    out = []
+    for name, g in fam.groupby("strategy", sort=False):
+        out.append({"strategy": name, "slowdown": geomean(g["slowdown"]),
+                    "error": max(float(g["error"].max()), ERROR_FLOOR) if g["error"].notna().any() else math.nan,
+                    "mem_ratio": geomean(g["mem_ratio"]), "solved": g["problem"].nunique(), "of": total})
+    return pd.DataFrame(out)
+
+
+def _label_clusters(ax, xs, ys, names, near: float = 0.05):
+    """Points closer than ``near`` (in axes fractions, log axes) share one label, so labels of
+    strategies that sit on top of each other do not overprint."""
+    lx0, lx1 = (math.log10(v) for v in ax.get_xlim())
+    ly0, ly1 = (math.log10(v) for v in ax.get_ylim())
+    clusters: list[list] = []
+    for x, y, name in sorted(zip(xs, ys, names)):
+        fx, fy = (math.log10(x) - lx0) / (lx1 - lx0), (math.log10(y) - ly0) / (ly1 - ly0)
+        for c in clusters:
+            if abs(c[0] - fx) < near and abs(c[1] - fy) < near:
+                c[3].append(name)
+                break
+        else:
+            clusters.append([fx, fy, (x, y), [name]])
+    return [(c[2], c[3]) for c in clusters]
+
+
+def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
+    """Accuracy against time and memory against time for one family, Pareto fronts marked."""
+    pts = tradeoff_points(ok, family)
+    if pts.empty:
+        return None
+    with rc():
+        ncol = 1 if len(pts) <= 14 else 2
+        fig, axes = _new(11.0 + 1.6 * (ncol - 1), max(3.8, 0.19 * math.ceil(len(pts) / ncol) + 0.6), 1, 2)
+        for ax, y, ylabel in ((axes[0][0], "error", "largest error vs float64 reference"),
+                              (axes[0][1], "mem_ratio", "peak memory / Jacobian size (geo. mean)")):
+            p = pts.dropna(subset=["slowdown", y])
+            if p.empty:
+                ax.set_visible(False)
+                continue
+            front = pareto(p, "slowdown", y)
+            for (_, row), on in zip(p.iterrows(), front):
+                st = styles[row["strategy"]]
+                partial = row["solved"] < row["of"]
+                ax.scatter(row["slowdown"], row[y], s=70 if on else 38, marker=st.marker,
+                           facecolors="none" if partial else st.color, edgecolors=st.color,
+                           linewidths=1.6 if on else 1.0, alpha=1.0 if on else 0.75, zorder=3,
+                           label=row["strategy"])
+            f = p[front].sort_values("slowdown")
+            ax.step(f["slowdown"], f[y], where="post", color="#1d232a", linewidth=1.1, alpha=0.7, zorder=2,
+                    label="_front")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("slowdown vs each problem's fastest (geo. mean)")
+            ax.set_ylabel(ylabel)
+            # limits from the data, with room on the right for the labels
+            x0, x1 = p["slowdown"].min(), p["slowdown"].max()
+            ax.set_xlim(min(0.9, x0 / 1.15), max(x1 * 2.2, 2.5))
+            y0, y1 = p[y].min(), p[y].max()
+            pad = max((y1 / y0) ** 0.12, 1.6)
+            ax.set_ylim(y0 / pad, y1 * pad)
+            for (px, py), names in _label_clusters(ax, f["slowdown"], f[y], f["strategy"]):
+                ax.annotate("\n".join(names), (px, py), xytext=(6, 4), textcoords="offset points",
+                            fontsize=8.5, color="#1d232a", va="bottom")
+            log_axis(ax, "x", ratio)
+            log_axis(ax, "y", ratio if y == "mem_ratio" else (lambda v: f"{v:.0e}"))
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], linestyle="none", marker=styles[n].marker, color=styles[n].color, markersize=7,
+                          label=n) for n in pts["strategy"]]
+        axes[0][1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, ncol=ncol)
+    partial = pts[pts["solved"] < pts["of"]]
+    caption = (f"Trade-offs on the {family} family, one point per strategy: its typical slowdown (geometric "
+               f"mean over the problems it solved, relative to each problem's fastest) against its largest "
+               f"error (left) and its typical peak memory as a multiple of the Jacobian's size (right). Lower-left is "
+               f"better; the black steps join the Pareto front, the strategies no other beats on both axes, "
+               f"and are labelled: any other strategy is beaten by one of them on both counts. Look for "
+               f"finite differences buying speed with error, and batched (vmap) strategies buying it with "
+               f"memory.")
+    if len(partial):
+        caption += (f" Hollow markers solved only some problems ({', '.join(partial['strategy'])}), so their "
+                    f"means cover fewer, maybe easier, problems.")
+    if (pts["error"] <= ERROR_FLOOR).any():
+        caption += f" A largest error of exactly 0 is drawn at {ERROR_FLOOR:.0e}."
+    return _done(fig, f"Accuracy and memory against time for family {family}", caption, family)
+
+
+# --- noise ---------------------------------------------------------------------------------
+
+def noise(ok: pd.DataFrame, styles: Styles, columns: list[str]) -> Figure | None:
+    """IQR/median of every timed row, by strategy, against the warning level."""
+    rel = ok.dropna(subset=["rel_iqr"])
+    rel = rel[np.isfinite(rel["rel_iqr"].astype(float))]
+    if rel.empty:
+        return None
+    cols = [c for c in columns if c in set(rel["strategy"])]
+    floor = 1e-4
+    with rc():
+        fig, axes = _new(0.62 * len(cols) + 2.6, 3.6)
+        ax = axes[0][0]
+        rng = np.random.default_rng(0)
+        for j, name in enumerate(cols):
+            v = rel.loc[rel["strategy"] == name, "rel_iqr"].astype(float).clip(lower=floor)
+            x = j + rng.uniform(-0.28, 0.28, len(v))
+            loud = v > NOISE_WARNING
+            st = styles[name]
+            ax.scatter(x[~loud.to_numpy()], v[~loud], s=12, color=st.color, alpha=0.55, linewidths=0)
+            ax.scatter(x[loud.to_numpy()], v[loud], s=20, color=st.color, edgecolors="#b42318", linewidths=0.9)
+        ax.axhline(NOISE_WARNING, color="#b42318", linestyle="--", linewidth=1)
+        ax.text(len(cols) - 0.5, NOISE_WARNING, f" warning level {NOISE_WARNING:.0%}", va="bottom", ha="right",
+                fontsize=9, color="#b42318")
+        ax.set_yscale("log")
+        log_axis(ax, "y", lambda v: f"{100 * v:,.0f}%" if v >= 0.01 else f"{100 * v:.2g}%")
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels(cols, rotation=35, ha="right", rotation_mode="anchor")
+        ax.set_xlim(-0.6, len(cols) - 0.4)
+        ax.set_ylabel("IQR / median of the samples")
+        ax.grid(axis="x", visible=False)
+    n_loud = int((rel["rel_iqr"] > NOISE_WARNING).sum())
+    caption = (f"Spread of the raw timing samples of every timed pair (one dot each), as interquartile range "
+               f"over median, by strategy. Dots above the dashed line ({n_loud} of {len(rel)}) exceeded the "
+               f"warning level: their medians are less certain, and speedups between them and their rivals "
+               f"should be read with care (the table below lists them). Many noisy pairs at once usually "
+               f"mean the machine was busy with something else during the run.")
+    return _done(fig, "Timing noise by strategy", caption, "noise")

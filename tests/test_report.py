@@ -1,0 +1,259 @@
+"""The HTML report: its contents, escaping, independence from torch, speed on a sweep of about
+1,000 rows, and the page itself in a real headless Chromium."""
+
+import copy
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import report, results
+from tests.conftest import ROOT
+
+ARTIFACTS = ROOT / "build" / "test-artifacts"  # gitignored (build/)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HOSTILE = "<script>window.pwned = 1</script>$x_1^2$"  # markup for the page, TeX for matplotlib
+
+
+@pytest.fixture(scope="module")
+def page_path(tiny_results, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    assert report.write([tiny_results], out) == out
+    return out
+
+
+@pytest.fixture(scope="module")
+def hostile_results(tiny_results, tmp_path_factory) -> Path:
+    """The real tiny sweep with markup in a case name, a reason and the environment."""
+    doc = json.loads(tiny_results.read_text())
+    for rec in doc["benchmarks"] + doc["jacbench"]["untimed"]:
+        info = rec["extra_info"]
+        if info["problem"] == "seed-article":
+            info["problem"] = f"seed-{HOSTILE}"
+        if info["status"] != "ok":
+            info["reason"] = f'<img src=x onerror="window.pwned = 2"> {info["reason"]}'
+    doc["machine_info"]["jacbench"]["device_name"] = "<b>bold</b> & co"
+    path = tmp_path_factory.mktemp("hostile") / "hostile.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep_1000(tiny_results, tmp_path_factory) -> Path:
+    """A RENDERING FIXTURE, not results: the real records of the tiny sweep replicated under
+    distinct problem names (``~copyK``), spread over six families with sizes that grow by
+    copy, to give the report the shape of a ~1,000-row sweep."""
+    doc = json.loads(tiny_results.read_text())
+    originals = doc["benchmarks"], doc["jacbench"]["untimed"]
+    copies = 1000 // (len(originals[0]) + len(originals[1])) + 1
+    timed, untimed = [], []
+    for k in range(copies):
+        scale = 2 ** (k // 6)
+        for source, sink in zip(originals, (timed, untimed)):
+            for rec in source:
+                rec = copy.deepcopy(rec)
+                info = rec["extra_info"]
+                info["problem"] = f"{info['problem']}~copy{k}"
+                info["family"] = f"{info['family']}-fixture{k % 6}"
+                info["n"], info["m"] = info["n"] * scale, info["m"] * scale
+                if info.get("problem_flops"):
+                    info["problem_flops"] *= scale
+                sink.append(rec)
+    doc["benchmarks"], doc["jacbench"]["untimed"] = timed, untimed
+    doc["jacbench"]["pairs"] = len(timed) + len(untimed)
+    path = tmp_path_factory.mktemp("big") / "fixture-1000.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_page_answers_the_question(page_path, tiny_results):
+    html = page_path.read_text()
+    for section in ("summary", "recommendations", "scaling", "crossover", "heatmap", "tradeoffs", "failures",
+                    "noise", "rows"):
+        assert f'id="{section}"' in html, section
+    assert "Which Jacobian strategy should I use?" in html
+    assert 'class="figure-failed"' not in html
+    frame = results.load([tiny_results])
+    env = json.loads(tiny_results.read_text())["machine_info"]["jacbench"]
+    for fact in (env["torch_build"], env["cpu"], env["commit"]["id"][:12], "quick", "float32"):
+        assert str(fact) in html, fact
+    for problem in set(frame["problem"]):
+        assert problem in html
+    # every non-ok row is listed with its reason
+    for reason in set(frame.loc[frame["status"] != "ok", "reason"]):
+        assert reason.replace("'", "&#39;").replace('"', "&#34;") in html or reason in html
+    # every figure is inline, captioned, and nothing is fetched
+    images = re.findall(r'<img src="([^"]*)"', html)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert html.count("<figcaption>") == len(images)
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "<link" not in html
+
+
+def test_recommendation_is_never_a_wrong_pair(page_path, tiny_results):
+    html = page_path.read_text()
+    frame = results.load([tiny_results])
+    wrong = frame[frame["status"] == "wrong"]
+    block = html.split('id="recommendations"')[1].split('id="scaling"')[0]
+    assert len(wrong)
+    recommended = {}  # problem -> the strategy in its row's "strong" cell
+    for tr in block.split("<tr>")[1:]:
+        cells = re.findall(r'<td class="name">([^<]*)</td>', tr)
+        pick = re.search(r'<td class="strong">([^<]*)', tr)
+        if pick and len(cells) >= 2:
+            recommended[cells[1]] = pick.group(1)
+    assert recommended
+    for _, r in wrong.iterrows():
+        assert recommended.get(r["problem"]) != r["strategy"], (r["problem"], r["strategy"])
+
+
+@pytest.fixture(scope="module")
+def hostile_page(hostile_results) -> Path:
+    return report.write([hostile_results], hostile_results.with_suffix(".html"))
+
+
+def test_text_from_result_files_is_escaped(hostile_page):
+    html = hostile_page.read_text()
+    assert HOSTILE not in html and "<img src=x" not in html and "<b>bold</b>" not in html
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;$x_1^2$" in html
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in html
+    assert 'class="figure-failed"' not in html  # the figures drew the name as text
+    # the only scripts are the page's own
+    assert html.count("<script>") == 1
+
+
+def test_renders_1000_rows_quickly_without_torch(sweep_1000, tmp_path):
+    out = tmp_path / "big.html"
+    code = textwrap.dedent(f"""
+        import sys, time
+        start = time.perf_counter()
+        from bench import report
+        report.write([{str(sweep_1000)!r}], {str(out)!r})
+        print(f"{{time.perf_counter() - start:.2f}}")
+        assert "torch" not in sys.modules, "the report imported torch"
+    """)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = len(results.load([sweep_1000]))
+    print(f"\nreport of {rows} rows: {wall:.1f} s wall with interpreter start, {cpu:.1f} s of CPU")
+    assert rows >= 1000
+    # The work is single-threaded, so on an idle machine its wall time is its CPU time; CPU time
+    # is what is asserted, because a busy machine (parallel test runs) stretches the wall time.
+    assert cpu < 30, f"{rows} rows took {cpu:.1f} s of CPU ({wall:.1f} s wall)"
+    html = out.read_text()
+    assert 'class="figure-failed"' not in html and html.count("<figure>") >= 12
+
+
+def test_a_file_without_rows_still_reports(tiny_results, tmp_path):
+    doc = json.loads(tiny_results.read_text())
+    doc["benchmarks"], doc["jacbench"]["untimed"] = [], []
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(doc))
+    html = report.write([empty], tmp_path / "empty.html").read_text()
+    assert "0 measured pairs" in html and 'class="figure-failed"' not in html
+
+
+def test_cli_report_and_make_targets_call_write(tiny_results, tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "sub" / "cli.html"
+    proc = run_cli("report", tiny_results, "-o", out, check=True)
+    assert f"wrote {out}" in proc.stdout and out.stat().st_size > 10_000
+
+
+# --- the page in a real browser ------------------------------------------------------------
+
+def chromium() -> str | None:
+    for name in (os.environ.get("JACBENCH_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and (found := shutil.which(name) or (name if Path(name).is_file() else None)):
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    required = os.environ.get("JACBENCH_REQUIRE_BROWSER") == "1"
+    exe = chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        why = "no chromium on PATH (make browser installs it)" if exe is None else "playwright is not installed"
+        if required:
+            pytest.fail(f"JACBENCH_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, path: Path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+    page.on("request", lambda r: problems.append(f"network request: {r.url}")
+            if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(path.as_uri(), wait_until="load")
+    return page, problems
+
+
+@pytest.mark.browser
+def test_page_in_chromium(browser, page_path):
+    page, problems = open_page(browser, page_path)
+    sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    assert sizes and all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
+
+    # click the median header of the per-problem table: it sorts ascending, then descending
+    table = page.locator("table.sortable").filter(has_text="best exact").first
+    header = table.locator("th", has_text="median").first
+    col = table.locator("th").all_inner_texts().index(header.inner_text())
+
+    def column():
+        values = table.evaluate(
+            f"t => Array.from(t.tBodies[0].rows).map(r => r.cells[{col}].getAttribute('data-value'))")
+        return [float(v) for v in values if v]
+
+    before = column()
+    header.click()
+    asc = column()
+    assert asc == sorted(asc) and len(asc) == len(before) and len(asc) >= 3
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    assert column() == sorted(asc, reverse=True)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nscreenshot of the report: {shot}")
+    assert shot.stat().st_size > 10_000
+    assert problems == []
+
+
+@pytest.mark.browser
+def test_hostile_page_is_inert_in_chromium(browser, hostile_page):
+    page, problems = open_page(browser, hostile_page)
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.pwned") is None and not dialogs
+    assert HOSTILE in page.inner_text("body")  # shown as text
+    assert problems == []
