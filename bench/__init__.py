@@ -2,4 +2,26 @@
 
 Importing ``bench`` imports no torch: loading results, comparing and reporting work on a
 machine without it. The modules that need torch import it themselves.
+
+Two functions for a user's own code are reached lazily, so that they import torch only when
+used:
+
+- ``bench.advise(fn, *inputs)``: measure every strategy on ``fn`` and rank them
+  (:func:`bench.advisor.advise`);
+- ``bench.jacobian(fn, *inputs, strategy="auto")``: the Jacobian by the advisor's measured
+  choice, cached per input signature (:func:`bench.advisor.jacobian`).
 """
+
+_LAZY = ("advise", "jacobian")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import advisor  # imports torch
+
+        return getattr(advisor, name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

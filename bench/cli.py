@@ -111,6 +111,8 @@ def cmd_run(args) -> int:
         for device in devices(args.device):
             pairs = planning.make(args.profile, devices=[device], dtypes=args.dtype, problems=args.cases,
                                   tags=args.tags, strategy_patterns=args.strategies, shard=shard)
+            if not written:
+                _warn_if_busy(settings.threads)
             path, resumed = runner.prepare(pairs, settings, device, results_dir, selection,
                                            fresh=args.fresh, shard=args.shard, plugins=plugins)
             done = len(Journal.read(path).results)
@@ -123,6 +125,19 @@ def cmd_run(args) -> int:
     if args.report:
         return _report(written, Path(args.report))
     return cmd_summary(argparse.Namespace(results=written))
+
+
+def _warn_if_busy(threads: int) -> None:
+    """Say so when other work is already keeping the CPUs busy: timings will be noisy."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return
+    cpus = default_threads()
+    if load > cpus:
+        print(f"note: the load average is {load:.1f} on {cpus} CPUs before the sweep starts; other work "
+              f"will make timings noisy (rows above 10% IQR/median are flagged)"
+              + (", and fewer --threads may help" if threads > 1 else ""), file=sys.stderr)
 
 
 def _report(paths, out: Path) -> int:
@@ -152,9 +167,9 @@ def cmd_matrix(args) -> int:
 
 
 def cmd_advise(args) -> int:
-    from . import advise
+    from . import advisor
 
-    return advise.command(args)
+    return advisor.command(args)
 
 
 # --- summary -------------------------------------------------------------------------------

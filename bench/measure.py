@@ -21,7 +21,7 @@ from . import accuracy, memory, strategies, training, work
 from .plan import Pair, Settings
 from .timing import Timer, measure as time_call
 
-_FALLBACK = re.compile(r"batching rule for ([\w:.]+)")
+_FALLBACK = re.compile(r"batching rule for ([\w:.]+?)\.?\s")
 
 
 @dataclass
@@ -99,7 +99,7 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
     """Gate, then measure, one strategy on one problem, registered or not."""
     row = Row(problem.name, strategy.name, device, dtype, strategy.mode, strategy.fd_order, family=problem.family,
               kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
-    reason = strategy.unsupported(problem.kind)
+    reason = strategy.unsupported(problem.kind, device)
     if reason:
         row.status, row.reason = "unsupported", reason
         return row
@@ -154,7 +154,7 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         row.samples = []
     finally:
         del built
-        if row.status != "ok":
+        if row.status not in ("ok", "unsupported"):
             memory.release(device)
     return row
 

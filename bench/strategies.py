@@ -120,6 +120,7 @@ class Strategy:
         create_graph: whether its result can be differentiated again.
         tier: index into ``cases.PROFILES`` of the smallest profile that runs it (costly
             strategies, such as compiled ones, stay out of the small profiles).
+        devices: device types it runs on.
     """
 
     name: str
@@ -130,6 +131,7 @@ class Strategy:
     needs: tuple[str, ...] = ()
     create_graph: bool = False
     tier: int = 0
+    devices: tuple[str, ...] = ("cpu", "cuda")
 
     @property
     def exact(self) -> bool:
@@ -148,8 +150,10 @@ class Strategy:
         """Its cost model: the docstring's paragraph that starts with ``Cost:``."""
         return next((p for p in self._paragraphs() if p.startswith("Cost:")), "")
 
-    def unsupported(self, kind: str) -> str | None:
-        """Why this strategy cannot run a problem of this kind here, or None."""
+    def unsupported(self, kind: str, device: str | None = None) -> str | None:
+        """Why this strategy cannot run a problem of this kind (on this device) here, or None."""
+        if device is not None and device.split(":")[0] not in self.devices:
+            return f"{self.name} runs on {' and '.join(self.devices)} only"
         for feature in self.needs:
             if not FEATURES[feature]():
                 return f"torch {torch.__version__} lacks {feature}"
@@ -243,7 +247,7 @@ def manual_backward(fn, inputs, create_graph=False):
     for i in range(out.numel()):
         for x in xs:
             x.grad = None
-        one_hot = torch.zeros_like(out)
+        one_hot = torch.zeros(out.shape, dtype=out.dtype, device=out.device)  # contiguous, unlike zeros_like
         one_hot.view(-1)[i] = 1
         out.backward(one_hot, retain_graph=True)
         rows.append(_grads_or_zeros([x.grad for x in xs], xs))

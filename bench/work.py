@@ -85,6 +85,11 @@ class _Probe(torch.autograd.Function):
         return _mark("jvps", tangent)
 
 
+def counting() -> bool:
+    """True while :func:`count` runs (a strategy then sees its function wrapped in the probe)."""
+    return bool(_active)
+
+
 def probed(fn):
     """``fn`` with the probe on its output."""
 

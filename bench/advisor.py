@@ -1,0 +1,678 @@
+"""The advisor: which way of computing a Jacobian is fastest for *your* function, measured.
+
+``advise(fn, *inputs)`` runs every applicable strategy on the user's own function and inputs
+through the sweep's own per-pair machinery (``measure.measure_problem``: the float64
+correctness gate, memory, work, adaptive timing) on an ad-hoc, unregistered
+:class:`cases.Problem`, and returns an :class:`Advice`: the ranked rows and a one-line
+recommendation with the measured speedup. ``jacobian(fn, *inputs, strategy="auto")`` uses
+that measured choice, cached on the function per input signature (shapes, dtypes, device),
+so the winner can be dropped into the user's code. ``jacbench advise MODULE:FUNCTION`` is
+the command-line form.
+
+NOTE: [Advisor reference]
+    The gate needs a float64 Jacobian to compare with. An ``nn.Module`` is deep-copied and
+    converted with ``.to(float64)``; a plain function is simply called with float64 inputs
+    (``advise(..., float64=(fn64, inputs64))`` supplies a float64 twin where that cannot
+    work, e.g. a closure over float32 weights). The reference is then float64 autograd on
+    the CPU, by loops (``accuracy.reference``). Where the function does not run in float64
+    (it raises, or returns another dtype), the reference falls back to the same loops
+    through the function *in its own dtype and device*, cast to float64 afterwards; this is
+    said in :attr:`Advice.reference` and in the output. Such a reference shares the
+    function's own rounding, so it can confirm that strategies agree, not that they are
+    accurate to float64. Where it is affordable, the reference is also compared with
+    central differences: autograd that disagrees with them points at a function that cuts
+    part of its graph (``.item()``, ``.detach()``, ``torch.tensor([...])``), which no gate
+    against autograd can see.
+
+The module is callable, so ``bench.advise(fn, x)`` works whether ``bench.advise`` resolves
+to this module (once imported, e.g. by the CLI) or to the function (``bench.__getattr__``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import itertools
+import math
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import cases
+
+from . import accuracy, measure
+from . import strategies as registry
+from .compiled import memo, signature
+from .measure import Row
+from .plan import Settings, select_strategies
+from .timing import Policy
+
+#: How long each strategy is timed: a quick sweep's budget, enough to rank.
+POLICY = Policy(warmup=1, min_rounds=5, max_time=0.3, precision=0.03)
+#: Strategies of every profile are candidates, except the chunk sweep's intermediate sizes
+#: (a memory/time curve, not a candidate) unless named.
+_SKIP_BY_DEFAULT = re.compile(r"^jac(rev|fwd)-chunk(1|4|64|256)$")
+#: Central differences check the autograd reference up to this many inputs.
+FD_CHECK_LIMIT = 2048
+BASELINE = "functional"
+
+_COUNTER = itertools.count(1)
+
+
+# --- what the user gets ----------------------------------------------------------------------
+
+
+@dataclass
+class Advice:
+    """What the advisor measured and concluded.
+
+    Attributes:
+        rows: one :class:`measure.Row` per strategy tried, ranked: correct ones fastest first,
+            then the others by status.
+        best: the fastest correct *exact* strategy, or None.
+        fastest: the fastest correct strategy, finite differences included, or None.
+        recommendation: one line: what to use and the measured speedup, or why nothing can be.
+        diagnosis: a one-line reason the function cannot be measured at all, or None.
+        warnings: anything the user should know about the measurement (e.g. the reference).
+        reference: how the reference Jacobian was made (NOTE: [Advisor reference]).
+        device, dtype, kind: what was measured.
+    """
+
+    rows: list[Row] = field(default_factory=list)
+    best: str | None = None
+    fastest: str | None = None
+    recommendation: str = ""
+    diagnosis: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    reference: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    kind: str = "vector"
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    name: str = "fn"
+
+    @property
+    def ok(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "ok"]
+
+    def row(self, strategy: str) -> Row | None:
+        return next((r for r in self.rows if r.strategy == strategy), None)
+
+    def table(self) -> str:
+        """The ranked table, plain text."""
+        from .summary import fmt_bytes, fmt_time
+
+        head = ("rank", "strategy", "status", "median", "IQR", "first call", "peak mem", "error", "notes / reason")
+        lines = []
+        for i, r in enumerate(self.rows, 1):
+            med, iqr = _median_iqr(r)
+            extra = r.reason if r.status != "ok" else _notes_text(r)
+            lines.append((str(i) if r.status == "ok" else "-", r.strategy, r.status, fmt_time(med), fmt_time(iqr),
+                          fmt_time(r.first_call_s), fmt_bytes(r.peak_bytes),
+                          f"{r.error:.1e}" if r.error is not None else "-", extra))
+        widths = [max(len(h), *(len(l[k]) for l in lines)) if lines else len(h) for k, h in enumerate(head)]
+        widths[-1] = 0
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*head).rstrip()] + [fmt.format(*l).rstrip() for l in lines])
+
+    def __str__(self) -> str:
+        shapes = ", ".join("x".join(map(str, s)) or "scalar" for s in self.shapes)
+        out = [f"{self.name}: {self.kind} Jacobian of inputs [{shapes}] on {self.device}, {self.dtype}"]
+        if self.reference:
+            out.append(f"reference: {self.reference}")
+        out += [f"warning: {w}" for w in self.warnings]
+        if self.rows:
+            out += ["", self.table(), ""]
+        out.append(self.recommendation)
+        return "\n".join(out)
+
+    def to_html(self, path) -> Path:
+        """Write this advice as a self-contained HTML page."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_html(self))
+        return path
+
+
+def _median_iqr(row: Row) -> tuple[float | None, float | None]:
+    if not row.samples:
+        return None, None
+    from .stats import summarize
+
+    s = summarize(row.samples)
+    return s.median, s.iqr
+
+
+def _notes_text(row: Row) -> str:
+    keep = ("colors", "pattern", "order", "chain_flops", "compile_s", "chunk_size", "captured", "graph_breaks")
+    parts = [f"{k}={row.notes[k]}" for k in keep if k in row.notes]
+    if row.fallback:
+        parts.append("vmap fallback: " + ",".join(row.fallback_ops))
+    return " ".join(parts)
+
+
+# --- diagnosis -----------------------------------------------------------------------------
+
+
+def diagnose(fn, inputs) -> str | None:
+    """A one-line reason why ``fn`` has no Jacobian to measure at ``inputs``, or None."""
+    for k, x in enumerate(inputs):
+        if not isinstance(x, torch.Tensor):
+            return f"input {k} is a {type(x).__name__}, not a tensor"
+        if not (x.is_floating_point() or x.is_complex()):
+            return f"input {k} is {str(x.dtype).replace('torch.', '')}; a Jacobian needs floating-point inputs"
+    xs = tuple(x.detach().requires_grad_(True) for x in inputs)
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.tensor(tensor) warns; the diagnosis says more
+            out = fn(*xs)
+    except Exception as exc:  # noqa: BLE001 - the user's function, reported in one line
+        return f"calling the function raised {measure.one_line(exc)}"
+    if not isinstance(out, torch.Tensor):
+        hint = {
+            tuple: "return one tensor (torch.cat or torch.stack the outputs)",
+            list: "return one tensor (torch.stack the list)",
+            float: "it computes with Python numbers (.item(), float(), math.*), which autograd cannot see",
+            int: "it computes with Python numbers, which autograd cannot see",
+        }.get(type(out), "return one tensor")
+        return f"the function returned a {type(out).__name__}, not a tensor: {hint}"
+    if not (out.is_floating_point() or out.is_complex()):
+        return f"the function returned a {str(out.dtype).replace('torch.', '')} tensor, which has no Jacobian"
+    bad = int((~torch.isfinite(out.detach())).sum())
+    if bad:
+        return (f"the function's output has {bad} of {out.numel()} NaN or infinite entries at these inputs, "
+                "so its Jacobian is undefined there")
+    if not out.requires_grad:
+        return (accuracy.GRAPH_BREAK + "; no exact Jacobian exists to measure: build outputs with "
+                "torch.stack/torch.cat of tensors, not torch.tensor([...]) of their elements")
+    return None
+
+
+# --- the ad-hoc problem ----------------------------------------------------------------------
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _float64_twin(fn, inputs, float64) -> tuple[object, tuple, str | None]:
+    """``(fn64, inputs64, None)``, or ``(None, None, why)`` where fn does not run in float64."""
+    if float64 is not None:
+        fn64, xs64 = float64
+        xs64 = tuple(x.detach().to("cpu", torch.float64) for x in xs64)
+    else:
+        xs64 = tuple(x.detach().to("cpu", torch.float64) for x in inputs)
+        fn64 = fn
+        if isinstance(fn, torch.nn.Module):
+            try:
+                fn64 = copy.deepcopy(fn).to("cpu", torch.float64)
+            except Exception as exc:  # noqa: BLE001 - an uncopyable module: say so, fall back
+                return None, None, f"the module cannot be copied to float64 ({measure.one_line(exc)})"
+    try:
+        with torch.no_grad():
+            out = fn64(*xs64)
+    except Exception as exc:  # noqa: BLE001
+        return None, None, f"it does not run on float64 CPU inputs ({measure.one_line(exc)})"
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.float64:
+        got = _dtype_name(out.dtype) if isinstance(out, torch.Tensor) else type(out).__name__
+        return None, None, f"given float64 inputs it returns {got} (constants or casts inside are not float64)"
+    if not torch.isfinite(out).all():
+        return None, None, "its float64 output is not finite"
+    return fn64, xs64, None
+
+
+def _problem(fn, inputs, kind: str, module, sparsity, float64, label: str):
+    """An unregistered problem around the user's function, a description of its reference,
+    warnings about it, and the dtype the reference is computed in."""
+    device, dtype = inputs[0].device, inputs[0].dtype
+    fn64, xs64, why = _float64_twin(fn, inputs, float64)
+    warnings = []
+    if why is None:
+        reference = "float64 autograd on the CPU, by loops"
+    else:
+        reference = (f"{_dtype_name(dtype)} autograd loops through the function itself on {device}, cast to "
+                     "float64: it confirms that strategies agree, not that they are accurate to float64")
+        warnings.append(f"no float64 reference: {why}")
+    mod64 = fn64 if isinstance(fn64, torch.nn.Module) else None
+
+    def builder(s: cases.Setup) -> cases.Built:
+        if s.device.type == device.type and s.dtype == dtype:
+            return cases.Built(fn, tuple(inputs), module=module, sparsity=sparsity)
+        if (s.device.type, s.dtype) == ("cpu", torch.float64):
+            if fn64 is not None:
+                return cases.Built(fn64, xs64, module=mod64 if isinstance(module, torch.nn.Module) else None,
+                                   sparsity=sparsity)
+
+            def same_dtype(*xs):  # NOTE: [Advisor reference]: the fallback
+                return fn(*(x.to(device, dtype) for x in xs)).to("cpu", torch.float64)
+
+            return cases.Built(same_dtype, tuple(x.detach().to("cpu", torch.float64) for x in inputs))
+        raise ValueError(f"the advisor measures on {device} {_dtype_name(dtype)}, not {s.device} {_dtype_name(s.dtype)}")
+
+    with torch.no_grad():
+        out = fn(*inputs)
+    batch = inputs[0].shape[0] if kind == "batched" else 1
+    n = sum(x.numel() for x in inputs) // batch
+    m = out.numel() // batch
+    problem = cases.Problem(f"user-{label}-{next(_COUNTER)}", "user", kind, n=n, m=m, builder=builder,
+                            description=f"{label} (the advisor's)", batch=batch)
+    return problem, reference, warnings, (torch.float64 if why is None else dtype)
+
+
+def _fd_agrees(problem: cases.Problem, seed: int, dtype: torch.dtype, device) -> str | None:
+    """A warning where the autograd reference disagrees with central differences taken in
+    ``dtype``, the dtype the reference is really computed in (NOTE: [Advisor reference])."""
+    if problem.kind == "batched" or problem.n > FD_CHECK_LIMIT:
+        return None
+    try:
+        ref = accuracy.reference(problem, seed)
+        # Steps sized for the dtype the function really computes in: the float64 build, or
+        # (a fallback reference) the user's own function and inputs.
+        built = problem.build(device if dtype != torch.float64 else "cpu", dtype, seed)
+        with torch.no_grad():
+            try:
+                blocks = registry.get("fd-central")(built.fn, built.inputs)
+            except Exception:  # noqa: BLE001 - vmap cannot batch the function: loop instead
+                if problem.n > 256:
+                    return None
+                blocks = registry.get("fd-central-loop")(built.fn, built.inputs)
+        verdict = accuracy.check(blocks, ref, dtype, 2)
+    except Exception:  # noqa: BLE001 - a check, not a requirement
+        return None
+    if verdict.ok or verdict.error is None:
+        return None
+    return (f"autograd disagrees with central differences (max relative error {verdict.error:.1e}): "
+            "part of the function may be cut from the graph (.item(), .detach(), torch.tensor([...])) "
+            "or not be differentiable here")
+
+
+# --- the advisor -----------------------------------------------------------------------------
+
+
+def candidates(kind: str, patterns=None, device_type: str = "cpu") -> list[str]:
+    """Strategy names the advisor tries for a problem of ``kind``: those matching ``patterns``
+    (every profile), or by default every strategy except the chunk sweep's inner sizes (and
+    CUDA graphs off CUDA)."""
+    if patterns:
+        return select_strategies(patterns)  # named: tried, and an unsupported kind is a row
+    return [n for n, s in registry.STRATEGIES.items() if not _SKIP_BY_DEFAULT.match(n)
+            and s.unsupported(kind) is None and ("cudagraph" not in n or device_type == "cuda")]
+
+
+def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | None = None,
+           module: torch.nn.Module | None = None, sparsity: torch.Tensor | None = None,
+           float64=None, settings: Settings | None = None, name: str | None = None,
+           progress=None, output=None) -> Advice:
+    """Measure every applicable strategy on ``fn(*inputs)`` and rank them.
+
+    Args:
+        fn: the function; ``fn(*inputs)`` returns one tensor. An ``nn.Module`` works as is.
+        inputs: the point at which the Jacobian is taken; they set the device and dtype.
+        strategies: name globs to try (default: every strategy for this kind of problem,
+            compiled ones included, less the chunk sweep's inner sizes).
+        kind: ``vector`` / ``multi`` (the default, by the number of inputs), ``batched``
+            (per-sample Jacobians of a batch along dim 0) or ``params``.
+        module: the ``nn.Module`` behind ``fn`` (defaults to ``fn`` when it is one), for
+            strategies that exploit its structure.
+        sparsity: the Jacobian's known sparsity pattern, a bool ``(m, N)`` tensor.
+        float64: ``(fn64, inputs64)``, the same function in float64, where ``fn`` cannot be
+            converted (NOTE: [Advisor reference]).
+        settings: timing settings (default: :data:`POLICY`).
+        name: a label for the output.
+        progress: called with each finished row (the CLI prints them).
+        output: also write the HTML page here.
+
+    Returns:
+        An :class:`Advice`; also remembered for :func:`jacobian` with ``strategy="auto"``.
+    """
+    if not inputs:
+        raise ValueError("advise(fn, *inputs) needs at least one input tensor")
+    label = name or getattr(fn, "__name__", None) or type(fn).__name__
+    kind = kind or ("vector" if len(inputs) == 1 else "multi")
+    if kind not in cases.KINDS or kind == "penalty":
+        raise ValueError(f"unknown kind {kind!r}; choose from vector, multi, batched, params")
+    first = inputs[0] if isinstance(inputs[0], torch.Tensor) else torch.empty(0)
+    device, dtype = first.device, first.dtype
+    advice = Advice(device=str(device), dtype=_dtype_name(dtype), kind=kind,
+                    shapes=[tuple(x.shape) if isinstance(x, torch.Tensor) else () for x in inputs], name=label)
+    advice.diagnosis = diagnose(fn, inputs)
+    if not advice.diagnosis and len({(x.device, x.dtype) for x in inputs}) > 1:
+        advice.diagnosis = "the inputs differ in device or dtype; give them all the same"
+    if advice.diagnosis:
+        advice.recommendation = f"no recommendation: {advice.diagnosis}"
+        return _finish(advice, output)
+    if module is None and isinstance(fn, torch.nn.Module):
+        module = fn
+    settings = settings or Settings(profile="advise", policy=POLICY, threads=torch.get_num_threads())
+    problem, advice.reference, advice.warnings, ref_dtype = _problem(fn, inputs, kind, module, sparsity, float64,
+                                                                     label)
+    try:
+        accuracy.reference(problem, settings.seed)
+    except Exception as exc:  # noqa: BLE001 - the reference itself fails: nothing can be gated
+        advice.diagnosis = f"the reference Jacobian cannot be computed: {measure.one_line(exc)}"
+        advice.recommendation = f"no recommendation: {advice.diagnosis}"
+        return _finish(advice, output)
+    warning = _fd_agrees(problem, settings.seed, ref_dtype, device)
+    if warning:
+        advice.warnings.append(warning)
+    names = candidates(kind, strategies, device.type)
+    rows = []
+    for s in names:
+        row = measure.measure_problem(problem, registry.get(s), str(device), advice.dtype, settings)
+        rows.append(row)
+        if progress:
+            progress(row)
+    advice.rows = _rank(rows)
+    _conclude(advice)
+    if advice.best:
+        memo(fn, "advise")[signature(inputs)] = [r.strategy for r in advice.ok if _is_exact(r)]
+    return _finish(advice, output)
+
+
+def _finish(advice: Advice, output) -> Advice:
+    if output:
+        advice.to_html(output)
+    return advice
+
+
+_STATUS_RANK = {s: i for i, s in enumerate(("ok", "wrong", "error", "oom", "timeout", "unsupported"))}
+
+
+def _rank(rows: list[Row]) -> list[Row]:
+    def key(r):
+        med, _ = _median_iqr(r)
+        return (_STATUS_RANK.get(r.status, 9), med if med is not None else math.inf, r.strategy)
+
+    return sorted(rows, key=key)
+
+
+def _is_exact(row: Row) -> bool:
+    return registry.get(row.strategy).exact if row.strategy in registry.STRATEGIES else True
+
+
+def tied(a: Row, b: Row) -> bool:
+    """Whether two rows' medians lie within their ~95% confidence intervals of each other
+    (NOTE: [Median precision] in ``stats``): "faster" needs evidence."""
+    from .stats import summarize
+
+    sa, sb = summarize(a.samples), summarize(b.samples)
+    return abs(sb.median - sa.median) <= sa.ci_half + sb.ci_half
+
+
+def _conclude(advice: Advice) -> None:
+    from .summary import fmt_time
+
+    ok = advice.ok
+    exact = [r for r in ok if _is_exact(r)]
+    advice.fastest = ok[0].strategy if ok else None
+    advice.best = exact[0].strategy if exact else None
+    if not ok:
+        reasons = sorted({r.reason.split(";")[0] for r in advice.rows if r.status in ("wrong", "error")})
+        advice.recommendation = ("no recommendation: no strategy gave a correct Jacobian"
+                                 + (f" ({reasons[0]})" if reasons else ""))
+        return
+    if not exact:
+        advice.recommendation = (f"use {ok[0].strategy} ({fmt_time(_median_iqr(ok[0])[0])} per call): only finite "
+                                 "differences were correct here, so the result is approximate "
+                                 f"(error {ok[0].error:.1e})")
+        return
+    best = exact[0]
+    med = _median_iqr(best)[0]
+    base = advice.row(BASELINE)
+    base_med = _median_iqr(base)[0] if base is not None and base.status == "ok" else None
+    if base_med and best.strategy != BASELINE:
+        versus = f"{base_med / med:.1f}x faster than torch.autograd.functional.jacobian ({fmt_time(base_med)})"
+    else:
+        versus = "the only correct exact strategy" if len(exact) == 1 else ""
+    if len(exact) > 1:
+        runner = exact[1]
+        ratio = _median_iqr(runner)[0] / med
+        if tied(best, runner):
+            versus += f"{'; ' if versus else ''}tied with {runner.strategy} within the timing noise ({ratio:.2f}x)"
+        elif not versus:
+            versus = f"{ratio:.2f}x faster than the runner-up {runner.strategy}"
+    text = f"use {best.strategy}: {fmt_time(med)} per call, {versus}"
+    eager = next((r for r in exact if "compile_s" not in r.notes and "captured" not in r.notes), None)
+    if ("compile_s" in best.notes or "captured" in best.notes) and eager is not None and eager is not best:
+        e_med = _median_iqr(eager)[0]
+        calls = max(1, math.ceil((best.first_call_s - eager.first_call_s) / (e_med - med)))
+        text += (f"; its first call takes {fmt_time(best.first_call_s)} (compiling), so it pays off after "
+                 f"{calls} calls: for fewer, use {eager.strategy} ({fmt_time(e_med)})")
+    if ok[0] is not best:
+        fd = ok[0]
+        text += (f" [{fd.strategy} is {med / _median_iqr(fd)[0]:.1f}x faster still but approximate: "
+                 f"error {fd.error:.1e}]")
+    advice.recommendation = text
+
+
+# --- bench.jacobian ------------------------------------------------------------------------
+
+
+def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, create_graph: bool = False,
+             **advise_options):
+    """The Jacobian of ``fn`` at ``inputs`` by ``strategy``, or by the advisor's measured choice.
+
+    With ``strategy="auto"`` the first call for an input signature (shapes, dtypes, device)
+    runs :func:`advise` (seconds to a minute: every strategy is measured) and remembers the
+    ranking of the correct exact strategies on ``fn``; this and later calls with that
+    signature use the fastest of them (with ``create_graph``, the fastest that supports it).
+    Calling :func:`advise` first fills the same cache.
+
+    Returns:
+        For one input, a tensor shaped ``out.shape + x.shape``; for several, a tuple of such
+        blocks (NOTE: [Jacobian layout]), as ``torch.autograd.functional.jacobian`` does.
+
+    Raises:
+        ValueError: the function cannot be differentiated (the advisor's diagnosis), or the
+            strategy is unknown or does not handle this problem.
+    """
+    if not inputs:
+        raise ValueError("jacobian(fn, *inputs) needs at least one input tensor")
+    kind = advise_options.get("kind") or ("vector" if len(inputs) == 1 else "multi")
+    if strategy == "auto":
+        cache = memo(fn, "advise")
+        key = signature(inputs)
+        if key not in cache:
+            advice = advise(fn, *inputs, module=module, sparsity=sparsity, **advise_options)
+            if advice.best is None:
+                raise ValueError(advice.recommendation)
+        ranked = [n for n in cache[key] if registry.get(n).create_graph or not create_graph]
+        if not ranked:
+            raise ValueError(f"none of the correct strategies ({', '.join(cache[key])}) supports create_graph")
+        strategy = ranked[0]
+    chosen = registry.get(strategy)
+    reason = chosen.unsupported(kind)
+    if reason:
+        raise ValueError(reason)
+    if create_graph and not chosen.create_graph:
+        raise ValueError(f"{strategy} cannot differentiate its Jacobian again (create_graph); "
+                         f"choose from {', '.join(n for n, s in registry.STRATEGIES.items() if s.create_graph)}")
+    if module is None and isinstance(fn, torch.nn.Module):
+        module = fn
+    with registry.using(module, sparsity):
+        blocks = chosen(fn, inputs, create_graph=create_graph)
+    return blocks[0] if len(inputs) == 1 else blocks
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def _load_target(target: str):
+    """``module:attr`` or ``path/to/file.py:attr`` -> the object."""
+    if ":" not in target:
+        raise ValueError(f"advise takes MODULE:FUNCTION (e.g. mymodel:f), not {target!r}")
+    where, _, attr = target.rpartition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a console script does not put the cwd on the path
+    try:
+        if where.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+            if spec is None or not Path(where).is_file():
+                raise ImportError(f"no file {where}")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(where)
+    except Exception as exc:  # noqa: BLE001 - the user's module: one line
+        raise ValueError(f"cannot import {where!r}: {measure.one_line(exc)}") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n)))
+            raise ValueError(f"{where} has no {attr!r}; callables there: {', '.join(public[:20]) or 'none'}")
+        obj = getattr(obj, part)
+    if isinstance(obj, type):
+        if not issubclass(obj, torch.nn.Module):
+            raise ValueError(f"{target} is a class but not an nn.Module; give a function or a module class")
+        try:
+            obj = obj()
+        except TypeError as exc:
+            raise ValueError(f"{target} cannot be built without arguments ({exc}); "
+                             "give a module-level function or instance instead") from None
+    if not callable(obj):
+        raise ValueError(f"{target} is a {type(obj).__name__}, not a function or module")
+    return obj
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(v <= 0 for v in shape):
+        raise ValueError(f"--input-shape takes positive sizes such as 64 or 3,32,32, not {text!r}")
+    return shape
+
+
+def build_inputs(obj, shape, batch, wrt, device, dtype, seed: int = 0):
+    """The function, inputs, kind and float64 twin that the command measures."""
+    gen = torch.Generator().manual_seed(seed)
+    full = ((batch,) if batch else ()) + shape
+    x64 = torch.randn(full, generator=gen, dtype=torch.float64)
+    x = x64.to(device, dtype)
+    is_module = isinstance(obj, torch.nn.Module)
+    if is_module:
+        obj = obj.to(device, dtype).eval()
+    if wrt == "params":
+        if not is_module:
+            raise ValueError("--wrt params needs an nn.Module (module:Class or an instance)")
+        names = [k for k, p in obj.named_parameters() if p.is_floating_point()]
+        if not names:
+            raise ValueError("the module has no floating-point parameters")
+        obj64 = copy.deepcopy(obj).to("cpu", torch.float64)
+
+        def over(module, inp):
+            def f(*params):
+                return torch.func.functional_call(module, dict(zip(names, params)), (inp,))
+            f.__name__ = f"{type(module).__name__}-params"
+            return f
+
+        params = tuple(dict(obj.named_parameters())[k].detach() for k in names)
+        params64 = tuple(dict(obj64.named_parameters())[k].detach() for k in names)
+        return over(obj, x), params, "params", (over(obj64, x64), params64)
+    return obj, (x,), ("batched" if batch else "vector"), None
+
+
+def command(args) -> int:
+    """``jacbench advise MODULE:FUNCTION --input-shape ...``: print the ranked table and the
+    recommendation; 0 with a recommendation, 1 where the function cannot be measured."""
+    from .cli import devices
+
+    devices(args.device)  # a one-line error where CUDA is asked for and absent
+    obj = _load_target(args.target)
+    dtype = getattr(torch, args.dtype)
+    if args.batch is not None and args.batch <= 0:
+        raise ValueError(f"--batch takes a positive size, not {args.batch}")
+    fn, inputs, kind, float64 = build_inputs(obj, _shape(args.input_shape), args.batch, args.wrt, args.device, dtype)
+    names = candidates(kind, args.strategies, args.device)
+    print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}); "
+          "compiled ones take seconds to compile", file=sys.stderr)
+
+    def progress(row: Row) -> None:
+        med, _ = _median_iqr(row)
+        from .summary import fmt_time
+
+        print(f"  {row.strategy:<24} {row.status:<11} {fmt_time(med) if med else row.reason[:90]}", file=sys.stderr)
+
+    advice = advise(fn, *inputs, strategies=args.strategies, kind=kind, float64=float64, name=args.target,
+                    progress=progress, output=args.output)
+    print(advice)
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0 if advice.best or advice.fastest else 1
+
+
+# --- HTML ----------------------------------------------------------------------------------
+
+_TEMPLATE = """{% extends "base.html.j2" %}
+{% block title %}jacbench advise: {{ a.name }}{% endblock %}
+{% block body %}
+<h1>Which Jacobian strategy for {{ a.name }}?</h1>
+<p class="lead">{{ a.kind }} Jacobian of inputs {{ shapes }} on {{ a.device }}, {{ a.dtype }};
+torch {{ torch_version }}, {{ threads }} threads. Every strategy was gated against the reference, then timed.</p>
+<p><strong>{{ a.recommendation }}</strong></p>
+{% if a.reference %}<p class="muted">Reference: {{ a.reference }}</p>{% endif %}
+{% for w in a.warnings %}<p class="status-wrong">Warning: {{ w }}</p>{% endfor %}
+{% if figure %}<figure><img src="{{ figure }}" alt="median time per strategy">
+<figcaption>Median time per call of each correct strategy, fastest at the top; the bar spans the
+interquartile range of the raw samples. Shorter is better.</figcaption></figure>{% endif %}
+{% if rows %}
+<table class="sortable"><thead><tr><th>rank</th><th>strategy</th><th>status</th><th class="num">median (s)</th>
+<th class="num">IQR (s)</th><th class="num">first call (s)</th><th class="num">peak bytes</th><th class="num">error</th>
+<th>notes / reason</th></tr></thead><tbody>
+{% for r in rows %}<tr><td class="num">{{ r.rank }}</td><td>{{ r.strategy }}</td>
+<td class="status-{{ r.status }}">{{ r.status }}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.iqr }}</td>
+<td class="num">{{ r.first }}</td><td class="num">{{ r.peak }}</td><td class="num">{{ r.error }}</td><td>{{ r.extra }}</td></tr>
+{% endfor %}</tbody></table>
+{% endif %}
+{% endblock %}
+"""
+
+
+def _html(advice: Advice) -> str:
+    from . import html
+
+    def num(v, fmt="{:.3g}"):
+        return "" if v is None else fmt.format(v)
+
+    rows = []
+    for i, r in enumerate(advice.rows, 1):
+        med, iqr = _median_iqr(r)
+        rows.append(dict(rank=i if r.status == "ok" else "", strategy=r.strategy, status=r.status,
+                         median=num(med), iqr=num(iqr), first=num(r.first_call_s), peak=num(r.peak_bytes, "{}"),
+                         error=num(r.error, "{:.1e}"), extra=r.reason if r.status != "ok" else _notes_text(r)))
+    shapes = "[" + ", ".join("x".join(map(str, s)) for s in advice.shapes) + "]"
+    return html.environment().from_string(_TEMPLATE).render(
+        a=advice, rows=rows, shapes=shapes, figure=_figure(advice), torch_version=torch.__version__,
+        threads=torch.get_num_threads())
+
+
+def _figure(advice: Advice) -> str | None:
+    ok = advice.ok
+    if not ok:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return None
+    from . import html
+    from .stats import summarize
+
+    stats = [summarize(r.samples) for r in ok]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ok) + 1.2))
+    y = range(len(ok))[::-1]
+    ax.barh(list(y), [s.median for s in stats], color="#2859c5",
+            xerr=[[s.median - s.q1 for s in stats], [s.q3 - s.median for s in stats]])
+    ax.set_yticks(list(y), [r.strategy for r in ok])
+    ax.set_xscale("log")
+    ax.set_xlabel("median seconds per call (log scale)")
+    return html.figure_uri(fig)

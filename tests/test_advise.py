@@ -1,0 +1,253 @@
+"""The advisor on functions defined here, not in the registry: ranking, diagnoses, the
+reference it gates against, ``bench.jacobian(strategy="auto")`` and the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import bench
+from bench import advisor
+from bench import strategies
+from bench.plan import Settings
+from bench.timing import Policy
+
+from .conftest import ROOT, run_cli
+
+FAST = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=3, max_time=0.02))
+FEW = "jacrev,jacfwd,functional,structured,fd-forward"
+
+
+# Functions a user might have written: module-level, so the command line can import them.
+
+def small_fn(x):
+    """A smooth map R^6 -> R^4."""
+    w = torch.arange(24, dtype=x.dtype, device=x.device).reshape(4, 6) / 24
+    return torch.tanh(w @ x) + x[:4] ** 2
+
+
+def graph_breaking_fn(x):
+    return torch.tensor([x[0] ** 2, x[1] * x[2]])  # the classic tutorial's mistake
+
+
+class SmallNet(nn.Sequential):
+    def __init__(self):
+        gen = torch.Generator().manual_seed(0)
+        super().__init__(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        self.requires_grad_(False)
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
+    x = torch.linspace(-1, 1, 6)
+    advice = bench.advise(small_fn, x, strategies=FEW, settings=FAST, output=tmp_path / "advice.html")
+    by_name = {r.strategy: r for r in advice.rows}
+    assert set(by_name) == set(FEW.split(","))
+    assert by_name["structured"].status == "unsupported"  # a plain function has no nn.Sequential
+    for name in ("jacrev", "jacfwd", "functional", "fd-forward"):
+        assert by_name[name].status == "ok", by_name[name].reason
+    medians = [advisor._median_iqr(r)[0] for r in advice.ok]
+    assert medians == sorted(medians)  # ranked, fastest first
+    assert advice.best in ("jacrev", "jacfwd", "functional")  # exact, never fd
+    assert advice.recommendation.startswith(f"use {advice.best}: ")
+    assert advice.reference.startswith("float64")
+    text = str(advice)
+    assert "rank" in text and advice.recommendation in text
+    page = (tmp_path / "advice.html").read_text()
+    assert "<table" in page and advice.best in page and "data:image/png" in page
+
+
+def test_advise_a_module_uses_its_structure_and_a_float64_copy():
+    net = SmallNet()
+    advice = bench.advise(net, torch.linspace(-1, 1, 6), strategies="jacrev,structured", settings=FAST)
+    assert {r.strategy: r.status for r in advice.rows} == {"jacrev": "ok", "structured": "ok"}
+    assert advice.reference.startswith("float64")
+    assert next(net.parameters()).dtype == torch.float32  # the user's module is left alone
+    structured = advice.row("structured")
+    assert structured.notes["chain_flops"] > 0 and structured.error < 1e-5
+
+
+def test_ranking_follows_the_measured_times(temporary_strategy):
+    def slow(fn, xs, create_graph=False):
+        time.sleep(0.004)
+        return strategies.jacrev(fn, xs)
+
+    temporary_strategy("test-fast", lambda fn, xs, create_graph=False: strategies.jacrev(fn, xs))
+    temporary_strategy("test-slow", slow)
+    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-slow,test-fast", settings=FAST)
+    assert [r.strategy for r in advice.rows] == ["test-fast", "test-slow"]
+    assert advice.best == "test-fast"
+    fast, slow_med = (advisor._median_iqr(r)[0] for r in advice.rows)
+    assert slow_med > 0.004 > fast
+
+
+def test_a_wrong_strategy_is_never_recommended(temporary_strategy):
+    temporary_strategy("test-wrong", lambda fn, xs, create_graph=False: tuple(2 * b for b in strategies.jacrev(fn, xs)))
+    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-wrong,jacrev", settings=FAST)
+    assert advice.row("test-wrong").status == "wrong" and advice.best == "jacrev"
+    assert advice.rows[-1].strategy == "test-wrong"
+
+
+# --- diagnoses ---------------------------------------------------------------------------------
+
+
+def test_a_graph_breaking_function_is_diagnosed_not_measured():
+    advice = bench.advise(graph_breaking_fn, torch.ones(3), settings=FAST)
+    assert advice.diagnosis.startswith("graph break:") and "torch.tensor([...])" in advice.diagnosis
+    assert advice.rows == [] and advice.best is None
+    assert advice.recommendation.startswith("no recommendation: graph break")
+    with pytest.raises(ValueError, match="graph break"):
+        bench.jacobian(graph_breaking_fn, torch.ones(3))
+
+
+@pytest.mark.parametrize("fn, x, expected", [
+    (lambda x: (x, x ** 2), torch.ones(2), "returned a tuple, not a tensor"),
+    (lambda x: float(x.sum()), torch.ones(2), "returned a float, not a tensor: it computes with Python numbers"),
+    (torch.log, -torch.ones(3), "3 of 3 NaN or infinite entries"),
+    (lambda x: x[5], torch.ones(2), "calling the function raised IndexError"),
+    (lambda x: x, torch.ones(2, dtype=torch.long), "needs floating-point inputs"),
+])
+def test_unusable_functions_get_a_one_line_diagnosis(fn, x, expected):
+    advice = bench.advise(fn, x, settings=FAST)
+    assert expected in advice.diagnosis and "\n" not in advice.diagnosis
+    assert advice.rows == []
+
+
+def test_a_partly_cut_graph_is_caught_by_finite_differences():
+    def partly_cut(x):
+        return torch.cat([x ** 2, (3 * x[:1]).detach()])  # the last row loses its derivative
+
+    advice = bench.advise(partly_cut, torch.ones(3, dtype=torch.float64), strategies="jacrev", settings=FAST)
+    assert any("disagrees with central differences" in w for w in advice.warnings)
+
+
+def test_a_function_that_cannot_run_in_float64_falls_back_honestly():
+    w = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))  # float32, captured
+
+    def closure(x):
+        return torch.tanh(w @ x)
+
+    advice = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev,jacfwd", settings=FAST)
+    assert advice.reference.startswith("float32 autograd loops through the function itself")
+    assert any(w.startswith("no float64 reference: it does not run on float64") for w in advice.warnings)
+    assert not any("central differences" in w for w in advice.warnings)  # no false alarm
+    assert all(r.status == "ok" for r in advice.rows)
+    # a float64 twin given by the user restores the float64 reference
+    twin = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev", settings=FAST,
+                        float64=(lambda x: torch.tanh(w.double() @ x), (torch.linspace(-1, 1, 6),)))
+    assert twin.reference.startswith("float64") and not twin.warnings
+
+
+# --- bench.jacobian ----------------------------------------------------------------------------
+
+
+def test_jacobian_auto_uses_the_measured_choice_cached_per_signature(monkeypatch):
+    calls = []
+    real = advisor.advise
+
+    def counting(fn, *inputs, **kw):
+        calls.append(tuple(x.shape for x in inputs))
+        return real(fn, *inputs, strategies="jacrev,jacfwd", settings=FAST, **kw)
+
+    monkeypatch.setattr(advisor, "advise", counting)
+
+    def f(x):
+        return torch.sin(x) * x.sum()
+
+    x = torch.linspace(-1, 1, 5)
+    want = torch.func.jacrev(f)(x)
+    torch.testing.assert_close(bench.jacobian(f, x), want)
+    torch.testing.assert_close(bench.jacobian(f, x * 2), torch.func.jacrev(f)(x * 2))  # same signature: cached
+    assert calls == [(torch.Size([5]),)]
+    bench.jacobian(f, torch.ones(7))  # a new shape is measured anew
+    assert calls == [(torch.Size([5]),), (torch.Size([7]),)]
+    assert advisor.memo(f, "advise")[advisor.signature((x,))][0] in ("jacrev", "jacfwd")
+
+
+def test_jacobian_with_a_named_strategy_and_several_inputs():
+    a, b = torch.ones(2, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64)
+    blocks = bench.jacobian(lambda a, b: torch.cat([a * 2, b ** 2]), a, b, strategy="jacfwd")
+    assert isinstance(blocks, tuple) and [t.shape for t in blocks] == [(5, 2), (5, 3)]
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        bench.jacobian(small_fn, torch.ones(6), strategy="nope")
+    with pytest.raises(ValueError, match="does not handle batched"):
+        bench.jacobian(small_fn, torch.ones(6), strategy="jacrev", kind="batched")
+    with pytest.raises(ValueError, match="cannot differentiate its Jacobian again"):
+        bench.jacobian(small_fn, torch.ones(6), strategy="structured", create_graph=True)
+
+
+def test_jacobian_auto_with_create_graph_picks_a_differentiable_strategy(monkeypatch):
+    net = SmallNet()
+    x = torch.linspace(-1, 1, 6)
+    xg = x.clone().requires_grad_(True)
+    for point in (x, xg):
+        advisor.memo(net, "advise")[advisor.signature((point,))] = ["structured", "jacrev"]  # as if measured
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: pytest.fail("measured again"))
+    assert bench.jacobian(net, xg).grad_fn is None  # structured, the fastest
+    jac = bench.jacobian(net, xg, create_graph=True)  # jacrev: differentiable with respect to x
+    (g,) = torch.autograd.grad(jac.sum(), xg)
+    assert g.shape == x.shape and g.abs().sum() > 0
+
+
+def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
+    x = torch.linspace(-1, 1, 6)
+    advice = bench.advise(small_fn, x, strategies="jacrev,jacfwd", settings=FAST)
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: pytest.fail("measured again"))
+    torch.testing.assert_close(bench.jacobian(small_fn, x), torch.func.jacrev(small_fn)(x))
+    assert advisor.memo(small_fn, "advise")[advisor.signature((x,))][0] == advice.best
+
+
+# --- the command line and the package surface -------------------------------------------------
+
+
+def test_params_and_batched_inputs_for_the_command():
+    fn, inputs, kind, float64 = advisor.build_inputs(SmallNet(), (6,), 4, "params", "cpu", torch.float32)
+    assert kind == "params" and len(inputs) == 4 and fn(*inputs).shape == (4, 3)
+    fn64, inputs64 = float64
+    assert fn64(*inputs64).dtype == torch.float64
+    advice = bench.advise(fn, *inputs, kind=kind, float64=float64, strategies="jacrev,functional", settings=FAST)
+    assert advice.best and advice.reference.startswith("float64")
+    _, inputs, kind, _ = advisor.build_inputs(small_fn, (6,), 5, "input", "cpu", torch.float32)
+    assert kind == "batched" and inputs[0].shape == (5, 6)
+    with pytest.raises(ValueError, match="needs an nn.Module"):
+        advisor.build_inputs(small_fn, (6,), None, "params", "cpu", torch.float32)
+
+
+def test_cli_advise_end_to_end(tmp_path):
+    out = tmp_path / "advice.html"
+    proc = run_cli("advise", "tests.test_advise:small_fn", "--input-shape", "6",
+                   "--strategies", "jacrev,jacfwd,functional", "-o", out, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "use " in proc.stdout and "rank" in proc.stdout and out.exists()
+    proc = run_cli("advise", "tests.test_advise:graph_breaking_fn", "--input-shape", "3",
+                   "--strategies", "jacrev", timeout=300)
+    assert proc.returncode == 1 and "graph break" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_errors_are_one_line():
+    for args, message in ((("nosuchmodule:f",), "cannot import 'nosuchmodule'"),
+                          (("tests.test_advise:nothing",), "has no 'nothing'"),
+                          (("tests.test_advise",), "takes MODULE:FUNCTION")):
+        with pytest.raises(ValueError, match=message):
+            advisor._load_target(*args)
+    with pytest.raises(ValueError, match="--input-shape takes positive sizes"):
+        advisor._shape("3,-1")
+    assert advisor._shape("3,32,32") == (3, 32, 32)
+    assert isinstance(advisor._load_target("tests.test_advise:SmallNet"), SmallNet)
+
+
+def test_import_bench_imports_no_torch_until_advise_is_used():
+    code = ("import sys, bench; assert 'torch' not in sys.modules; "
+            "assert callable(bench.advise) and callable(bench.jacobian); assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
