@@ -23,9 +23,6 @@ NOTE: [Advisor reference]
     central differences: autograd that disagrees with them points at a function that cuts
     part of its graph (``.item()``, ``.detach()``, ``torch.tensor([...])``), which no gate
     against autograd can see.
-
-The module is callable, so ``bench.advise(fn, x)`` works whether ``bench.advise`` resolves
-to this module (once imported, e.g. by the CLI) or to the function (``bench.__getattr__``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,14 @@ def fail(message: str) -> int:
     return 2
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -54,7 +62,7 @@ def cmd_list(args) -> int:
 
     planning.load_plugins(args.plugin)
     chosen = cases.select(args.cases, tags=args.tags, profile=args.profile, kinds=args.kinds)
-    names = planning.select_strategies(args.strategies)
+    names = planning.select_strategies(args.strategies, args.profile)
     if not args.strategies_only:
         print(f"{len(chosen)} problems (profile: the smallest profile that runs it)\n")
         width = max(len(p.name) for p in chosen) if chosen else 10
@@ -68,9 +76,11 @@ def cmd_list(args) -> int:
         width = max(len(n) for n in names)
         for n in names:
             s = strategies.get(n)
-            reason = s.unsupported(next(iter(s.kinds)))
-            avail = f"  [unavailable: {reason}]" if reason and "lacks" in reason else ""
-            print(f"{n:<{width}}  {s.mode:<8} kinds: {', '.join(sorted(s.kinds))}{avail}\n"
+            lacks = next((f for f in s.needs if not strategies.FEATURES[f]()), None)
+            avail = f"  [unavailable: torch lacks {lacks}]" if lacks else ""
+            kinds = [k for k in cases.KINDS if k in s.kinds or (k == "penalty" and s.unsupported(k) is None)]
+            where = "" if "cpu" in s.devices else f" ({', '.join(s.devices)} only)"
+            print(f"{n:<{width}}  {s.mode:<10} kinds: {', '.join(kinds)}{where}{avail}\n"
                   f"{'':<{width}}  {s.summary}\n{'':<{width}}  {s.cost}")
     return 0
 
@@ -206,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", action="append", help="strategy name globs")
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     p.add_argument("--dtype", action="append", help="one or more of float32, float64, float16, bfloat16 (default float32)")
-    p.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--threads", type=positive, help="torch threads (default: the CPUs this process may use)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", help="run shard i of n, e.g. 2/4")
     p.add_argument("--pair-timeout", type=float, help="seconds before a pair is stopped (default: the profile's)")
@@ -246,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", action="append")
     p.add_argument("--dtype", action="append")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=positive, help="torch threads (default: the CPUs this process may use)")
     p.add_argument("--rounds", type=int, default=4, help="interleave the environments in this many rounds")
+    p.add_argument("--confirm", type=int, default=1, metavar="N",
+                   help="re-measure each significant change N more times, interleaved; keep it only if it "
+                        "comes back every time (0: off)")
     p.add_argument("--venvs-dir", default=".venvs")
     p.add_argument("--results-dir", default="results/matrix")
     p.add_argument("-o", "--output", default="reports/matrix.html")

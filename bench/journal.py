@@ -1,8 +1,9 @@
 """The run journal: an append-only JSON-lines file that makes a sweep survive anything.
 
 Line one is the header (the plan and settings). Then, as the sweep goes, ``env`` (the
-environment, once per process), ``start`` (a pair is about to run) and ``result`` (a pair's
-record). Each result is written, flushed and fsynced before the next pair starts, so a run
+environment, once per process), ``start`` (a pair is about to run), ``result`` (a pair's
+record) and ``wall`` (the seconds one ``jacbench run`` spent on it, when it stops: a sweep
+resumed or interleaved in slices adds up its pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
 killed at any moment keeps every pair it finished. A line cut short by the kill is ignored
 on reading and trimmed before appending. Pure Python: no torch.
 """
@@ -31,11 +32,14 @@ class Journal:
         self.env: dict | None = next((e for e in entries if e["type"] == "env"), None)
         self.results: dict[str, dict] = {}
         self.started: list[str] = []
+        self.wall_s = 0.0
         for e in entries:
             if e["type"] == "result":
                 self.results.setdefault(e["pair"], e["record"])
             elif e["type"] == "start":
                 self.started.append(e["pair"])
+            elif e["type"] == "wall":
+                self.wall_s += e["seconds"]
 
     @property
     def pairs(self) -> list[str]:
@@ -93,6 +97,8 @@ class Journal:
             self.started.append(entry["pair"])
         elif entry["type"] == "env" and self.env is None:
             self.env = entry
+        elif entry["type"] == "wall":
+            self.wall_s += entry["seconds"]
 
     def _trim_torn_tail(self) -> None:
         with open(self.path, "rb+") as f:

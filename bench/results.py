@@ -67,16 +67,24 @@ def assemble(journal: Journal, wall_s: float | None = None) -> dict:
     }
 
 
-def write_atomic(path: Path, doc: dict) -> Path:
-    """Write JSON so that ``path`` is either the old file or the whole new one, never half."""
+def write_atomic(path: Path, content: dict | str) -> Path:
+    """Write ``content`` (a JSON document, or text) so that ``path`` is either the old file or
+    the whole new one, never half; readable like any file the user makes (mkstemp's 0600 would
+    hide results and reports from a web server or a colleague)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if isinstance(content, str):
+                f.write(content)
+            else:
+                json.dump(content, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -170,22 +178,91 @@ def load(paths) -> pd.DataFrame:
     """Result files -> one tidy DataFrame, one row per (problem, strategy, device, dtype,
     torch, machine). All files are validated before any row is built, so a bad file gives
     a :class:`ResultsError` and never a partial frame."""
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    if not paths:
-        raise ResultsError("no results files given")
-    docs = [(p, read(p)) for p in paths]
-    frame = pd.DataFrame([r for p, doc in docs for r in rows(doc, p)])
-    if frame.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr"):
-        if col not in frame:
-            frame[col] = None
-    frame["mem_ratio"] = frame["peak_bytes"] / frame["jac_bytes"]
+    frame = _frame(_read_all(paths))
     dupes = frame.duplicated(KEY, keep="last")
     if dupes.any():
         # the same pair measured twice (overlapping files): the later file wins
         frame = frame[~dupes]
     return frame.reset_index(drop=True)
+
+
+def _read_all(paths) -> list[tuple[Path, dict]]:
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths:
+        raise ResultsError("no results files given")
+    return [(p, read(p)) for p in paths]
+
+
+def _frame(docs: list[tuple[Path, dict]]) -> pd.DataFrame:
+    frame = pd.DataFrame([r for p, doc in docs for r in rows(doc, p)])
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr", "samples"):
+        if col not in frame:
+            frame[col] = None
+    frame["mem_ratio"] = frame["peak_bytes"] / frame["jac_bytes"]
+    return frame
+
+
+def merge(paths) -> pd.DataFrame:
+    """Files that are parts of one whole (shards, machines, devices) -> one DataFrame keyed by
+    :data:`KEY`. Unlike :func:`load`, a pair found in two files is not quietly resolved: it
+    is a :class:`ResultsError` naming both files, so merged parts are exactly the whole."""
+    docs = _read_all(paths)
+    frame = _frame(docs)
+    dupes = frame[frame.duplicated(KEY, keep=False)]
+    if not dupes.empty:
+        first = dupes.iloc[0]
+        same = dupes[(dupes[KEY] == first[KEY]).all(axis=1)]["file"].tolist()
+        label = " ".join(str(first[k]) for k in ("device", "dtype", "problem", "strategy"))
+        raise ResultsError(f"{same[-1]}: pair {label} (torch {first['torch']}, machine {first['machine']}) "
+                           f"is also in {same[0]}; {dupes.drop_duplicates(KEY).shape[0]} pairs overlap")
+    return frame.reset_index(drop=True)
+
+
+def environment(doc: dict, path: Path | str = "") -> dict:
+    """What one results file was measured in and with, flat: torch and its build, CUDA,
+    Python, machine, device, CPU, threads, commit, profile and timing policy, shard, and the
+    devices and dtypes its rows hold. The environment name of a ``jacbench matrix`` run is
+    ``environment`` (None for plain runs). For display, and for checking that two files
+    are comparable before they are compared."""
+    env = doc.get("machine_info", {}).get("jacbench", {}) or {}
+    jb = doc["jacbench"]
+    settings = jb.get("settings") or {}
+    selection = jb.get("selection") or {}
+    commit = env.get("commit") or {}
+    records = [r["extra_info"] for r in doc["benchmarks"] + jb["untimed"]]
+    return {
+        "file": str(path),
+        "environment": jb.get("environment") or selection.get("environment"),
+        "machine": env.get("machine", "unknown"),
+        "torch": env.get("torch", "unknown"),
+        "torch_build": env.get("torch_build"),
+        "cuda": env.get("cuda"),
+        "cudnn": env.get("cudnn"),
+        "python": env.get("python"),
+        "pytest_benchmark": doc.get("version"),
+        "device": env.get("device"),
+        "device_kind": env.get("device_kind"),
+        "device_name": env.get("device_name"),
+        "cpu": env.get("cpu"),
+        "cpu_count": env.get("cpu_count"),
+        "threads": env.get("threads", settings.get("threads")),
+        "commit": commit.get("id"),
+        "dirty": commit.get("dirty"),
+        "profile": jb.get("profile"),
+        "policy": settings.get("policy"),
+        "pair_timeout": settings.get("pair_timeout"),
+        "seed": settings.get("seed"),
+        "selection": {k: v for k, v in selection.items() if k != "environment"},
+        "shard": jb.get("shard"),
+        "run_id": jb.get("run_id"),
+        "started": jb.get("started"),
+        "wall_s": jb.get("wall_s"),
+        "pairs": len(records),
+        "devices": sorted({r["device"] for r in records}),
+        "dtypes": sorted({r["dtype"] for r in records}),
+    }
 
 
 def latest(directory: Path = Path("results"), n: int = 1) -> list[Path]:

@@ -115,9 +115,10 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
         journal.append({"type": "result", "pair": current, "record": record(pairs[current], info)})
         progress.finished(pairs[current], info)
     progress.close()
+    journal.append({"type": "wall", "seconds": clock() - began})
     if journal.remaining():
         return None
-    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=clock() - began))
+    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s))
     Path(journal_path).unlink(missing_ok=True)
     log.unlink(missing_ok=True)
     return out
