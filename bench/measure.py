@@ -137,7 +137,7 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
             verdict = accuracy.check(blocks, reference, dtype, strategy.fd_order)
         row.error, row.tolerance = verdict.error, verdict.tolerance
         if not verdict.ok:
-            row.status, row.reason = "wrong", _diagnosed(verdict.reason, built)
+            row.status, row.reason = "wrong", _diagnosed(verdict.reason, built, strategy)
             return row
         row.jac_bytes = _jacobian_bytes(problem, blocks)
         del blocks
@@ -150,7 +150,7 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
         row.status = "oom" if is_oom(exc) else "error"
-        row.reason = _diagnosed(one_line(exc), built)
+        row.reason = _diagnosed(one_line(exc), built, strategy)
         row.samples = []
     finally:
         del built
@@ -197,9 +197,10 @@ class _Wrapped(torch.nn.Module):
         return self.fn(*args)
 
 
-def _diagnosed(reason: str, built) -> str:
-    """Prefix the graph-break diagnosis where it explains a failure."""
-    if built is None:
+def _diagnosed(reason: str, built, strategy) -> str:
+    """Prefix the graph-break diagnosis where it explains a failure: of a strategy that
+    differentiates through autograd (finite differences need no graph)."""
+    if built is None or strategy.mode == "fd":
         return reason
     diagnosis = accuracy.graph_break(built.fn, built.inputs)
     return f"{diagnosis}; {reason}" if diagnosis else reason

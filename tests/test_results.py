@@ -2,6 +2,8 @@
 file can be broken, each a one-line error naming the file."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -109,6 +111,23 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
         results.write_atomic(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_atomic_write_makes_files_others_can_read(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = results.write_atomic(tmp_path / "r.html", "<p>report</p>")
+    finally:
+        os.umask(umask)
+    assert path.read_text() == "<p>report</p>" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_journal_adds_up_the_wall_time_of_every_piece_of_a_run(tmp_path):
+    path = tmp_path / "j.journal.jsonl"
+    j = Journal.create(path, {"run_id": "x", "pairs": [{"id": "a"}]})
+    j.append({"type": "wall", "seconds": 2.5})  # a slice of an interleaved matrix, or a run that was resumed
+    j.append({"type": "wall", "seconds": 4.0})
+    assert j.wall_s == 6.5 and Journal.read(path).wall_s == 6.5
 
 
 def test_journal_ignores_and_trims_a_line_cut_short(tmp_path):

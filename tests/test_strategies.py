@@ -60,8 +60,11 @@ def test_graph_break_problems_are_flagged(problem):
             assert row.status == "ok", (name, row.reason)  # finite differences only evaluate f
         else:
             assert row.status in ("wrong", "error"), (name, row.status)
-            assert row.reason.startswith("graph break:"), (name, row.reason)
             assert not row.samples  # never timed
+            if s.mode == "fd":  # vmap over .item(), not the missing graph, stops batched differences
+                assert "graph break" not in row.reason and ".item()" in row.reason, (name, row.reason)
+            else:
+                assert row.reason.startswith("graph break:"), (name, row.reason)
     assert rows["functional"].status == "wrong" and rows["functional"].error == 1.0  # all zeros
     assert rows["manual-backward"].status == "error"  # backward() raises
 
