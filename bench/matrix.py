@@ -30,10 +30,9 @@ from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 VERSION = re.compile(r"^\d+(\.\d+)+([a-z0-9.+-]*)$")
-# What a sweep child needs besides the repository (the runner puts it on PYTHONPATH). numpy
-# only silences torch's warning that it is missing.
+# What a sweep child needs besides the repository (the runner puts it on PYTHONPATH).
 PACKAGES = ("pytest", "pytest-benchmark", "numpy")
-PROBE = ("import json, torch, pytest, pytest_benchmark, cpuinfo; "
+PROBE = ("import json, numpy, torch, pytest, pytest_benchmark, cpuinfo; "
          "print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available()}))")
 
 
@@ -80,7 +79,7 @@ def environments(torch_versions: str | None, pythons: list[str] | None, venvs_di
 
 def probe(env: Environment, timeout: float = 300) -> dict | None:
     """What ``env``'s interpreter has (``{'torch': ..., 'cuda': ...}``), or None if it cannot
-    import torch, pytest, pytest-benchmark and py-cpuinfo."""
+    import numpy, torch, pytest, pytest-benchmark and py-cpuinfo."""
     if not Path(env.python).exists():
         return None
     try:
