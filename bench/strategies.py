@@ -113,7 +113,9 @@ class Strategy:
     Attributes:
         name: stable kebab-case id; a DataFrame value, pytest id, CLI filter and label.
         compute: ``compute(fn, inputs, create_graph=False) -> Blocks``.
-        mode: ``reverse``, ``forward`` or ``fd``: what kind of products it performs.
+        mode: ``reverse``, ``forward`` or ``fd``: what kind of products it performs;
+            ``structured`` (no autograd) or ``estimate`` (a random estimate of what the
+            problem needs, e.g. a penalty's ||J||_F^2, not the Jacobian itself).
         kinds: problem kinds it accepts; others are ``unsupported`` with a reason.
         fd_order: 0 for exact strategies, 1 for forward and 2 for central differences.
         needs: torch features it calls (keys of :data:`FEATURES`).
@@ -135,7 +137,7 @@ class Strategy:
 
     @property
     def exact(self) -> bool:
-        return self.fd_order == 0
+        return self.fd_order == 0 and self.mode != "estimate"
 
     def _paragraphs(self) -> list[str]:
         return [" ".join(p.split()) for p in inspect.cleandoc(self.compute.__doc__ or "").split("\n\n")]

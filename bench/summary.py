@@ -79,19 +79,19 @@ def fmt_pct(x) -> str:
 
 # --- the facts -------------------------------------------------------------------------------
 
-_FD_TOKEN = re.compile(r"(?:^|[-_])fd(?:$|[-_])")
+# Approximate strategies by name, for files whose rows lack a telling ``mode``: finite
+# differences (an ``fd`` word) and the penalty's random estimators.
+_APPROXIMATE_NAME = re.compile(r"(?:^|[-_])fd(?:$|[-_])|^penalty-(?:proj|hutchinson)\d")
+APPROXIMATE_MODES = ("fd", "estimate")
 
 
 def approximate(frame: pd.DataFrame) -> pd.Series:
-    """True for rows of finite-difference (approximate) strategies, False for exact ones.
-
-    A row's own ``mode`` field decides where the results file has one; otherwise the
-    strategy's name does (an ``fd`` word, as in ``fd-forward`` or ``colored-fd``).
-    """
-    by_name = frame["strategy"].astype(str).str.contains(_FD_TOKEN)
+    """True for rows of approximate strategies (finite differences, random estimates), False
+    for exact ones: by the row's ``mode`` where the file has one, and by the strategy's name
+    (files written before the estimators had a mode of their own call them ``reverse``)."""
+    by_name = frame["strategy"].astype(str).str.contains(_APPROXIMATE_NAME)
     if "mode" in frame:
-        mode = frame["mode"]
-        return mode.eq("fd").where(mode.notna(), by_name).astype(bool)
+        return (by_name | frame["mode"].isin(APPROXIMATE_MODES)).astype(bool)
     return by_name.astype(bool)
 
 

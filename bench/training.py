@@ -155,7 +155,7 @@ for _k in (1, 8):
     Cost: {_k} VJP{'s' if _k > 1 else ''} of the head per step, batched over the samples, no Jacobian formed;
     memory: {_k} extra backward graph{'s' if _k > 1 else ''}. Unbiased; its variance falls as 1/{_k}.
     """
-    register(f"penalty-proj{_k}", "reverse", kinds=PENALTY, create_graph=True)(_c)
+    register(f"penalty-proj{_k}", "estimate", kinds=PENALTY, create_graph=True)(_c)
 
 _c = _estimator(8, _rademacher)
 _c.__doc__ = """Hutchinson-style estimate of ||J||_F^2 and tr J with 8 Rademacher vectors.
@@ -163,4 +163,4 @@ _c.__doc__ = """Hutchinson-style estimate of ||J||_F^2 and tr J with 8 Rademache
     Cost: 8 VJPs of the head per step, batched over the samples; memory: 8 extra backward
     graphs. Unbiased; Rademacher vectors give the lowest-variance trace estimate.
     """
-register("penalty-hutchinson8", "reverse", kinds=PENALTY, create_graph=True)(_c)
+register("penalty-hutchinson8", "estimate", kinds=PENALTY, create_graph=True)(_c)

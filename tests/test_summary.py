@@ -81,6 +81,14 @@ def test_finite_differences_are_told_by_mode_or_by_name():
     assert list(summary.approximate(f)) == [True, True, False, True]
 
 
+def test_random_estimates_are_approximate_and_never_the_exact_pick():
+    f = frame(row("p", "penalty-proj1", median=1.0, error=1.3), row("p", "penalty-hutchinson8", median=2.0, error=0.4),
+              row("p", "jacrev", median=3.0, error=1e-7))
+    f["mode"] = ["reverse", "estimate", "reverse"]  # files of an earlier version called the estimators reverse
+    assert list(summary.approximate(f)) == [True, True, False]
+    assert summary.best_per_problem(f).iloc[0]["exact_strategy"] == "jacrev"
+
+
 def test_no_exact_strategy_is_said_plainly():
     f = frame(row("g", "jacrev", status="wrong", error=1.0), row("g", "fd-forward-loop", median=1.0, error=1e-3))
     text = summary.render(f)
