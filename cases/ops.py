@@ -55,20 +55,22 @@ def _linear(s: Setup, gen, m: int, n: int):
 
 # --- softplus ------------------------------------------------------------------------------
 
+def _sandwich(s: Setup, n: int, m: int, act, dact) -> Built:
+    """W2 act(W1 x + b1) + b2, with its Jacobian W2 diag(act'(W1 x + b1)) W1."""
+    g = s.generator()
+    w1, b1 = _linear(s, g, n, n)
+    w2, b2 = _linear(s, g, m, n)
+    x = s.randn(n, gen=g)
+
+    def fn(x):
+        return w2 @ act(w1 @ x + b1) + b2
+
+    return Built(fn, (x,), jacobian=lambda: (w2 @ (dact(w1 @ x + b1)[:, None] * w1),))
+
+
 def _softplus(n: int = 64, m: int = 64) -> Problem:
     def builder(s: Setup) -> Built:
-        g = s.generator()
-        w1, b1 = _linear(s, g, n, n)
-        w2, b2 = _linear(s, g, m, n)
-        x = s.randn(n, gen=g)
-
-        def fn(x):
-            return w2 @ F.softplus(w1 @ x + b1, beta=2.0) + b2
-
-        def jacobian():
-            return (w2 @ (torch.sigmoid(2.0 * (w1 @ x + b1))[:, None] * w1),)
-
-        return Built(fn, (x,), jacobian=jacobian)
+        return _sandwich(s, n, m, lambda z: F.softplus(z, beta=2.0), lambda z: torch.sigmoid(2.0 * z))
 
     return _problem(f"softplus-n{n}-m{m}", n, m, builder, tags={"softplus"}, flops=2 * n * (n + m),
                     description=f"W2 softplus(W1 x + b1, beta=2) + b2, {n} -> {m}")
@@ -298,15 +300,7 @@ class LegacyGatedLinearUnit(torch.autograd.Function):
 
 def _custom(function, suffix: str, n: int = 64, m: int = 64) -> Problem:
     def builder(s: Setup) -> Built:
-        g = s.generator()
-        w1, b1 = _linear(s, g, n, n)
-        w2, b2 = _linear(s, g, m, n)
-        x = s.randn(n, gen=g)
-
-        def fn(x):
-            return w2 @ function.apply(w1 @ x + b1) + b2
-
-        return Built(fn, (x,), jacobian=lambda: (w2 @ (_gated_grad(w1 @ x + b1)[:, None] * w1),))
+        return _sandwich(s, n, m, function.apply, _gated_grad)
 
     legacy = suffix == "-legacy"
     how = ("old-style forward(ctx, z), no setup_context" if legacy
