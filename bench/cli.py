@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -282,8 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .journal import JournalError, RunError
-    from .results import ResultsError
+    from .results import ResultsError, ResultsWarning
 
+    plain = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **kw: (  # ours are one line, like errors
+        f"jacbench: warning: {message}\n" if issubclass(category, ResultsWarning) else plain(message, category, *rest, **kw))
     try:
         return args.fn(args)
     except (ValueError, ResultsError, JournalError, RunError) as e:

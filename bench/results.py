@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +30,10 @@ REQUIRED = ("problem", "strategy", "device", "dtype", "status")
 
 class ResultsError(Exception):
     """A results file that cannot be loaded; the message is one line naming the file."""
+
+
+class ResultsWarning(UserWarning):
+    """Results that load, but not as plainly as asked (the same pair in two files)."""
 
 
 def file_name(env: dict, started: datetime) -> str:
@@ -181,7 +186,12 @@ def load(paths) -> pd.DataFrame:
     frame = _frame(_read_all(paths))
     dupes = frame.duplicated(KEY, keep="last")
     if dupes.any():
-        # the same pair measured twice (overlapping files): the later file wins
+        # the same pair measured twice (overlapping files): the later file wins, and says so
+        first = frame[dupes].iloc[0]
+        later = frame[(frame[KEY] == first[KEY]).all(axis=1)]["file"].iloc[-1]
+        warnings.warn(ResultsWarning(
+            f"{int(dupes.sum())} pairs are in more than one file (e.g. {_label(first)} in {first['file']} "
+            f"and {later}); the later file's row is used"), stacklevel=2)
         frame = frame[~dupes]
     return frame.reset_index(drop=True)
 
@@ -214,10 +224,14 @@ def merge(paths) -> pd.DataFrame:
     if not dupes.empty:
         first = dupes.iloc[0]
         same = dupes[(dupes[KEY] == first[KEY]).all(axis=1)]["file"].tolist()
-        label = " ".join(str(first[k]) for k in ("device", "dtype", "problem", "strategy"))
-        raise ResultsError(f"{same[-1]}: pair {label} (torch {first['torch']}, machine {first['machine']}) "
-                           f"is also in {same[0]}; {dupes.drop_duplicates(KEY).shape[0]} pairs overlap")
+        raise ResultsError(f"{same[-1]}: pair {_label(first)} is also in {same[0]}; "
+                           f"{dupes.drop_duplicates(KEY).shape[0]} pairs overlap")
     return frame.reset_index(drop=True)
+
+
+def _label(row) -> str:
+    pair = " ".join(str(row[k]) for k in ("device", "dtype", "problem", "strategy"))
+    return f"{pair} (torch {row['torch']}, machine {row['machine']})"
 
 
 def environment(doc: dict, path: Path | str = "") -> dict:

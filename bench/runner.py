@@ -101,21 +101,24 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     progress = Progress(len(journal.pairs), journal.results, stream=stream, clock=clock)
     log = Path(journal_path).with_suffix(".log")
     began = clock()
-    while target & set(journal.remaining()):
-        limit = len(target & set(journal.remaining()))
-        outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs, clock, limit)
-        journal = Journal.read(journal_path)
-        if not target & set(journal.remaining()):
-            break
-        if current is None or current in journal.results:
-            raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
-                           f"running; see {log}: {_tail(log)}")
-        status, reason = _blame(outcome, settings.pair_timeout)
-        info = _untimed_info(pairs[current], settings, status, reason)
-        journal.append({"type": "result", "pair": current, "record": record(pairs[current], info)})
-        progress.finished(pairs[current], info)
-    progress.close()
-    journal.append({"type": "wall", "seconds": clock() - began})
+    try:
+        while target & set(journal.remaining()):
+            limit = len(target & set(journal.remaining()))
+            outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs,
+                                          clock, limit)
+            journal = Journal.read(journal_path)
+            if not target & set(journal.remaining()):
+                break
+            if current is None or current in journal.results:
+                raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
+                               f"running; see {log}: {_tail(log)}")
+            status, reason = _blame(outcome, settings.pair_timeout)
+            info = _untimed_info(pairs[current], settings, status, reason)
+            journal.append({"type": "result", "pair": current, "record": record(pairs[current], info)})
+            progress.finished(pairs[current], info)
+    finally:  # an interrupted piece of a run counts towards its wall time too
+        progress.close()
+        journal.append({"type": "wall", "seconds": clock() - began})
     if journal.remaining():
         return None
     out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s))

@@ -16,6 +16,9 @@ from .stats import Summary, summarize
 
 Timer = Callable[[], float]
 
+#: the fewest rounds a median and its quartiles are taken from, however slow the call
+FEWEST_ROUNDS = 3
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -23,9 +26,12 @@ class Policy:
 
     Attributes:
         warmup: untimed calls before timing (after the gated first call).
-        min_rounds: rounds always taken.
+        min_rounds: rounds taken before the time cap applies; calls so slow that these rounds
+            would outlast ``min_rounds * max_time`` stop at :data:`FEWEST_ROUNDS` once that
+            much time is spent (a pair of 25 s calls is not held for minutes more).
         max_rounds: rounds never exceeded.
-        max_time: seconds of timed rounds after which timing stops (the time cap).
+        max_time: seconds of timed rounds after which timing stops (the time cap); warm-up
+            calls also stop once they have taken this long.
         precision: target half-width of the median's 95% CI as a fraction of the median.
         min_round_time: a round repeats the call until it lasts this long, so that fast
             calls are not dominated by the clock's own cost.
@@ -70,8 +76,12 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         sync()
         return (timer() - start) / k
 
+    warm = 0.0
     for _ in range(policy.warmup):
+        if warm >= policy.max_time:
+            break  # a slow call is warm after its first call and one more
         estimate = round_of(1)
+        warm += estimate
     if estimate is None:
         estimate = round_of(1)
     iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimate, 1e-9))))
@@ -82,7 +92,9 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         sample = round_of(iterations)
         timing.samples.append(sample)
         spent += sample * iterations
-        if len(timing.samples) < policy.min_rounds:
+        if len(timing.samples) < min(policy.min_rounds, FEWEST_ROUNDS):
+            continue
+        if len(timing.samples) < policy.min_rounds and spent < policy.min_rounds * policy.max_time:
             continue
         s = summarize(timing.samples)
         if s.median > 0 and s.ci_half <= policy.precision * s.median:

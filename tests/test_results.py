@@ -31,6 +31,18 @@ def test_loader_gives_one_tidy_row_per_pair(tiny_results):
     assert broken.loc["functional", "median"] != broken.loc["functional", "median"]  # NaN: not timed
 
 
+def test_a_pair_in_two_files_is_loaded_once_from_the_later_file_and_said(tiny_results, tmp_path):
+    again = tmp_path / "again.json"
+    again.write_text(tiny_results.read_text())
+    with pytest.warns(results.ResultsWarning, match=r"^30 pairs are in more than one file .* later file's row"):
+        frame = results.load([tiny_results, again])
+    assert len(frame) == 30 and set(frame["file"]) == {str(again)}
+    proc = run_cli("summary", tiny_results, again)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert warned == [line for line in warned if line.startswith("jacbench: warning: 30 pairs")] and len(warned) == 1
+
+
 def test_file_is_self_describing(tiny_results):
     doc = json.loads(tiny_results.read_text())
     env = doc["machine_info"]["jacbench"]

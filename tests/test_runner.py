@@ -26,9 +26,10 @@ def _records(path):
     return {r["param"]: r for r in doc["benchmarks"] + doc["jacbench"]["untimed"]}
 
 
-def _start_and_kill(argv, tmp_path, after: int) -> Journal:
+def _start_and_kill(argv, tmp_path, after: int, interrupt: bool = False) -> Journal:
     """Start a real sweep and SIGKILL its runner once ``after`` pairs are journaled. Only the
-    runner is killed: its sweep child must die with it, not go on measuring as an orphan."""
+    runner is killed: its sweep child must die with it, not go on measuring as an orphan.
+    ``interrupt`` sends Ctrl-C to the whole process group instead, as a terminal does."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -39,8 +40,11 @@ def _start_and_kill(argv, tmp_path, after: int) -> Journal:
         time.sleep(0.2)
         journals = list(journal_dir.glob("*.journal.jsonl")) if journal_dir.exists() else []
         done = len(Journal.read(journals[0]).results) if journals else 0
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if interrupt:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == (130 if interrupt else -signal.SIGKILL)
     (journal,) = journal_dir.glob("*.journal.jsonl")
     size = journal.stat().st_size
     time.sleep(1.5)
@@ -78,6 +82,16 @@ def test_the_same_command_resumes_an_unfinished_run(tmp_path):
     assert sorted(_records(final)) == sorted(before.pairs)
     fresh = run_cli(*argv, "--fresh", check=True)  # a finished run is not resumed; --fresh is a new run
     assert "running 6 pairs" in fresh.stderr and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_an_interrupted_piece_of_a_run_counts_towards_its_wall_time(tmp_path):
+    argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
+            "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    before = _start_and_kill(argv, tmp_path, after=2, interrupt=True)
+    assert before.wall_s >= 2 * 0.3  # at least the two slow pairs it finished
+    run_cli(*argv, check=True)
+    (final,) = tmp_path.glob("*.json")
+    assert json.loads(final.read_text())["jacbench"]["wall_s"] > before.wall_s
 
 
 def test_a_second_runner_on_the_same_run_is_refused(tmp_path):

@@ -56,6 +56,18 @@ def test_precision_is_reached_when_noise_shrinks_with_rounds():
     assert shorter.ci_half > 0.02 * shorter.median  # it stopped at the first precise round
 
 
+@pytest.mark.parametrize("seconds, warmups, rounds", [
+    (1.0, 2, 7),  # min_rounds take 7 s, within min_rounds * max_time = 14 s: all of them
+    (3.0, 1, 5),  # the fifth round passes 14 s
+    (25.0, 1, 3),  # far past it: the fewest rounds a median and quartiles are taken from
+])
+def test_slow_calls_take_fewer_warm_ups_and_rounds(seconds, warmups, rounds):
+    clock = FakeClock([seconds])
+    t = measure(clock.call, Policy(warmup=2, min_rounds=7, max_time=2.0, precision=0.01), timer=clock,
+                estimate=seconds)
+    assert len(t.samples) == rounds and clock.calls == warmups + rounds
+
+
 def test_max_rounds_bounds_everything():
     clock = FakeClock([1e-6, 5e-6])
     t = measure(clock.call, Policy(warmup=0, min_rounds=2, max_rounds=7, max_time=100, precision=1e-9,
