@@ -98,6 +98,7 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     target = set(journal.remaining()[:max_pairs] if max_pairs is not None else journal.remaining())
     settings = Settings.from_dict(journal.header["settings"])
     pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
+    _warn_if_code_changed(journal, stream)
     progress = Progress(len(journal.pairs), journal.results, stream=stream, clock=clock)
     log = Path(journal_path).with_suffix(".log")
     began = clock()
@@ -260,6 +261,16 @@ def _tail(log: Path, lines: int = 3) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(text[-lines:])[-400:] or "(empty log)"
+
+
+def _warn_if_code_changed(journal: Journal, stream) -> None:
+    """A run resumed by other code than it started with says so: its file records the first
+    commit only, and the pairs measured before and after may not be comparable."""
+    started = (((journal.env or {}).get("machine_info") or {}).get("jacbench") or {}).get("commit") or {}
+    now = environment.git_commit()
+    if started.get("id") and now["id"] and started["id"] != now["id"]:
+        stream.write(f"jacbench: warning: this run started at commit {started['id'][:10]} and resumes at "
+                     f"{now['id'][:10]}; if the measuring code changed, start over with --fresh\n")
 
 
 def _clock_text(seconds: float) -> str:

@@ -84,12 +84,20 @@ def test_the_same_command_resumes_an_unfinished_run(tmp_path):
     assert "running 6 pairs" in fresh.stderr and len(list(tmp_path.glob("*.json"))) == 2
 
 
-def test_an_interrupted_piece_of_a_run_counts_towards_its_wall_time(tmp_path):
+def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_so(tmp_path):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
             "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
     before = _start_and_kill(argv, tmp_path, after=2, interrupt=True)
     assert before.wall_s >= 2 * 0.3  # at least the two slow pairs it finished
-    run_cli(*argv, check=True)
+    entries = [json.loads(line) for line in before.path.read_text().splitlines()]
+    (env,) = [e for e in entries if e["type"] == "env"]
+    now = env["machine_info"]["jacbench"]["commit"]["id"]
+    if now is None:
+        pytest.skip("not a git checkout: no commit to compare")
+    env["machine_info"]["jacbench"]["commit"]["id"] = "0123456789" + "0" * 30  # started by older code
+    before.path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    resumed = run_cli(*argv, check=True)
+    assert f"this run started at commit 0123456789 and resumes at {now[:10]}" in resumed.stderr
     (final,) = tmp_path.glob("*.json")
     assert json.loads(final.read_text())["jacbench"]["wall_s"] > before.wall_s
 
