@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .journal import JournalError, RunError
+    from .journal import JournalError, RunError, Terminated
     from .results import ResultsError, ResultsWarning
 
     plain = warnings.formatwarning
@@ -292,9 +293,9 @@ def main(argv=None) -> int:
         return args.fn(args)
     except (ValueError, ResultsError, JournalError, RunError) as e:
         return fail(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("\ninterrupted; run the same command again (or `jacbench run --resume`) to finish", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ class RunError(Exception):
     """The sweep itself (not a pair) cannot go on; the message is one line."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which stops a run the way Ctrl-C does: its wall time is journaled first."""
+
+
 class Journal:
     def __init__(self, path: Path, header: dict, entries: list[dict]):
         self.path = Path(path)

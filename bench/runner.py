@@ -10,8 +10,10 @@ misbehaves:
   recorded as ``error`` or ``oom`` with the signal, and a new child carries on.
 
 When every pair has a result, the results file is assembled from the journal and written
-atomically, and the journal is removed. A run killed outright leaves its journal; running
-the same command again (or ``jacbench run --resume``) finishes the rest.
+atomically, and the journal is removed. A run stopped with Ctrl-C or a plain ``kill``
+(SIGTERM, as a batch scheduler's time limit sends) journals the wall time it spent first; a
+run killed outright leaves its journal all the same. Running the same command again (or
+``jacbench run --resume``) finishes the rest.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from . import env as environment
 from . import plan as planning
-from .journal import Journal, RunError, find_unfinished
+from .journal import Journal, RunError, Terminated, find_unfinished
 from .plan import Pair, Settings
 from .plugin import record
 from .results import assemble, file_name, write_atomic
@@ -89,8 +91,24 @@ def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stde
         max_pairs: run at most this many pending pairs, in plan order, then return None if
             pairs remain (environments interleave this way, a slice of the plan at a time).
     """
-    with _exclusive(journal_path):
+    with _exclusive(journal_path), _terminate_as_interrupt():
         return _execute(journal_path, python, stream, clock, max_pairs)
+
+
+class _terminate_as_interrupt:
+    """While a run executes, SIGTERM raises :class:`Terminated` instead of ending the process
+    on the spot, so the run's ``finally`` journals the wall time this piece spent."""
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Terminated()
 
 
 def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:

@@ -26,10 +26,10 @@ def _records(path):
     return {r["param"]: r for r in doc["benchmarks"] + doc["jacbench"]["untimed"]}
 
 
-def _start_and_kill(argv, tmp_path, after: int, interrupt: bool = False) -> Journal:
-    """Start a real sweep and SIGKILL its runner once ``after`` pairs are journaled. Only the
-    runner is killed: its sweep child must die with it, not go on measuring as an orphan.
-    ``interrupt`` sends Ctrl-C to the whole process group instead, as a terminal does."""
+def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL) -> Journal:
+    """Start a real sweep and send ``stop`` to its runner once ``after`` pairs are journaled.
+    Only the runner gets it: its sweep child must die with it, not go on measuring as an
+    orphan. SIGINT goes to the whole process group instead, as a terminal's Ctrl-C does."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -40,11 +40,11 @@ def _start_and_kill(argv, tmp_path, after: int, interrupt: bool = False) -> Jour
         time.sleep(0.2)
         journals = list(journal_dir.glob("*.journal.jsonl")) if journal_dir.exists() else []
         done = len(Journal.read(journals[0]).results) if journals else 0
-    if interrupt:
-        os.killpg(proc.pid, signal.SIGINT)
+    if stop == signal.SIGINT:
+        os.killpg(proc.pid, stop)
     else:
-        os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == (130 if interrupt else -signal.SIGKILL)
+        os.kill(proc.pid, stop)
+    assert proc.wait(timeout=60) == (-stop if stop == signal.SIGKILL else 128 + stop)
     (journal,) = journal_dir.glob("*.journal.jsonl")
     size = journal.stat().st_size
     time.sleep(1.5)
@@ -84,10 +84,11 @@ def test_the_same_command_resumes_an_unfinished_run(tmp_path):
     assert "running 6 pairs" in fresh.stderr and len(list(tmp_path.glob("*.json"))) == 2
 
 
-def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_so(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_so(tmp_path, stop):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
             "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
-    before = _start_and_kill(argv, tmp_path, after=2, interrupt=True)
+    before = _start_and_kill(argv, tmp_path, after=2, stop=stop)
     assert before.wall_s >= 2 * 0.3  # at least the two slow pairs it finished
     entries = [json.loads(line) for line in before.path.read_text().splitlines()]
     (env,) = [e for e in entries if e["type"] == "env"]
