@@ -69,12 +69,6 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"[:300]
 
 
-def is_oom(exc: BaseException) -> bool:
-    oom_type = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", ()))
-    text = str(exc).lower()
-    return isinstance(exc, oom_type) or "out of memory" in text or "can't allocate memory" in text
-
-
 def enable_fallback_warnings() -> None:
     """Make both vmaps warn when an op falls back to a slow loop (they are quiet by default)."""
     if hasattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled"):
@@ -142,14 +136,17 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         row.jac_bytes = _jacobian_bytes(problem, blocks)
         del blocks
 
-        row.peak_bytes = memory.peak_bytes(call, device)
+        try:
+            row.peak_bytes = memory.peak_bytes(call, device)
+        except memory.Unmeasurable as exc:
+            row.notes["memory"] = str(exc)
         row.work = _count_work(problem, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
     except strategies.Unsupported as exc:
         row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
-        row.status = "oom" if is_oom(exc) else "error"
+        row.status = "oom" if memory.is_oom(exc) else "error"
         row.reason = _diagnosed(one_line(exc), built, strategy)
         row.samples = []
     finally:

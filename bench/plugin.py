@@ -80,11 +80,10 @@ def _cap_address_space(fraction: float = 0.8) -> None:
     it uses."""
     import resource
 
+    from .memory import proc_bytes
+
     try:
-        meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo"))
-        available = int(meminfo["MemAvailable"].split()[0]) * 1024
-        in_use = int(dict(line.split(":", 1) for line in open("/proc/self/status"))["VmSize"].split()[0]) * 1024
-        limit = in_use + int(fraction * available)
+        limit = proc_bytes("/proc/self/status", "VmSize") + int(fraction * proc_bytes("/proc/meminfo", "MemAvailable"))
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard == resource.RLIM_INFINITY or limit < hard:
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))

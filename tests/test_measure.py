@@ -1,5 +1,7 @@
 """One pair measured for real: what an ok row carries, and how failures become statuses."""
 
+import time
+
 import pytest
 import torch
 
@@ -62,6 +64,39 @@ def test_a_real_cpu_out_of_memory_is_oom_and_leaves_the_next_pair_unaffected(tem
     assert "can't allocate memory" in row.reason
     after = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
     assert after == before
+
+
+def test_a_call_over_its_memory_budget_is_stopped_and_one_within_it_is_not():
+    def grow():
+        hold = []
+        for _ in range(64):
+            hold.append(torch.ones(2**20, dtype=torch.uint8))  # 1 MB more per step
+            time.sleep(0.01)
+        return len(hold)
+
+    with pytest.raises(memory.OverBudget):
+        memory.within(8 * 2**20, grow)
+    assert memory.within(512 * 2**20, grow) == 64
+    time.sleep(0.2)  # nothing is left to land after the call
+
+
+def test_a_call_of_too_many_ops_to_profile_is_still_timed_with_its_memory_said_unmeasured(temporary_strategy,
+                                                                                         monkeypatch):
+    def many_ops(fn, xs, create_graph=False):  # right, but its profile holds about 2 GB of events
+        t = torch.zeros(())
+        for _ in range(100_000):
+            t = t + 1
+        return strategies.jacrev(fn, xs)
+
+    temporary_strategy("test-many-ops", many_ops)
+    available = memory.proc_bytes("/proc/meminfo", "MemAvailable")
+    monkeypatch.setattr(memory, "PROFILER_SHARE", memory.EXPANSION * 32 * 2**20 / available)  # 32 MB while it runs
+    row = measure(Pair("cpu", "float32", MLP, "test-many-ops"), QUICK)
+    assert row.status == "ok", row.reason
+    assert row.samples and row.peak_bytes is None
+    assert row.notes["memory"].startswith("peak memory not measured: recording every op of this call took more")
+    monkeypatch.undo()
+    assert measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes >= 128 * 128 * 4
 
 
 def test_unsupported_kind_is_recorded_without_running(temporary_strategy):
