@@ -2,8 +2,8 @@
 
 Line one is the header (the plan and settings). Then, as the sweep goes, ``env`` (the
 environment, once per process), ``start`` (a pair is about to run), ``result`` (a pair's
-record) and ``wall`` (the seconds one ``jacbench run`` spent on it, when it stops: a sweep
-resumed or interleaved in slices adds up its pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
+record) and ``wall`` (the seconds one ``jacbench run`` spent on it and the pairs it
+finished, when it stops: a sweep resumed or interleaved in slices adds up its pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
 killed at any moment keeps every pair it finished. A line cut short by the kill is ignored
 on reading and trimmed before appending. Pure Python: no torch.
 """
@@ -37,13 +37,21 @@ class Journal:
         self.results: dict[str, dict] = {}
         self.started: list[str] = []
         self.wall_s = 0.0
+        self.pace = (0.0, 0)  # seconds and pairs finished, of the pieces that recorded both
         for e in entries:
-            if e["type"] == "result":
-                self.results.setdefault(e["pair"], e["record"])
-            elif e["type"] == "start":
-                self.started.append(e["pair"])
-            elif e["type"] == "wall":
-                self.wall_s += e["seconds"]
+            self._take(e)
+
+    def _take(self, entry: dict) -> None:
+        if entry["type"] == "result":
+            self.results.setdefault(entry["pair"], entry["record"])
+        elif entry["type"] == "start":
+            self.started.append(entry["pair"])
+        elif entry["type"] == "env" and self.env is None:
+            self.env = entry
+        elif entry["type"] == "wall":
+            self.wall_s += entry["seconds"]
+            if "pairs" in entry:
+                self.pace = (self.pace[0] + entry["seconds"], self.pace[1] + entry["pairs"])
 
     @property
     def pairs(self) -> list[str]:
@@ -95,14 +103,7 @@ class Journal:
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        if entry["type"] == "result":
-            self.results.setdefault(entry["pair"], entry["record"])
-        elif entry["type"] == "start":
-            self.started.append(entry["pair"])
-        elif entry["type"] == "env" and self.env is None:
-            self.env = entry
-        elif entry["type"] == "wall":
-            self.wall_s += entry["seconds"]
+        self._take(entry)
 
     def _trim_torn_tail(self) -> None:
         with open(self.path, "rb+") as f:

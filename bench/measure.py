@@ -136,13 +136,13 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         row.jac_bytes = _jacobian_bytes(problem, blocks)
         del blocks
 
-        try:
-            row.peak_bytes = memory.peak_bytes(call, device)
-        except memory.Unmeasurable as exc:
-            row.notes["memory"] = str(exc)
         row.work = _count_work(problem, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
+        try:  # last: a recording too big to finish stops the call part-way
+            row.peak_bytes = memory.peak_bytes(call, device)
+        except memory.Unmeasurable as exc:
+            row.notes["memory"] = str(exc)
     except strategies.Unsupported as exc:
         row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status

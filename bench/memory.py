@@ -12,8 +12,10 @@ sees tensors only: Python objects, allocator-internal caches and the scratch buf
 BLAS/oneDNN are invisible to it. Profiling slows the call, so this call is never timed.
 Recording costs memory per op, about 20 kB: a call of millions of small ops (an LSTM's
 Jacobian one row at a time) would need tens of GB for its events. So the recording may take
-only a share of the memory available; a call that outgrows it is stopped and its peak is
-reported as not measured, the call itself being fine.
+only a share of the memory available, on top of what the call itself takes unprofiled; a
+call that outgrows it is stopped and its peak is reported as not measured, the call itself
+being fine. Being stopped part-way may leave torch's state half-unwound, so the sweep then
+goes on in a fresh process.
 """
 
 from __future__ import annotations
@@ -57,28 +59,27 @@ def peak_bytes(call: Callable[[], object], device: torch.device) -> int | None:
 
 
 def _cpu_peak(call) -> int | None:
+    global interrupted
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        budget = int(PROFILER_SHARE * proc_bytes("/proc/meminfo", "MemAvailable") / EXPANSION)
+        available = proc_bytes("/proc/meminfo", "MemAvailable")
     except (OSError, KeyError, ValueError):
         budget = None  # not Linux: no way to watch the recording grow
-    over = False
+    else:
+        budget = watched(call)[1] + int(PROFILER_SHARE * available / EXPANSION)  # its own, then the recording's
     try:
         with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            within(budget, call)  # its result is dropped at once
-        events = getattr(getattr(prof, "profiler", None), "kineto_results", None)
-        sizes = None if events is None else [(e.start_ns(), e.nbytes()) for e in events.events() if e.name() == "[memory]"]
+            watched(call, budget)  # its result is dropped at once
     except OverBudget:
-        over = True
-    finally:
-        prof = events = None
-        _give_back_heap()  # the recording took GBs, maybe: return them before the call is timed
-    if over:
+        prof, interrupted = None, True
+        _give_back_heap()  # the recording took GBs: return them to the system
         raise Unmeasurable("peak memory not measured: recording every op of this call took more memory than "
-                           f"the profiler may use ({PROFILER_SHARE:.0%} of what was available)")
-    if sizes is None:
+                           f"the profiler may use ({PROFILER_SHARE:.0%} of what was available)") from None
+    events = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    if events is None:
         return None
+    sizes = [(e.start_ns(), e.nbytes()) for e in events.events() if e.name() == "[memory]"]
     level = peak = 0
     for _, nbytes in sorted(sizes, key=lambda t: t[0]):
         level += nbytes
@@ -86,46 +87,55 @@ def _cpu_peak(call) -> int | None:
     return int(peak)
 
 
-class OverBudget(Exception):
-    """Raised into a call that grew this process's memory past its budget."""
+# Set once a call was stopped part-way: the context managers it was inside may not have run
+# their exits (grad mode, a transform's level), so this process should measure no more.
+interrupted = False
 
 
-def within(budget: int | None, call: Callable[[], object], poll: float = 0.05):
-    """``call()``, stopped with :class:`OverBudget` at its next line of Python once this
-    process's resident memory has grown by more than ``budget`` bytes since it began.
+class OverBudget(BaseException):
+    """Raised into a call that grew this process's memory past its budget. A BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
+
+
+def watched(call: Callable[[], object], budget: int | None = None, poll: float = 0.01) -> tuple[object, int]:
+    """``call()`` and the most this process's resident memory grew during it (sampled every
+    ``poll`` seconds). With a ``budget`` in bytes, the call is stopped with
+    :class:`OverBudget` at its next line of Python once it has grown by more than that.
 
     A watcher thread polls the resident size and raises the exception into this thread; the
     lock makes sure it lands inside the call or not at all. The calls that outgrow a budget
-    (millions of small ops) run Python between their ops, so it lands within one poll."""
-    if budget is None:
-        return call()
-    _give_back_heap()
+    (millions of small ops) run Python between their ops, so it lands within a poll or two."""
+    _give_back_heap(collect=False)
     target, start = ctypes.c_ulong(threading.get_ident()), _resident()
-    lock, stop = threading.Lock(), threading.Event()
+    lock, stop, grown = threading.Lock(), threading.Event(), [0]
 
     def watch():
         while not stop.wait(poll):
-            if _resident() - start > budget:
+            grown[0] = max(grown[0], _resident() - start)
+            if budget is not None and grown[0] > budget:
                 with lock:
                     if not stop.is_set():
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(OverBudget))
-                return
+                return  # once: a second one could land while the first unwinds, past this finally
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        return call()
+        result = call()
     finally:
         with lock:
             stop.set()
             ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)  # withdraw one not yet landed
         watcher.join()
+    return result, max(grown[0], _resident() - start)
 
 
-def _give_back_heap() -> None:
-    """Free what is garbage and give the heap's free pages back to the system (glibc): the
-    resident size then grows with what a call allocates, not into pages freed before it."""
-    gc.collect()
+def _give_back_heap(collect: bool = True) -> None:
+    """Give the heap's free pages back to the system (glibc), after freeing what is garbage
+    if ``collect``: the resident size then grows with what a call allocates, not into pages
+    freed before it."""
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):

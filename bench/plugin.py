@@ -140,3 +140,7 @@ class Sweep:
         else:
             benchmark.skipped = True  # nothing was timed; silences "fixture was not used"
         self.journal.append({"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)})
+        from . import memory
+
+        if memory.interrupted:  # torch's state may be half-unwound: the runner starts a fresh process
+            pytest.exit("a call was stopped part-way; the rest of the sweep needs a fresh process", returncode=0)

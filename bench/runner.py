@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -97,13 +98,19 @@ def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stde
 
 class _terminate_as_interrupt:
     """While a run executes, SIGTERM raises :class:`Terminated` instead of ending the process
-    on the spot, so the run's ``finally`` journals the wall time this piece spent."""
+    on the spot, so the run's ``finally`` journals the wall time this piece spent. Only where
+    Python lets a handler be set (the main thread) and none was set outside Python."""
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGTERM, self._raise)
+        self.previous = signal.getsignal(signal.SIGTERM)
+        if self.previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._raise)
+        else:
+            self.previous = None
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
         return False
 
     @staticmethod
@@ -117,18 +124,20 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     settings = Settings.from_dict(journal.header["settings"])
     pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
     _warn_if_code_changed(journal, stream)
-    progress = Progress(len(journal.pairs), journal.results, stream=stream, clock=clock)
+    progress = Progress(len(journal.pairs), journal.results, pace=journal.pace, stream=stream, clock=clock)
     log = Path(journal_path).with_suffix(".log")
     began = clock()
     try:
         while target & set(journal.remaining()):
-            limit = len(target & set(journal.remaining()))
+            limit, done_before = len(target & set(journal.remaining())), len(journal.results)
             outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs,
                                           clock, limit)
             journal = Journal.read(journal_path)
             if not target & set(journal.remaining()):
                 break
             if current is None or current in journal.results:
+                if outcome == "ended" and len(journal.results) > done_before:
+                    continue  # it finished a pair and asked for a fresh process
                 raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
                                f"running; see {log}: {_tail(log)}")
             status, reason = _blame(outcome, settings.pair_timeout)
@@ -137,7 +146,7 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
             progress.finished(pairs[current], info)
     finally:  # an interrupted piece of a run counts towards its wall time too
         progress.close()
-        journal.append({"type": "wall", "seconds": clock() - began})
+        journal.append({"type": "wall", "seconds": clock() - began, "pairs": progress.done - progress.done_before})
     if journal.remaining():
         return None
     out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s))
@@ -302,9 +311,10 @@ class Progress:
     On a terminal, a transient line also names the pair now running.
     """
 
-    def __init__(self, total: int, done: dict, *, stream=sys.stderr, clock=time.monotonic):
+    def __init__(self, total: int, done: dict, *, pace: tuple[float, int] = (0.0, 0), stream=sys.stderr,
+                 clock=time.monotonic):
         self.total, self.stream, self.clock = total, stream, clock
-        self.done_before = len(done)
+        self.done_before, self.pace = len(done), pace
         self.seen = set(done)
         self.counts = Counter(r["extra_info"]["status"] for r in done.values())
         self.started = clock()
@@ -319,10 +329,13 @@ class Progress:
         return self.clock() - self.started
 
     def eta(self) -> float | None:
-        finished_here = self.done - self.done_before
-        if finished_here == 0:
+        """At the pace of the whole run so far, with the earlier pieces whose time is known
+        (``pace``: their seconds and pairs): the first pair of a resumed run does not set the
+        pace of the rest alone."""
+        timed = self.done - self.done_before + self.pace[1]
+        if timed == 0:
             return None
-        return self.session_elapsed() / finished_here * (self.total - self.done)
+        return (self.session_elapsed() + self.pace[0]) / timed * (self.total - self.done)
 
     def running(self, pair: Pair) -> None:
         if self.tty:

@@ -4,7 +4,9 @@ These run real sweeps in real child processes, with strategies that really misbe
 (``tests/plugins/misbehaving.py``).
 """
 
+import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +17,8 @@ import pytest
 
 from bench import results
 from bench.journal import Journal
+from bench.plan import Pair
+from bench.runner import Progress
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -90,6 +94,7 @@ def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_
             "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
     before = _start_and_kill(argv, tmp_path, after=2, stop=stop)
     assert before.wall_s >= 2 * 0.3  # at least the two slow pairs it finished
+    assert before.pace[0] == before.wall_s and before.pace[1] <= len(before.results)  # pairs it had seen finish
     entries = [json.loads(line) for line in before.path.read_text().splitlines()]
     (env,) = [e for e in entries if e["type"] == "env"]
     now = env["machine_info"]["jacbench"]["commit"]["id"]
@@ -101,6 +106,20 @@ def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_
     assert f"this run started at commit 0123456789 and resumes at {now[:10]}" in resumed.stderr
     (final,) = tmp_path.glob("*.json")
     assert json.loads(final.read_text())["jacbench"]["wall_s"] > before.wall_s
+
+
+def test_after_a_call_stopped_part_way_the_sweep_goes_on_in_a_fresh_process(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_TEST_PROFILER_MB": "32"}
+    subprocess.run([sys.executable, "-m", "bench", "run", "--profile", "quick", "--device", "cpu", "--cases",
+                    "seed-newton,seed-trig", "--strategies", "test-many-ops,test-slow", "--plugin", PLUGIN,
+                    "--results-dir", str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)
+    rows = {(r["problem"], r["strategy"]): r for r in results.load(tmp_path.glob("*.json")).to_dict("records")}
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
+    for problem in ("seed-newton", "seed-trig"):
+        stopped, other = rows[(problem, "test-many-ops")], rows[(problem, "test-slow")]
+        assert stopped["notes"]["memory"].startswith("peak memory not measured") and math.isnan(stopped["peak_bytes"])
+        assert other["peak_bytes"] > 0 and "memory" not in other["notes"]
+    assert len({r["notes"]["pid"] for r in rows.values()}) >= 2  # a pair after the first stop ran in a new process
 
 
 def test_a_second_runner_on_the_same_run_is_refused(tmp_path):
@@ -140,6 +159,18 @@ def test_a_crashing_pair_costs_only_that_pair(tmp_path):
         crashed = rows[(problem, "test-crash")]
         assert crashed["status"] == "error" and "SIGSEGV" in crashed["reason"]
         assert rows[(problem, "jacrev")]["status"] == "ok"
+
+
+def test_a_resumed_run_estimates_its_time_left_at_the_pace_of_the_whole_run():
+    now = [0.0]
+    done = {f"p{i}": {"extra_info": {"status": "ok"}} for i in range(4)}
+    progress = Progress(10, done, pace=(40.0, 4), stream=io.StringIO(), clock=lambda: now[0])
+    assert progress.eta() == 60.0  # 4 pairs in 40 s: 6 left at 10 s each
+    now[0] = 100.0  # the first pair of this piece is slow
+    progress.finished(Pair("cpu", "float32", "seed-newton", "jacrev"), {"status": "ok"})
+    assert progress.eta() == 140.0  # 5 pairs in 140 s, not 5 left at 100 s each
+    unknown = Progress(10, done, stream=io.StringIO(), clock=lambda: now[0])  # its pieces were killed outright
+    assert unknown.eta() is None
 
 
 def test_progress_shows_counts_current_pair_elapsed_and_eta(tmp_path):

@@ -1,7 +1,9 @@
 """Strategies that misbehave for real, for the sweep's robustness tests (``--plugin``).
 
 Each is a real failure, not a simulation: a segfault through ctypes, a call that never
-returns, an allocation the CPU allocator refuses, and a slow but correct strategy.
+returns, an allocation the CPU allocator refuses, a slow but correct strategy, and a correct
+one of too many ops to profile (with JACBENCH_TEST_PROFILER_MB, the MB its recording may
+take while it runs). The correct ones note the process they ran in.
 """
 
 import ctypes
@@ -10,7 +12,11 @@ import time
 
 import torch
 
-from bench import strategies
+from bench import memory, strategies
+
+if os.environ.get("JACBENCH_TEST_PROFILER_MB"):
+    available = memory.proc_bytes("/proc/meminfo", "MemAvailable")
+    memory.PROFILER_SHARE = memory.EXPANSION * float(os.environ["JACBENCH_TEST_PROFILER_MB"]) * 2**20 / available
 
 
 def _crash(fn, inputs, create_graph=False):
@@ -32,9 +38,20 @@ def _cpu_oom(fn, inputs, create_graph=False):
 def _slow(fn, inputs, create_graph=False):
     """Cost: one jacrev after a pause (JACBENCH_TEST_DELAY seconds), so a sweep can be killed mid-way."""
     time.sleep(float(os.environ.get("JACBENCH_TEST_DELAY", "0.05")))
+    strategies.note(pid=os.getpid())
     return strategies.jacrev(fn, inputs)
 
 
-for name, compute in [("test-crash", _crash), ("test-hang", _hang), ("test-oom", _cpu_oom), ("test-slow", _slow)]:
+def _many_ops(fn, inputs, create_graph=False):
+    """Cost: 100,000 tiny ops, about 2 GB of profiler recording."""
+    t = torch.zeros(())
+    for _ in range(100_000):
+        t = t + 1
+    strategies.note(pid=os.getpid())
+    return strategies.jacrev(fn, inputs)
+
+
+for name, compute in [("test-crash", _crash), ("test-hang", _hang), ("test-oom", _cpu_oom), ("test-slow", _slow),
+                      ("test-many-ops", _many_ops)]:
     if name not in strategies.STRATEGIES:
         strategies.register(name, "reverse")(compute)
