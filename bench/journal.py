@@ -3,8 +3,9 @@
 Line one is the header (the plan and settings). Then, as the sweep goes, ``env`` (the
 environment, once per process), ``start`` (a pair is about to run), ``result`` (a pair's
 record) and ``wall`` (the seconds one ``jacbench run`` spent on it and the pairs it
-finished, when it stops: a sweep resumed or interleaved in slices adds up its pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
-killed at any moment keeps every pair it finished. A line cut short by the kill is ignored
+finished, when it stops: a sweep resumed or interleaved in slices adds up its pieces). Each
+result is written, flushed and fsynced before the next pair starts, so a run killed at any
+moment keeps every pair it finished. A line cut short by the kill is ignored
 on reading and trimmed before appending. Pure Python: no torch.
 """
 

@@ -65,12 +65,12 @@ def _cpu_peak(call) -> int | None:
     try:
         available = proc_bytes("/proc/meminfo", "MemAvailable")
     except (OSError, KeyError, ValueError):
-        budget = None  # not Linux: no way to watch the recording grow
-    else:
+        available = None  # not Linux: no way to watch the recording grow
+    if available is not None:
         budget = watched(call)[1] + int(PROFILER_SHARE * available / EXPANSION)  # its own, then the recording's
     try:
         with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            watched(call, budget)  # its result is dropped at once
+            call() if available is None else watched(call, budget)  # the result is dropped at once
     except OverBudget:
         prof, interrupted = None, True
         _give_back_heap()  # the recording took GBs: return them to the system
