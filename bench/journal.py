@@ -36,7 +36,6 @@ class Journal:
         self.header = header
         self.env: dict | None = next((e for e in entries if e["type"] == "env"), None)
         self.results: dict[str, dict] = {}
-        self.started: list[str] = []
         self.wall_s = 0.0
         self.pace = (0.0, 0)  # seconds and pairs finished, of the pieces that recorded both
         for e in entries:
@@ -45,8 +44,6 @@ class Journal:
     def _take(self, entry: dict) -> None:
         if entry["type"] == "result":
             self.results.setdefault(entry["pair"], entry["record"])
-        elif entry["type"] == "start":
-            self.started.append(entry["pair"])
         elif entry["type"] == "env" and self.env is None:
             self.env = entry
         elif entry["type"] == "wall":

@@ -14,7 +14,9 @@ Recording costs memory per op, about 20 kB: a call of millions of small ops (an 
 Jacobian one row at a time) would need tens of GB for its events. So the recording may take
 only a share of the memory available, on top of what the call itself takes unprofiled; a
 call that outgrows it is stopped and its peak is reported as not measured, the call itself
-being fine. Being stopped part-way may leave torch's state half-unwound, so the sweep then
+being fine. So is a call during whose recording an allocation fails (the watcher samples
+resident memory every few ms; an allocation can outrun it, or hit the address-space cap of
+a CPU sweep). Being stopped part-way may leave torch's state half-unwound, so the sweep then
 goes on in a fresh process.
 """
 
@@ -71,15 +73,19 @@ def _cpu_peak(call) -> int | None:
     try:
         with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             call() if available is None else watched(call, budget)  # the result is dropped at once
-    except OverBudget:
+        events = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+        if events is None:
+            return None
+        sizes = [(e.start_ns(), e.nbytes()) for e in events.events() if e.name() == "[memory]"]
+    except BaseException as exc:  # noqa: BLE001 - re-raised unless the recording is what did not fit
+        if not isinstance(exc, OverBudget) and not is_oom(exc):
+            raise
         prof, interrupted = None, True
         _give_back_heap()  # the recording took GBs: return them to the system
-        raise Unmeasurable("peak memory not measured: recording every op of this call took more memory than "
-                           f"the profiler may use ({PROFILER_SHARE:.0%} of what was available)") from None
-    events = getattr(getattr(prof, "profiler", None), "kineto_results", None)
-    if events is None:
-        return None
-    sizes = [(e.start_ns(), e.nbytes()) for e in events.events() if e.name() == "[memory]"]
+        why = (f"recording every op of this call took more memory than the profiler may use ({PROFILER_SHARE:.0%} "
+               "of what was available)" if isinstance(exc, OverBudget) else
+               f"an allocation failed while the profiler recorded this call ({type(exc).__name__})")
+        raise Unmeasurable(f"peak memory not measured: {why}") from None
     level = peak = 0
     for _, nbytes in sorted(sizes, key=lambda t: t[0]):
         level += nbytes

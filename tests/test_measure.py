@@ -106,6 +106,23 @@ def test_a_call_of_too_many_ops_to_profile_is_still_timed_with_its_memory_said_u
     assert measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes >= 128 * 128 * 4
 
 
+def test_an_allocation_that_fails_only_under_the_profiler_leaves_the_row_timed_with_memory_unmeasured(
+        temporary_strategy, monkeypatch):
+    def fails_when_recorded(fn, xs, create_graph=False):  # right, but its recording cannot be held
+        if torch.autograd.profiler._is_profiler_enabled:
+            torch.empty(2**48)  # a real allocation failure: 1 PB
+        return strategies.jacrev(fn, xs)
+
+    temporary_strategy("test-fails-when-recorded", fails_when_recorded)
+    monkeypatch.setattr(memory, "interrupted", False)
+    row = measure(Pair("cpu", "float32", MLP, "test-fails-when-recorded"), QUICK)
+    assert row.status == "ok", row.reason
+    assert row.samples and row.peak_bytes is None
+    assert row.notes["memory"] == ("peak memory not measured: an allocation failed while the profiler recorded "
+                                   "this call (RuntimeError)")
+    assert memory.interrupted
+
+
 def test_a_call_that_holds_a_lot_itself_is_profiled_all_the_same(temporary_strategy, monkeypatch):
     def big(fn, xs, create_graph=False):  # few ops, 256 MB of its own
         torch.ones(2**26).sum()
