@@ -147,6 +147,7 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
         row.status = "oom" if memory.is_oom(exc) else "error"
+        memory.spoiled |= row.status == "oom"
         row.reason = _diagnosed(one_line(exc), built, strategy)
         row.samples = []
     finally:

@@ -61,7 +61,7 @@ def peak_bytes(call: Callable[[], object], device: torch.device) -> int | None:
 
 
 def _cpu_peak(call) -> int | None:
-    global interrupted
+    global spoiled
     from torch.profiler import ProfilerActivity, profile
 
     try:
@@ -80,7 +80,7 @@ def _cpu_peak(call) -> int | None:
     except BaseException as exc:  # noqa: BLE001 - re-raised unless the recording is what did not fit
         if not isinstance(exc, OverBudget) and not is_oom(exc):
             raise
-        prof, interrupted = None, True
+        prof, spoiled = None, True
         _give_back_heap()  # the recording took GBs: return them to the system
         why = (f"recording every op of this call took more memory than the profiler may use ({PROFILER_SHARE:.0%} "
                "of what was available)" if isinstance(exc, OverBudget) else
@@ -93,9 +93,13 @@ def _cpu_peak(call) -> int | None:
     return int(peak)
 
 
-# Set once a call was stopped part-way: the context managers it was inside may not have run
-# their exits (grad mode, a transform's level), so this process should measure no more.
-interrupted = False
+# Set once this process may no longer measure truly, so the sweep goes on in a fresh one:
+# - a call was stopped part-way: the context managers it was inside may not have run their
+#   exits (grad mode, a transform's level);
+# - an allocation failed: what ran out may stay short (on the CPU, the address space), and
+#   what failed half-way may stay broken (a module import, a thread, a oneDNN primitive),
+#   so every later pair would fail for a reason of its own.
+spoiled = False
 
 
 class OverBudget(BaseException):

@@ -142,5 +142,6 @@ class Sweep:
         self.journal.append({"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)})
         from . import memory
 
-        if memory.interrupted:  # torch's state may be half-unwound: the runner starts a fresh process
-            pytest.exit("a call was stopped part-way; the rest of the sweep needs a fresh process", returncode=0)
+        if memory.spoiled:  # the runner starts a fresh process for the rest
+            pytest.exit("a call was stopped part-way or ran out of memory; the rest of the sweep needs a fresh process",
+                        returncode=0)

@@ -56,12 +56,14 @@ def test_an_exception_is_an_error_with_a_one_line_reason(temporary_strategy):
     assert (row.status, row.reason) == ("error", "ValueError: boom")
 
 
-def test_a_real_cpu_out_of_memory_is_oom_and_leaves_the_next_pair_unaffected(temporary_strategy):
+def test_a_real_cpu_out_of_memory_is_oom_and_leaves_the_next_pair_unaffected(temporary_strategy, monkeypatch):
     temporary_strategy("test-oom", lambda fn, xs, create_graph=False: torch.empty(2**48))
     before = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
+    monkeypatch.setattr(memory, "spoiled", False)
     row = measure(Pair("cpu", "float32", MLP, "test-oom"), QUICK)
     assert row.status == "oom", row.reason
     assert "can't allocate memory" in row.reason
+    assert memory.spoiled  # a sweep goes on in a fresh process
     after = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
     assert after == before
 
@@ -96,12 +98,12 @@ def test_a_call_of_too_many_ops_to_profile_is_still_timed_with_its_memory_said_u
 
     temporary_strategy("test-many-ops", many_ops)
     _let_the_recording_grow_by(32 * 2**20, monkeypatch)
-    monkeypatch.setattr(memory, "interrupted", False)
+    monkeypatch.setattr(memory, "spoiled", False)
     row = measure(Pair("cpu", "float32", MLP, "test-many-ops"), QUICK)
     assert row.status == "ok", row.reason
     assert row.samples and row.peak_bytes is None
     assert row.notes["memory"].startswith("peak memory not measured: recording every op of this call took more")
-    assert memory.interrupted  # the sweep goes on in a fresh process
+    assert memory.spoiled  # the sweep goes on in a fresh process
     monkeypatch.undo()
     assert measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes >= 128 * 128 * 4
 
@@ -114,13 +116,13 @@ def test_an_allocation_that_fails_only_under_the_profiler_leaves_the_row_timed_w
         return strategies.jacrev(fn, xs)
 
     temporary_strategy("test-fails-when-recorded", fails_when_recorded)
-    monkeypatch.setattr(memory, "interrupted", False)
+    monkeypatch.setattr(memory, "spoiled", False)
     row = measure(Pair("cpu", "float32", MLP, "test-fails-when-recorded"), QUICK)
     assert row.status == "ok", row.reason
     assert row.samples and row.peak_bytes is None
     assert row.notes["memory"] == ("peak memory not measured: an allocation failed while the profiler recorded "
                                    "this call (RuntimeError)")
-    assert memory.interrupted
+    assert memory.spoiled
 
 
 def test_a_call_that_holds_a_lot_itself_is_profiled_all_the_same(temporary_strategy, monkeypatch):
@@ -208,7 +210,8 @@ def test_cuda_pair_is_measured_and_gated():
 
 @pytest.mark.cuda
 @cuda
-def test_cuda_out_of_memory_is_oom_and_the_next_peak_is_unaffected(temporary_strategy):
+def test_cuda_out_of_memory_is_oom_and_the_next_peak_is_unaffected(temporary_strategy, monkeypatch):
+    monkeypatch.setattr(memory, "spoiled", False)
     free, _ = torch.cuda.mem_get_info()
     temporary_strategy("test-cuda-oom", lambda fn, xs, create_graph=False:
                        torch.empty(2 * free // 4 + 2**30, device="cuda"))

@@ -122,6 +122,18 @@ def test_after_a_call_stopped_part_way_the_sweep_goes_on_in_a_fresh_process(tmp_
     assert len({r["notes"]["pid"] for r in rows.values()}) >= 2  # a pair after the first stop ran in a new process
 
 
+def test_after_an_out_of_memory_the_sweep_goes_on_in_a_fresh_process(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "bench", "run", "--profile", "quick", "--device", "cpu", "--cases",
+                    "seed-newton,seed-trig", "--strategies", "test-oom,test-slow", "--plugin", PLUGIN,
+                    "--results-dir", str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)
+    rows = {(r["problem"], r["strategy"]): r for r in results.load(tmp_path.glob("*.json")).to_dict("records")}
+    assert [rows[(p, "test-oom")]["status"] for p in ("seed-newton", "seed-trig")] == ["oom", "oom"]
+    slow = [rows[(p, "test-slow")] for p in ("seed-newton", "seed-trig")]
+    assert [r["status"] for r in slow] == ["ok", "ok"]
+    assert slow[0]["notes"]["pid"] != slow[1]["notes"]["pid"]  # an out-of-memory between them
+
+
 def test_a_second_runner_on_the_same_run_is_refused(tmp_path):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
             "--strategies", "test-slow", "--plugin", PLUGIN, "--results-dir", tmp_path]
