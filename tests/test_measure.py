@@ -112,7 +112,7 @@ def test_an_allocation_that_fails_only_under_the_profiler_leaves_the_row_timed_w
         temporary_strategy, monkeypatch):
     def fails_when_recorded(fn, xs, create_graph=False):  # right, but its recording cannot be held
         if torch.autograd.profiler._is_profiler_enabled:
-            torch.empty(2**48)  # a real allocation failure: 1 PB
+            torch.empty(2**48)  # a real allocation failure: 1 PiB
         return strategies.jacrev(fn, xs)
 
     temporary_strategy("test-fails-when-recorded", fails_when_recorded)

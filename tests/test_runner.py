@@ -109,10 +109,9 @@ def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_
 
 
 def test_after_a_call_stopped_part_way_the_sweep_goes_on_in_a_fresh_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_TEST_PROFILER_MB": "32"}
-    subprocess.run([sys.executable, "-m", "bench", "run", "--profile", "quick", "--device", "cpu", "--cases",
-                    "seed-newton,seed-trig", "--strategies", "test-many-ops,test-slow", "--plugin", PLUGIN,
-                    "--results-dir", str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)
+    run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig", "--strategies",
+            "test-many-ops,test-slow", "--plugin", PLUGIN, "--results-dir", tmp_path, check=True,
+            env={"JACBENCH_TEST_PROFILER_MB": "32"})
     rows = {(r["problem"], r["strategy"]): r for r in results.load(tmp_path.glob("*.json")).to_dict("records")}
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
     for problem in ("seed-newton", "seed-trig"):
@@ -123,10 +122,8 @@ def test_after_a_call_stopped_part_way_the_sweep_goes_on_in_a_fresh_process(tmp_
 
 
 def test_after_an_out_of_memory_the_sweep_goes_on_in_a_fresh_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "bench", "run", "--profile", "quick", "--device", "cpu", "--cases",
-                    "seed-newton,seed-trig", "--strategies", "test-oom,test-slow", "--plugin", PLUGIN,
-                    "--results-dir", str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)
+    run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig", "--strategies",
+            "test-oom,test-slow", "--plugin", PLUGIN, "--results-dir", tmp_path, check=True)
     rows = {(r["problem"], r["strategy"]): r for r in results.load(tmp_path.glob("*.json")).to_dict("records")}
     assert [rows[(p, "test-oom")]["status"] for p in ("seed-newton", "seed-trig")] == ["oom", "oom"]
     slow = [rows[(p, "test-slow")] for p in ("seed-newton", "seed-trig")]
