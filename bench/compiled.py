@@ -40,8 +40,10 @@ NOTE: [Chunked strategies]
     ``jacrev-chunk{K}`` is ``jacrev(..., chunk_size=K)``: the m VJPs are vmapped K at a time,
     so the backward intermediates of K cotangents, not m, are alive at once; K = 1 is a loop
     and K >= m is plain ``jacrev``. ``jacfwd-chunk{K}`` does the same for the N JVPs of
-    forward mode (``vmap(jvp, chunk_size=K)`` over the basis, which is what ``jacfwd`` does
-    unchunked). Sizes where one chunk holds everything are ``unsupported`` (the row would
+    forward mode (``vmap(jvp)`` over K rows of the identity at a time; ``jacfwd`` does it
+    over all N rows at once). Like ``jacrev``'s, its chunks of the basis are made one at a
+    time: an N x N identity would be a memory cost of its own (23.6 GB at N = 76810).
+    Sizes where one chunk holds everything are ``unsupported`` (the row would
     duplicate ``jacrev``/``jacfwd``). Across K the rows trace a memory/time curve.
 
 NOTE: [CUDA graphs]
@@ -338,6 +340,13 @@ def _jacrev_chunked(k: int):
     return compute
 
 
+def _basis_rows(start: int, stop: int, like: torch.Tensor) -> torch.Tensor:
+    """Rows start..stop-1 of the N x N identity, N = like.numel()."""
+    rows = like.new_zeros(stop - start, like.numel())
+    rows.diagonal(start).fill_(1)
+    return rows
+
+
 def _jacfwd_chunked(k: int):
     def compute(fn, inputs, create_graph=False):
         n = sum(x.numel() for x in inputs)
@@ -353,16 +362,18 @@ def _jacfwd_chunked(k: int):
         def column(t):
             return torch.func.jvp(g, (flat,), (t,))[1]
 
-        basis = torch.eye(n, dtype=flat.dtype, device=flat.device)
-        cols = torch.func.vmap(column, chunk_size=k)(basis)  # (N, *out)
+        # A chunk's rows of the identity at a time, as jacrev's chunk_size does: never all N x N.
+        cols = torch.cat([torch.func.vmap(column)(_basis_rows(start, min(start + k, n), flat))
+                          for start in range(0, n, k)])  # (N, *out)
         out_shape = cols.shape[1:]
         mat = cols.reshape(n, -1).T
         return tuple(p.reshape(out_shape + x.shape) for p, x in zip(torch.split(mat, sizes, dim=1), inputs))
 
-    compute.__doc__ = f"""N JVPs over the basis, ``vmap(jvp, chunk_size={k})``: ``jacfwd`` {k} columns at a time (NOTE: [Chunked strategies]).
+    compute.__doc__ = f"""``vmap(jvp)`` over {k} rows of the identity at a time: ``jacfwd`` {k} columns at a time (NOTE: [Chunked strategies]).
 
     Cost: ceil(N / {k}) forward passes of {k} tangents each; memory: {k} times the forward
-    intermediates instead of N times. Unsupported where N <= {k}.
+    intermediates instead of N times, and {k} rows of the basis instead of N x N. Unsupported
+    where N <= {k}.
     """
     return compute
 

@@ -57,6 +57,11 @@ def test_chunked_strategies_trade_memory_for_time():
     assert rows[4].peak_bytes < rows[64].peak_bytes <= full.peak_bytes
 
 
+def test_chunked_forward_mode_never_holds_the_whole_identity():
+    row = ok(Pair("cpu", "float32", "shape-in4096-out16", "jacfwd-chunk16"))
+    assert row.peak_bytes < 4096 * 4096 * 4 / 8  # an N x N float32 basis alone is 64 MiB
+
+
 def test_chunks_that_hold_everything_are_unsupported_not_duplicates():
     row = measure(Pair("cpu", "float32", MLP, "jacrev-chunk256"), FAST)
     assert row.status == "unsupported" and "one chunk, the same computation as jacrev" in row.reason
