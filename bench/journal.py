@@ -1,11 +1,12 @@
 """The run journal: an append-only JSON-lines file that makes a sweep survive anything.
 
 Line one is the header (the plan and settings). Then, as the sweep goes, ``env`` (the
-environment, once per process), ``start`` (a pair is about to run), ``result`` (a pair's
-record) and ``wall`` (the seconds one ``jacbench run`` spent on it and the pairs it
-finished, when it stops: a sweep resumed or interleaved in slices adds up its pieces). Each
-result is written, flushed and fsynced before the next pair starts, so a run killed at any
-moment keeps every pair it finished. A line cut short by the kill is ignored
+environment, once per process), ``start`` (a pair is about to run), ``checked`` (its first
+call passed the accuracy gate: what the gate found, kept should the pair not finish),
+``result`` (a pair's record) and ``wall`` (the seconds one ``jacbench run`` spent on it and
+the pairs it finished, when it stops: a sweep resumed or interleaved in slices adds up its
+pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
+killed at any moment keeps every pair it finished. A line cut short by the kill is ignored
 on reading and trimmed before appending. Pure Python: no torch.
 """
 
@@ -36,6 +37,7 @@ class Journal:
         self.header = header
         self.env: dict | None = next((e for e in entries if e["type"] == "env"), None)
         self.results: dict[str, dict] = {}
+        self.checked: dict[str, dict] = {}  # the gate's row of each pair whose first call passed it
         self.wall_s = 0.0
         self.pace = (0.0, 0)  # seconds and pairs finished, of the pieces that recorded both
         for e in entries:
@@ -44,6 +46,8 @@ class Journal:
     def _take(self, entry: dict) -> None:
         if entry["type"] == "result":
             self.results.setdefault(entry["pair"], entry["record"])
+        elif entry["type"] == "checked":
+            self.checked[entry["pair"]] = entry["info"]
         elif entry["type"] == "env" and self.env is None:
             self.env = entry
         elif entry["type"] == "wall":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -82,15 +83,21 @@ def fallback_ops(caught) -> list[str]:
     return sorted({m.group(1) for w in caught if (m := _FALLBACK.search(str(w.message)))})
 
 
-def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter) -> Row:
+def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter,
+            on_checked: Callable[[Row], None] | None = None) -> Row:
     """Gate, then measure, one registered pair. Never raises for a failing pair."""
     return measure_problem(cases.get(pair.problem), strategies.get(pair.strategy), pair.device, pair.dtype,
-                           settings, timer=timer)
+                           settings, timer=timer, on_checked=on_checked)
 
 
 def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, device: str, dtype: str,
-                    settings: Settings, *, timer: Timer = time.perf_counter) -> Row:
-    """Gate, then measure, one strategy on one problem, registered or not."""
+                    settings: Settings, *, timer: Timer = time.perf_counter,
+                    on_checked: Callable[[Row], None] | None = None) -> Row:
+    """Gate, then measure, one strategy on one problem, registered or not.
+
+    ``on_checked`` is given the row once its first call has passed the gate, before the
+    measuring that may run past the pair's time limit: what the gate found is kept even then.
+    """
     row = Row(problem.name, strategy.name, device, dtype, strategy.mode, strategy.fd_order, family=problem.family,
               kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
     reason = strategy.unsupported(problem.kind, device)
@@ -135,6 +142,8 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
             return row
         row.jac_bytes = _jacobian_bytes(problem, blocks)
         del blocks
+        if on_checked is not None:
+            on_checked(row)
 
         row.work = _count_work(problem, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)

@@ -125,7 +125,8 @@ class Sweep:
 
         pair = self.pairs[pair_id]
         self.journal.append({"type": "start", "pair": pair_id, "time": time.time()}, durable=False)
-        row = measure(pair, self.settings)
+        row = measure(pair, self.settings, on_checked=lambda row: self.journal.append(
+            {"type": "checked", "pair": pair_id, "info": row.info()}, durable=False))
         benchmark.group = f"{pair.device} {pair.dtype} {pair.problem}"
         benchmark.extra_info.update(row.info())
         stats = options = None

@@ -1,9 +1,9 @@
 """Strategies that misbehave for real, for the sweep's robustness tests (``--plugin``).
 
 Each is a real failure, not a simulation: a segfault through ctypes, a call that never
-returns, an allocation the CPU allocator refuses, a slow but correct strategy, and a correct
-one of too many ops to profile (with JACBENCH_TEST_PROFILER_MB, the MB its recording may
-take while it runs). The correct ones note the process they ran in.
+returns (the first, or every one after a right first), an allocation the CPU allocator
+refuses, a slow but correct strategy, and a correct one of too many ops to profile (with
+JACBENCH_TEST_PROFILER_MB, the MB its recording may take while it runs). The correct ones note the process they ran in.
 """
 
 import ctypes
@@ -30,6 +30,18 @@ def _hang(fn, inputs, create_graph=False):
         time.sleep(1)
 
 
+_first_call_done = False
+
+
+def _hang_after_first_call(fn, inputs, create_graph=False):
+    """Cost: one right jacrev, then forever: a pair that passes the gate and hangs while timed."""
+    global _first_call_done
+    if _first_call_done:
+        _hang(fn, inputs)
+    _first_call_done = True
+    return strategies.jacrev(fn, inputs)
+
+
 def _cpu_oom(fn, inputs, create_graph=False):
     """Cost: an allocation of 2^50 bytes, which the CPU allocator refuses."""
     torch.empty(2**48, dtype=torch.float32)
@@ -51,7 +63,7 @@ def _many_ops(fn, inputs, create_graph=False):
     return strategies.jacrev(fn, inputs)
 
 
-for name, compute in [("test-crash", _crash), ("test-hang", _hang), ("test-oom", _cpu_oom), ("test-slow", _slow),
-                      ("test-many-ops", _many_ops)]:
+for name, compute in [("test-crash", _crash), ("test-hang", _hang), ("test-hang-later", _hang_after_first_call),
+                      ("test-oom", _cpu_oom), ("test-slow", _slow), ("test-many-ops", _many_ops)]:
     if name not in strategies.STRATEGIES:
         strategies.register(name, "reverse")(compute)
