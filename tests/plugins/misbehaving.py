@@ -3,7 +3,8 @@
 Each is a real failure, not a simulation: a segfault through ctypes, a call that never
 returns (the first, or every one after a right first), an allocation the CPU allocator
 refuses, a slow but correct strategy, and a correct one of too many ops to profile (with
-JACBENCH_TEST_PROFILER_MB, the MB its recording may take while it runs). The correct ones note the process they ran in.
+JACBENCH_TEST_PROFILER_MB, the MB its recording may take while it runs). The correct ones
+note the process they ran in.
 """
 
 import ctypes
