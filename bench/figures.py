@@ -34,7 +34,7 @@ RC = {  # seaborn's "whitegrid" look, without importing seaborn (a second off ev
     "grid.color": "#e3e3e3", "grid.linewidth": 0.8, "axes.labelcolor": "#262626", "text.color": "#262626",
     "xtick.color": "#262626", "ytick.color": "#262626", "xtick.bottom": False, "ytick.left": False,
     "lines.solid_capstyle": "round", "legend.frameon": False, "font.family": ["DejaVu Sans", "sans-serif"],
-    "font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "xtick.labelsize": 9.5,
+    "font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "figure.labelsize": 10.5, "xtick.labelsize": 9.5,
     "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 10, "figure.dpi": DPI,
     "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none",
     "text.parse_math": False,  # names from result files are text: a "$" in one is not TeX
@@ -243,10 +243,9 @@ def scaling(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
                 ax.set_yscale("log")
                 if r == 0:
                     ax.set_title(title)
-                if r == len(chunks) - 1:
-                    ax.set_xlabel(xlabel)
                 if c == 0:
                     ax.set_ylabel("median time per Jacobian")
+        fig.supxlabel(xlabel)  # once: one per panel ran into the next
         for row in axes:
             for ax in row:
                 log_axis(ax, "x", si, inches=1.6)
