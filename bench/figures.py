@@ -340,6 +340,18 @@ def _ratio_tick(v: float) -> str:
     return f"{text}:1" if v >= 0 else f"1:{text}"
 
 
+def _spread(ticks: list[float], parts: int = 8) -> list[float]:
+    """Those of the sorted ``ticks`` that are at least 1/``parts`` of their range apart, the
+    first and the last among them, so that their labels do not run into each other."""
+    gap = (ticks[-1] - ticks[0]) / parts
+    kept = [ticks[0]]
+    for t in ticks[1:]:
+        if t - kept[-1] >= gap:
+            kept.append(t)
+    kept[-1] = ticks[-1]  # the last kept is at least a gap past the one before it, and so is the last
+    return kept
+
+
 def crossover(ok: pd.DataFrame, styles: Styles, forward: str = FORWARD,
               reverse: str = REVERSE) -> tuple[Figure, list[str]] | None:
     """Where forward mode overtakes reverse mode as the shape n:m changes: the times of both on
@@ -403,10 +415,9 @@ def crossover(ok: pd.DataFrame, styles: Styles, forward: str = FORWARD,
         ax2.set_title(f"every shape sweep ({len(names)})" if len(names) > 1 else "the ratio")
         ax2.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8.5)
         for a, shown in ((ax, s), (ax2, sw)):
-            ticks = sorted(shown["log_ratio"].unique())
-            step = max(1, math.ceil(len(ticks) / 8))
-            a.set_xticks(ticks[::step])
-            a.set_xticklabels([_ratio_tick(v) for v in ticks[::step]], rotation=0)
+            ticks = _spread(sorted(shown["log_ratio"].unique()))
+            a.set_xticks(ticks)
+            a.set_xticklabels([_ratio_tick(v) for v in ticks], rotation=0)
             a.set_xlabel("shape n:m (inputs : outputs)")
     caption = (f"Forward against reverse mode as the shape of the Jacobian changes from few inputs and many "
                f"outputs (left of each axis) to many inputs and few outputs (right). Left: median times of "
@@ -541,7 +552,8 @@ def tradeoff_points(ok: pd.DataFrame, family: str) -> pd.DataFrame:
 
 def _label_clusters(ax, xs, ys, names, near: float = 0.05):
     """Points closer than ``near`` (in axes fractions, log axes) share one label, so labels of
-    strategies that sit on top of each other do not overprint."""
+    strategies that sit on top of each other do not overprint. Each comes with the point's
+    place in the axes (0 to 1 across and up)."""
     lx0, lx1 = (math.log10(v) for v in ax.get_xlim())
     ly0, ly1 = (math.log10(v) for v in ax.get_ylim())
     clusters: list[list] = []
@@ -553,7 +565,28 @@ def _label_clusters(ax, xs, ys, names, near: float = 0.05):
                 break
         else:
             clusters.append([fx, fy, (x, y), [name]])
-    return [(c[2], c[3]) for c in clusters]
+    return [(c[2], c[0], c[1], c[3]) for c in clusters]
+
+
+def _label_points(ax, xs, ys, names, fontsize: float = 8.5) -> None:
+    """Label points on log axes without overprinting: points on top of each other share one
+    label; a label that would cover one already placed moves up, joined to its point by a thin
+    line; near the right edge a label goes to the left of its point, inside the axes."""
+    fig, box = ax.get_figure(), ax.get_position()
+    width_pt, height_pt = box.width * fig.get_figwidth() * 72, box.height * fig.get_figheight() * 72
+    placed: list[tuple[float, float, float, float]] = []  # x0, x1, y0, y1 in points in the axes
+    for (px, py), across, up, group in _label_clusters(ax, xs, ys, names):
+        w, h = 0.58 * fontsize * max(map(len, group)), 1.2 * fontsize * len(group)  # DejaVu Sans, roughly
+        right = across <= 0.7
+        x0, y0 = across * width_pt + (6 if right else -6 - w), up * height_pt + 4
+        start = y0
+        while hit := next((b for b in placed if x0 < b[1] and b[0] < x0 + w and y0 < b[3] and b[2] < y0 + h), None):
+            y0 = hit[3] + 1
+        placed.append((x0, x0 + w, y0, y0 + h))
+        ax.annotate("\n".join(group), (px, py), xytext=(6 if right else -6, 4 + y0 - start),
+                    textcoords="offset points", fontsize=fontsize, color="#1d232a", va="bottom",
+                    ha="left" if right else "right",
+                    arrowprops=dict(arrowstyle="-", color="#8a8f98", linewidth=0.6) if y0 > start else None)
 
 
 def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
@@ -564,6 +597,7 @@ def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
     with rc():
         ncol = 1 if len(pts) <= 14 else 2
         fig, axes = _new(11.0 + 1.6 * (ncol - 1), max(3.8, 0.19 * math.ceil(len(pts) / ncol) + 0.6), 1, 2)
+        fronts = []
         for ax, y, ylabel in ((axes[0][0], "error", "largest error vs float64 reference"),
                               (axes[0][1], "mem_ratio", "peak memory / Jacobian size (geo. mean)")):
             p = pts.dropna(subset=["slowdown", y])
@@ -583,7 +617,7 @@ def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
                     label="_front")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("slowdown vs each problem's fastest (geo. mean)")
+            ax.set_xlabel("slowdown vs the fastest (geo. mean)")
             ax.set_ylabel(ylabel)
             # limits from the data, with room on the right for the labels
             x0, x1 = p["slowdown"].min(), p["slowdown"].max()
@@ -591,9 +625,7 @@ def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
             y0, y1 = p[y].min(), p[y].max()
             pad = max((y1 / y0) ** 0.12, 1.6)
             ax.set_ylim(y0 / pad, y1 * pad)
-            for (px, py), names in _label_clusters(ax, f["slowdown"], f[y], f["strategy"]):
-                ax.annotate("\n".join(names), (px, py), xytext=(6, 4), textcoords="offset points",
-                            fontsize=8.5, color="#1d232a", va="bottom")
+            fronts.append((ax, f["slowdown"], f[y], f["strategy"]))
             log_axis(ax, "x", ratio)
             log_axis(ax, "y", ratio if y == "mem_ratio" else (lambda v: f"{v:.0e}"))
         from matplotlib.lines import Line2D
@@ -601,6 +633,9 @@ def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
         handles = [Line2D([], [], linestyle="none", marker=styles[n].marker, color=styles[n].color, markersize=7,
                           label=n) for n in pts["strategy"]]
         axes[0][1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, ncol=ncol)
+        fig.get_layout_engine().execute(fig)  # the labels are placed on the axes as they will be drawn
+        for front in fronts:
+            _label_points(*front)
     partial = pts[pts["solved"] < pts["of"]]
     caption = (f"Trade-offs on the {family} family, one point per strategy: its typical slowdown (geometric "
                f"mean over the problems it solved, relative to each problem's fastest) against its largest "

@@ -257,3 +257,41 @@ def test_hostile_page_is_inert_in_chromium(browser, hostile_page):
     assert page.evaluate("window.pwned") is None and not dialogs
     assert HOSTILE in page.inner_text("body")  # shown as text
     assert problems == []
+
+
+def test_axis_ticks_are_spread_so_their_labels_do_not_run_together():
+    from bench.figures import _spread
+
+    ticks = [-12.6, -9.6, -8.0, -6.6, -5.6, -4.6, -3.6, -2.0, 0.0, 2.0, 4.0, 8.0, 12.0]  # log2 n:m of real sweeps
+    kept = _spread(ticks)
+    assert kept[0] == ticks[0] and kept[-1] == ticks[-1] and set(kept) <= set(ticks)
+    assert min(b - a for a, b in zip(kept, kept[1:])) >= (ticks[-1] - ticks[0]) / 8
+    assert _spread([1.0]) == [1.0] and _spread([0.0, 0.5]) == [0.0, 0.5]
+
+
+def test_labels_of_points_in_a_row_do_not_overprint():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation, Text
+
+    from bench.figures import _label_points
+
+    fig = Figure(figsize=(4, 3), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs, ys = [1.0, 1.5, 2.5, 4.0, 7.0, 12.0, 30.0], [1e-6] * 7  # a Pareto front along the bottom
+    names = [f"strategy-{i}" for i in range(len(xs))]
+    ax.scatter(xs, ys)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(0.9, 60)
+    ax.set_ylim(1e-7, 1e-1)
+    fig.get_layout_engine().execute(fig)
+    _label_points(ax, xs, ys, names)
+    fig.canvas.draw()
+    labels = [t for t in ax.get_children() if isinstance(t, Annotation)]
+    assert sorted(line for t in labels for line in t.get_text().split("\n")) == names
+    boxes = [Text.get_window_extent(t) for t in labels]  # the text alone, not its leader line
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    inside = ax.get_window_extent()
+    assert all(inside.x0 <= b.x0 and b.x1 <= inside.x1 for b in boxes)
