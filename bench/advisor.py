@@ -19,10 +19,11 @@ NOTE: [Advisor reference]
     through the function *in its own dtype and device*, cast to float64 afterwards; this is
     said in :attr:`Advice.reference` and in the output. Such a reference shares the
     function's own rounding, so it can confirm that strategies agree, not that they are
-    accurate to float64. Where it is affordable, the reference is also compared with
-    central differences: autograd that disagrees with them points at a function that cuts
-    part of its graph (``.item()``, ``.detach()``, ``torch.tensor([...])``), which no gate
-    against autograd can see.
+    accurate to float64. Either way the reference is audited against finite differences of
+    the function (NOTE: [Reference audit] in ``audit``): where they disagree, nothing is
+    measured and nothing recommended, and :func:`jacobian` raises with the diagnosis. A
+    strategy named to :func:`jacobian` has its own result audited the same way, once per
+    input signature.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import torch
 
 import cases
 
-from . import accuracy, measure
+from . import accuracy, audit, measure, state
 from . import strategies as registry
 from .compiled import memo, signature
 from .measure import Row
@@ -55,8 +56,6 @@ POLICY = Policy(warmup=1, min_rounds=5, max_time=0.3, precision=0.03)
 #: Strategies of every profile are candidates, except the chunk sweep's intermediate sizes
 #: (a memory/time curve, not a candidate) unless named.
 _SKIP_BY_DEFAULT = re.compile(r"^jac(rev|fwd)-chunk(1|4|64|256)$")
-#: Central differences check the autograd reference up to this many inputs.
-FD_CHECK_LIMIT = 2048
 BASELINE = "functional"
 
 _COUNTER = itertools.count(1)
@@ -185,9 +184,6 @@ def diagnose(fn, inputs) -> str | None:
     if bad:
         return (f"the function's output has {bad} of {out.numel()} NaN or infinite entries at these inputs, "
                 "so its Jacobian is undefined there")
-    if not out.requires_grad:
-        return (accuracy.GRAPH_BREAK + "; no exact Jacobian exists to measure: build outputs with "
-                "torch.stack/torch.cat of tensors, not torch.tensor([...]) of their elements")
     return None
 
 
@@ -226,7 +222,7 @@ def _float64_twin(fn, inputs, float64) -> tuple[object, tuple, str | None]:
 
 def _problem(fn, inputs, kind: str, module, sparsity, float64, label: str):
     """An unregistered problem around the user's function, a description of its reference,
-    warnings about it, and the dtype the reference is computed in."""
+    and warnings about it."""
     device, dtype = inputs[0].device, inputs[0].dtype
     fn64, xs64, why = _float64_twin(fn, inputs, float64)
     warnings = []
@@ -249,6 +245,7 @@ def _problem(fn, inputs, kind: str, module, sparsity, float64, label: str):
             def same_dtype(*xs):  # NOTE: [Advisor reference]: the fallback
                 return fn(*(x.to(device, dtype) for x in xs)).to("cpu", torch.float64)
 
+            same_dtype.precision = dtype  # what the audit sizes its steps for
             return cases.Built(same_dtype, tuple(x.detach().to("cpu", torch.float64) for x in inputs))
         raise ValueError(f"the advisor measures on {device} {_dtype_name(dtype)}, not {s.device} {_dtype_name(s.dtype)}")
 
@@ -259,34 +256,7 @@ def _problem(fn, inputs, kind: str, module, sparsity, float64, label: str):
     m = out.numel() // batch
     problem = cases.Problem(f"user-{label}-{next(_COUNTER)}", "user", kind, n=n, m=m, builder=builder,
                             description=f"{label} (the advisor's)", batch=batch)
-    return problem, reference, warnings, (torch.float64 if why is None else dtype)
-
-
-def _fd_agrees(problem: cases.Problem, seed: int, dtype: torch.dtype, device) -> str | None:
-    """A warning where the autograd reference disagrees with central differences taken in
-    ``dtype``, the dtype the reference is really computed in (NOTE: [Advisor reference])."""
-    if problem.kind == "batched" or problem.n > FD_CHECK_LIMIT:
-        return None
-    try:
-        ref = accuracy.reference(problem, seed)
-        # Steps sized for the dtype the function really computes in: the float64 build, or
-        # (a fallback reference) the user's own function and inputs.
-        built = problem.build(device if dtype != torch.float64 else "cpu", dtype, seed)
-        with torch.no_grad():
-            try:
-                blocks = registry.get("fd-central")(built.fn, built.inputs)
-            except Exception:  # noqa: BLE001 - vmap cannot batch the function: loop instead
-                if problem.n > 256:
-                    return None
-                blocks = registry.get("fd-central-loop")(built.fn, built.inputs)
-        verdict = accuracy.check(blocks, ref, dtype, 2)
-    except Exception:  # noqa: BLE001 - a check, not a requirement
-        return None
-    if verdict.ok or verdict.error is None:
-        return None
-    return (f"autograd disagrees with central differences (max relative error {verdict.error:.1e}): "
-            "part of the function may be cut from the graph (.item(), .detach(), torch.tensor([...])) "
-            "or not be differentiable here")
+    return problem, reference, warnings
 
 
 # --- the advisor -----------------------------------------------------------------------------
@@ -347,17 +317,14 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     if module is None and isinstance(fn, torch.nn.Module):
         module = fn
     settings = settings or Settings(profile="advise", policy=POLICY, threads=torch.get_num_threads())
-    problem, advice.reference, advice.warnings, ref_dtype = _problem(fn, inputs, kind, module, sparsity, float64,
-                                                                     label)
-    try:
-        accuracy.reference(problem, settings.seed)
-    except Exception as exc:  # noqa: BLE001 - the reference itself fails: nothing can be gated
-        advice.diagnosis = f"the reference Jacobian cannot be computed: {measure.one_line(exc)}"
+    problem, advice.reference, advice.warnings = _problem(fn, inputs, kind, module, sparsity, float64, label)
+    checked = accuracy.reference(problem, settings.seed)
+    if checked.disputed:  # NOTE: [Reference audit]: nothing can be gated, so nothing is measured
+        advice.diagnosis = checked.disputed
         advice.recommendation = f"no recommendation: {advice.diagnosis}"
         return _finish(advice, output)
-    warning = _fd_agrees(problem, settings.seed, ref_dtype, device)
-    if warning:
-        advice.warnings.append(warning)
+    if checked.note:
+        advice.warnings.append(checked.note)
     names = candidates(kind, strategies, device.type)
     rows = []
     for s in names:
@@ -378,7 +345,7 @@ def _finish(advice: Advice, output) -> Advice:
     return advice
 
 
-_STATUS_RANK = {s: i for i, s in enumerate(("ok", "wrong", "error", "oom", "timeout", "unsupported"))}
+_STATUS_RANK = {s: i for i, s in enumerate(("ok", "wrong", "disputed", "error", "oom", "timeout", "unsupported"))}
 
 
 def _rank(rows: list[Row]) -> list[Row]:
@@ -459,15 +426,18 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
     runs :func:`advise` (seconds to a minute: every strategy is measured) and remembers the
     ranking of the correct exact strategies on ``fn``; this and later calls with that
     signature use the fastest of them (with ``create_graph``, the fastest that supports it).
-    Calling :func:`advise` first fills the same cache.
+    Calling :func:`advise` first fills the same cache. Whichever strategy is used, its
+    result for a new input signature is audited against finite differences of ``fn``
+    (NOTE: [Reference audit]) before it is returned.
 
     Returns:
         For one input, a tensor shaped ``out.shape + x.shape``; for several, a tuple of such
         blocks (NOTE: [Jacobian layout]), as ``torch.autograd.functional.jacobian`` does.
 
     Raises:
-        ValueError: the function cannot be differentiated (the advisor's diagnosis), or the
-            strategy is unknown or does not handle this problem.
+        ValueError: the function cannot be differentiated (the advisor's diagnosis), its
+            reference or the strategy's result disagrees with finite differences of it (the
+            audit's diagnosis), or the strategy is unknown or does not handle this problem.
     """
     if not inputs:
         raise ValueError("jacobian(fn, *inputs) needs at least one input tensor")
@@ -492,9 +462,38 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
                          f"choose from {', '.join(n for n, s in registry.STRATEGIES.items() if s.create_graph)}")
     if module is None and isinstance(fn, torch.nn.Module):
         module = fn
-    with registry.using(module, sparsity):
-        blocks = chosen(fn, inputs, create_graph=create_graph)
+    try:
+        with registry.using(module, sparsity), state.kept():  # a function that leaks grad mode leaks nothing here
+            blocks = chosen(fn, inputs, create_graph=create_graph)
+    except Exception as exc:
+        cuts = audit.cuts_text(audit.watch(fn, inputs)[0])
+        if cuts:  # the failure's cause, in the user's code
+            raise ValueError(f"{strategy} failed ({measure.one_line(exc)}): part of f is cut from the autograd "
+                             f"graph by {cuts}") from exc
+        raise
+    _verify(fn, inputs, blocks, chosen, kind, advise_options.get("float64"))
     return blocks[0] if len(inputs) == 1 else blocks
+
+
+def _verify(fn, inputs, blocks, strategy, kind: str, float64) -> None:
+    """Raise ``ValueError`` where ``blocks`` disagree with finite differences of ``fn``
+    (NOTE: [Reference audit]): in float64 where ``fn`` runs in it, else in its own dtype. Done
+    once per strategy and input signature; a verdict against it is kept and raised again."""
+    seen = memo(fn, "verified")
+    key = (strategy.name, signature(inputs))
+    if key not in seen:
+        dtype = inputs[0].dtype
+        fn64, xs64, why = _float64_twin(fn, inputs, float64)
+        precision = None if why is None else dtype
+        if why is not None:
+            fn64, xs64 = fn, tuple(x.detach() for x in inputs)
+        floor = accuracy.FD_CEILING if strategy.fd_order else accuracy.tolerance(dtype, 0, None)
+        with state.kept():
+            found = accuracy.audit_blocks(fn64, xs64, blocks, kind, source=f"{strategy.name}'s Jacobian",
+                                          precision=precision, floor=floor)
+        seen[key] = found.disputed
+    if seen[key]:
+        raise ValueError(seen[key])
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -432,7 +432,7 @@ def crossover(ok: pd.DataFrame, styles: Styles, forward: str = FORWARD,
 
 # --- heatmap -------------------------------------------------------------------------------
 
-STATUS_SHORT = {"wrong": "wrong", "error": "error", "oom": "oom", "timeout": "t/o", "unsupported": "n/a"}
+STATUS_SHORT = {"wrong": "wrong", "disputed": "disp", "error": "error", "oom": "oom", "timeout": "t/o", "unsupported": "n/a"}
 
 
 def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str], vmax: float) -> Figure | None:

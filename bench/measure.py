@@ -1,9 +1,12 @@
 """Measuring one (device, dtype, problem, strategy) pair: gate first, then memory, work, time.
 
-The order matters. The first call is the gate: its result is compared with the float64
-reference before anything is timed, and a pair that fails it is recorded as ``wrong`` with
-its error, never timed. Only a correct pair has its memory, work and time measured. Every
-failure becomes a status with a one-line reason; nothing here raises for a bad pair.
+The order matters. A problem whose reference failed its audit (NOTE: [Reference audit]) is
+``disputed``, and its strategies are not run. The first call is the gate: its result is
+compared with the float64 reference before anything is timed, and a pair that fails it is
+recorded as ``wrong`` with its error, never timed. Only a correct pair has its memory, work
+and time measured, and the last timed call's result is gated again: a strategy whose answer
+changes between calls is ``wrong`` too. Every failure becomes a status with a one-line
+reason; nothing here raises for a bad pair.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 import cases
 
-from . import accuracy, memory, strategies, training, work
+from . import accuracy, memory, state, strategies, training, work
 from .plan import Pair, Settings
 from .timing import Timer, measure as time_call
 
@@ -97,6 +100,8 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
 
     ``on_checked`` is given the row once its first call has passed the gate, before the
     measuring that may run past the pair's time limit: what the gate found is kept even then.
+    Torch's global state is restored afterwards (``state.kept``); a pair that changed it
+    says so in its reason.
     """
     row = Row(problem.name, strategy.name, device, dtype, strategy.mode, strategy.fd_order, family=problem.family,
               kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
@@ -104,12 +109,24 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
     if reason:
         row.status, row.reason = "unsupported", reason
         return row
+    changed: list[str] = []
+    with state.kept(changed):
+        _measure(row, problem, strategy, device, dtype, settings, timer, on_checked)
+    left = state.left_changed(changed)
+    if left:
+        row.reason = f"{row.reason}; {left}" if row.reason else left
+    return row
 
+
+def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_checked) -> None:
     device, dtype = torch.device(device), getattr(torch, dtype)
     built = None
     try:
         torch.manual_seed(settings.seed)
         reference = accuracy.reference(problem, settings.seed)
+        if reference.disputed:
+            row.status, row.reason = "disputed", reference.disputed
+            return
         built = problem.build(device, dtype, settings.seed)
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
@@ -118,9 +135,17 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
                 return training.step(fn, *built.inputs, s)
             return s(fn, built.inputs)
 
+        last = []
+
         def call():
+            last.clear()  # the previous result is freed before the next call, as if discarded
             with strategies.using(built.module, built.sparsity):
-                return run()
+                last.append(run())
+
+        def gate(blocks) -> accuracy.Verdict:
+            if problem.kind == "penalty":
+                return training.verdict(strategy, built, blocks, reference, dtype, row.notes)
+            return accuracy.check(blocks, reference, dtype, strategy.fd_order)
 
         enable_fallback_warnings()
         with warnings.catch_warnings(record=True) as caught:
@@ -132,14 +157,13 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
             row.first_call_s = timer() - start
         row.fallback_ops = fallback_ops(caught)
         row.fallback = bool(row.fallback_ops)
-        if problem.kind == "penalty":
-            verdict = training.verdict(strategy, built, blocks, reference, dtype, row.notes)
-        else:
-            verdict = accuracy.check(blocks, reference, dtype, strategy.fd_order)
+        verdict = gate(blocks)
         row.error, row.tolerance = verdict.error, verdict.tolerance
         if not verdict.ok:
             row.status, row.reason = "wrong", _diagnosed(verdict.reason, built, strategy)
-            return row
+            return
+        if reference.note:
+            row.reason = reference.note
         row.jac_bytes = _jacobian_bytes(problem, blocks)
         del blocks
         if on_checked is not None:
@@ -148,10 +172,16 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         row.work = _count_work(problem, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
+        later = _later(gate, last, strategy)
+        last.clear()
+        if later is not None:
+            row.status, row.reason, row.samples = "wrong", later, []
+            return
         try:  # last: a recording too big to finish stops the call part-way
             row.peak_bytes = memory.peak_bytes(call, device)
         except memory.Unmeasurable as exc:
             row.notes["memory"] = str(exc)
+        last.clear()
     except strategies.Unsupported as exc:
         row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
@@ -163,7 +193,21 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         del built
         if row.status not in ("ok", "unsupported"):
             memory.release(device)
-    return row
+
+
+def _later(gate, last: list, strategy) -> str | None:
+    """Why the last timed call's result fails the gate that the first call passed, or None.
+    An estimator is random by design: its later draw must only keep the layout and be finite."""
+    if not last:
+        return None
+    if getattr(strategy.compute, "estimates", False):
+        if all(torch.isfinite(b).all() for b in last[0]):
+            return None
+        return "its answer changed between calls: a later call returned NaN or infinite entries"
+    verdict = gate(last[0])
+    if verdict.ok:
+        return None
+    return f"its answer changed between calls: the first call passed the gate, a later one did not ({verdict.reason})"
 
 
 def _jacobian_bytes(problem, blocks) -> int:

@@ -23,7 +23,7 @@ from .journal import Journal
 from .stats import summarize
 
 SCHEMA = 1
-STATUSES = ("ok", "wrong", "unsupported", "error", "oom", "timeout")
+STATUSES = ("ok", "wrong", "disputed", "unsupported", "error", "oom", "timeout")
 KEY = ["problem", "strategy", "device", "dtype", "torch", "machine"]
 REQUIRED = ("problem", "strategy", "device", "dtype", "status")
 

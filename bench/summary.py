@@ -32,7 +32,7 @@ from .stats import NOISE_WARNING
 
 BASELINES = ("functional", "manual-backward")
 CONTEXT = ["machine", "torch", "device", "dtype"]
-STATUS_ORDER = ("ok", "wrong", "error", "oom", "timeout", "unsupported")
+STATUS_ORDER = ("ok", "wrong", "disputed", "error", "oom", "timeout", "unsupported")
 
 
 # --- formatting ----------------------------------------------------------------------------

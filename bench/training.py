@@ -32,6 +32,8 @@ import math
 
 import torch
 
+from dataclasses import replace
+
 from .accuracy import Reference, Verdict, check
 from .strategies import Strategy, Unsupported, register
 
@@ -55,56 +57,105 @@ def quantities(strategy: Strategy, head, h: torch.Tensor) -> tuple[torch.Tensor,
     return (j**2).sum((1, 2)), trace
 
 
-def step(model, x, target, strategy: Strategy) -> tuple[torch.Tensor, ...]:
-    """One training step: returns ``(penalty, *parameter gradients)``."""
-    params = [p for p in model.parameters()]
-    for p in params:
-        p.requires_grad_(True)
+def loss(model, x, target, strategy: Strategy) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's loss ``mse + lam * penalty``, and the penalty, both differentiable."""
     h = model.encoder(x)
     y = model.head(h)
     fro, trace = quantities(strategy, model.head, h)
     per_sample = fro - 2 * trace + h.shape[1] if model.target == "identity" else fro
     penalty = per_sample.mean()
-    loss = ((y - target) ** 2).mean() + model.lam * penalty
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return ((y - target) ** 2).mean() + model.lam * penalty, penalty
+
+
+def step(model, x, target, strategy: Strategy) -> tuple[torch.Tensor, ...]:
+    """One training step: returns ``(penalty, *parameter gradients)``."""
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    total, penalty = loss(model, x, target, strategy)
+    grads = torch.autograd.grad(total, params, allow_unused=True)
     return (penalty.detach(),) + tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params))
 
 
-def penalty_grad_reaches(model, x, target, strategy) -> bool:
-    """Whether the penalty alone has a nonzero gradient for some parameter."""
+def penalty_grads(model, x, target, strategy) -> tuple[torch.Tensor, ...] | None:
+    """The penalty's own gradient per parameter, or None where it does not depend on them."""
     params = list(model.parameters())
-    h = model.encoder(x)
-    fro, trace = quantities(strategy, model.head, h)
-    pen = (fro - 2 * trace).mean() if model.target == "identity" else fro.mean()
-    if not pen.requires_grad:
-        return False
-    grads = torch.autograd.grad(pen, params, allow_unused=True)
-    return any(g is not None and bool(g.abs().max() > 0) for g in grads)
+    _, penalty = loss(model, x, target, strategy)
+    if not penalty.requires_grad:
+        return None
+    grads = torch.autograd.grad(penalty, params, allow_unused=True)
+    return tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params))
 
 
 # --- the gate ------------------------------------------------------------------------------
 
 
-def reference_blocks(built) -> tuple[torch.Tensor, ...]:
-    """The exact step in the built (float64) precision with the plain ``grad-loop``: no vmap."""
+def reference(built) -> Reference:
+    """The exact step in the built (float64) precision with the plain ``grad-loop`` (no vmap),
+    the penalty's own gradients, and their audit (NOTE: [Reference audit]) twice over: the
+    head's Jacobian that the penalty is built from, for one sample, and the loss's gradient."""
+    from . import audit
+    from .accuracy import _reverse_loop
     from .strategies import get
 
     model, (x, target) = built.fn, built.inputs
-    return step(model, x, target, get("grad-loop"))
+    loop = get("grad-loop")
+    blocks = tuple(b.detach() for b in step(model, x, target, loop))
+    own = tuple(g.detach() for g in penalty_grads(model, x, target, loop))
+    names = [name for name, _ in model.named_parameters()]
+    with torch.no_grad():
+        h0 = model.encoder(x)[0]
+    (head_jac,) = _reverse_loop(model.head, (h0,))
+    found = audit.audit(model.head, (h0,), head_jac, seed=1)
+    if not found.disputed:
+        found = audit.audit(_Loss(model, x, target, loop, names), tuple(p.detach() for p in model.parameters()),
+                            torch.cat([g.reshape(1, -1) for g in blocks[1:]], dim=1), seed=2)
+    return Reference(blocks, abs(blocks[0].item()), 1, ("the penalty",) + tuple(f"the gradient of {n}" for n in names),
+                     own, found.disputed, found.note)
+
+
+class _Loss:
+    """The step's loss as a function of the parameters, for finite differences."""
+
+    def __init__(self, model, x, target, strategy, names):
+        self.model, self.x, self.target, self.strategy, self.names = model, x, target, strategy, names
+
+    def __call__(self, *params):
+        wrapper = _Wrapper(self.model, self.x, self.target, self.strategy)
+        with torch.enable_grad():
+            out, _ = torch.func.functional_call(wrapper, {f"model.{n}": p for n, p in zip(self.names, params)}, ())
+        return out.detach().reshape(1)
+
+
+class _Wrapper(torch.nn.Module):
+    def __init__(self, model, x, target, strategy):
+        super().__init__()
+        self.model, self.x, self.target, self.strategy = model, x, target, strategy
+
+    def forward(self):
+        return loss(self.model, self.x, self.target, self.strategy)
 
 
 def verdict(strategy: Strategy, built, first: tuple, reference: Reference, dtype, notes: dict) -> Verdict:
-    """Gate one penalty strategy (NOTE: [Estimator accuracy] for estimators)."""
+    """Gate one penalty strategy: the penalty and each gradient against its own scale, and the
+    penalty's own gradient apart (NOTE: [Estimator accuracy] for estimators)."""
     model, (x, target) = built.fn, built.inputs
-    if not penalty_grad_reaches(model, x, target, strategy):
+    own = penalty_grads(model, x, target, strategy)
+    if own is None or not any(bool(g.abs().max() > 0) for g in own):
         return Verdict(False, None, 0.0, "the penalty's gradient does not reach the parameters "
                                          "(the Jacobian was detached from the graph)")
-    exact_penalty = reference.jacobian[0, 0].item()
-    exact_grad = reference.jacobian[0, 1:]
     if not getattr(strategy.compute, "estimates", False):
         v = check(first, reference, dtype, 0)
+        if v.ok:
+            alone = check((first[0],) + own, replace(reference, blocks=(reference.blocks[0],) + reference.extra,
+                                                      parts=("the penalty",) + tuple(
+                                                          p.replace("gradient", "penalty's own gradient")
+                                                          for p in reference.parts[1:])), dtype, 0)
+            v = Verdict(v.ok and alone.ok, max(v.error, alone.error or 0.0), v.tolerance, alone.reason)
         notes["penalty"] = float(first[0])
         return v
+    exact_penalty = reference.blocks[0].item()
+    exact_grad = reference.jacobian[0, 1:]
     draws = [first] + [step(model, x, target, strategy) for _ in range(DRAWS - 1)]
     pens = torch.tensor([float(d[0]) for d in draws], dtype=torch.float64)
     grads = torch.stack([torch.cat([g.detach().double().cpu().reshape(-1) for g in d[1:]]) for d in draws])
