@@ -146,8 +146,11 @@ def _median_iqr(row: Row) -> tuple[float | None, float | None]:
 
 
 def _notes_text(row: Row) -> str:
-    keep = ("colors", "pattern", "order", "chain_flops", "compile_s", "chunk_size", "captured", "graph_breaks")
+    keep = ("colors", "pattern", "order", "chain_flops", "compile_s", "chunk_size", "captured", "graph_breaks",
+            "remeasured")
     parts = [f"{k}={row.notes[k]}" for k in keep if k in row.notes]
+    if _disturbed(row):
+        parts.append(f"disturbed in {row.disturbed:.0%} of rounds")
     if row.fallback:
         parts.append("vmap fallback: " + ",".join(row.fallback_ops))
     return " ".join(parts)
@@ -332,11 +335,25 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
         rows.append(row)
         if progress:
             progress(row)
+    for i, row in enumerate(rows):  # timed while the machine was busy: once more, at the end
+        if _disturbed(row):
+            again = measure.measure_problem(problem, registry.get(row.strategy), str(device), advice.dtype, settings)
+            if again.status == "ok" and (again.disturbed or 0) < (row.disturbed or 0):
+                rows[i] = again
+            rows[i].notes["remeasured"] = True
     advice.rows = _rank(rows)
     _conclude(advice)
     if advice.best:
-        memo(fn, "advise")[signature(inputs)] = [r.strategy for r in advice.ok if _is_exact(r)]
+        exact = [r.strategy for r in advice.ok if _is_exact(r) and r.strategy != advice.best]
+        memo(fn, "advise")[signature(inputs)] = [advice.best] + exact
     return _finish(advice, output)
+
+
+def _disturbed(row: Row) -> bool:
+    """A timed row most of whose rounds were disturbed (NOTE: [Disturbance] in ``stats``)."""
+    from .stats import DISTURBED_SHARE
+
+    return row.status == "ok" and (row.disturbed or 0) > DISTURBED_SHARE
 
 
 def _finish(advice: Advice, output) -> Advice:
@@ -360,56 +377,61 @@ def _is_exact(row: Row) -> bool:
     return registry.get(row.strategy).exact if row.strategy in registry.STRATEGIES else True
 
 
-def tied(a: Row, b: Row) -> bool:
-    """Whether two rows' medians lie within their ~95% confidence intervals of each other
-    (NOTE: [Median precision] in ``stats``): "faster" needs evidence."""
-    from .stats import summarize
-
-    sa, sb = summarize(a.samples), summarize(b.samples)
-    return abs(sb.median - sa.median) <= sa.ci_half + sb.ci_half
-
-
 def _conclude(advice: Advice) -> None:
-    from .summary import fmt_time
+    """The recommendation, with how sure it is: the winner against the runner-up and against
+    ``functional`` as ratios with 95% bootstrap intervals (``stats.ratio``). Strategies that
+    cannot be told apart from the fastest are a tie within noise, which goes to the one that
+    needs the least memory. Rows still disturbed after re-measuring are shown, never picked."""
+    from .stats import ratio
+    from .summary import fmt_bytes, fmt_time
 
     ok = advice.ok
-    exact = [r for r in ok if _is_exact(r)]
-    advice.fastest = ok[0].strategy if ok else None
-    advice.best = exact[0].strategy if exact else None
+    calm = [r for r in ok if not _disturbed(r)]
+    if len(calm) < len(ok):
+        noisy = ", ".join(r.strategy for r in ok if _disturbed(r))
+        advice.warnings.append(f"timed while the machine was busy, even when timed again: {noisy}; shown, "
+                               "never recommended" + ("" if calm else " (all were, so the ranking is doubtful)"))
+    usable = calm or ok
+    exact = [r for r in usable if _is_exact(r)]
+    advice.fastest = usable[0].strategy if usable else None
     if not ok:
         reasons = sorted({r.reason.split(";")[0] for r in advice.rows if r.status in ("wrong", "error")})
         advice.recommendation = ("no recommendation: no strategy gave a correct Jacobian"
                                  + (f" ({reasons[0]})" if reasons else ""))
         return
     if not exact:
-        advice.recommendation = (f"use {ok[0].strategy} ({fmt_time(_median_iqr(ok[0])[0])} per call): only finite "
-                                 "differences were correct here, so the result is approximate "
-                                 f"(error {ok[0].error:.1e})")
+        advice.recommendation = (f"use {usable[0].strategy} ({fmt_time(_median_iqr(usable[0])[0])} per call): only "
+                                 "finite differences were correct here, so the result is approximate "
+                                 f"(error {usable[0].error:.1e})")
         return
-    best = exact[0]
+    fastest = exact[0]
+    ties = [r for r in exact[1:] if ratio(fastest.samples, r.samples).tie]
+    best = min([fastest] + ties, key=lambda r: (r.peak_bytes if r.peak_bytes is not None else math.inf))
+    advice.best = best.strategy
     med = _median_iqr(best)[0]
+    parts = []
     base = advice.row(BASELINE)
-    base_med = _median_iqr(base)[0] if base is not None and base.status == "ok" else None
-    if base_med and best.strategy != BASELINE:
-        versus = f"{base_med / med:.1f}x faster than torch.autograd.functional.jacobian ({fmt_time(base_med)})"
+    if base is not None and base.status == "ok" and best.strategy != BASELINE and not _disturbed(base):
+        parts.append(f"{ratio(best.samples, base.samples)} faster than torch.autograd.functional.jacobian "
+                     f"({fmt_time(_median_iqr(base)[0])})")
+    rivals = [r for r in [fastest] + ties if r is not best]
+    if rivals:
+        parts.append(f"a tie within noise with {', '.join(r.strategy for r in rivals)} "
+                     f"({ratio(best.samples, rivals[0].samples)}), which goes to the one that needs the least "
+                     f"memory ({fmt_bytes(best.peak_bytes)})")
+    elif len(exact) > 1:
+        parts.append(f"{ratio(best.samples, exact[1].samples)} faster than the runner-up {exact[1].strategy}")
     else:
-        versus = "the only correct exact strategy" if len(exact) == 1 else ""
-    if len(exact) > 1:
-        runner = exact[1]
-        ratio = _median_iqr(runner)[0] / med
-        if tied(best, runner):
-            versus += f"{'; ' if versus else ''}tied with {runner.strategy} within the timing noise ({ratio:.2f}x)"
-        elif not versus:
-            versus = f"{ratio:.2f}x faster than the runner-up {runner.strategy}"
-    text = f"use {best.strategy}: {fmt_time(med)} per call, {versus}"
+        parts.append("the only correct exact strategy")
+    text = f"use {best.strategy}: {fmt_time(med)} per call, " + "; ".join(parts)
     eager = next((r for r in exact if "compile_s" not in r.notes and "captured" not in r.notes), None)
-    if ("compile_s" in best.notes or "captured" in best.notes) and eager is not None and eager is not best:
-        e_med = _median_iqr(eager)[0]
+    e_med = _median_iqr(eager)[0] if eager is not None else None
+    if ("compile_s" in best.notes or "captured" in best.notes) and eager is not None and e_med > med:
         calls = max(1, math.ceil((best.first_call_s - eager.first_call_s) / (e_med - med)))
         text += (f"; its first call takes {fmt_time(best.first_call_s)} (compiling), so it pays off after "
                  f"{calls} calls: for fewer, use {eager.strategy} ({fmt_time(e_med)})")
-    if ok[0] is not best:
-        fd = ok[0]
+    if usable[0] is not best and not _is_exact(usable[0]):
+        fd = usable[0]
         text += (f" [{fd.strategy} is {med / _median_iqr(fd)[0]:.1f}x faster still but approximate: "
                  f"error {fd.error:.1e}]")
     advice.recommendation = text

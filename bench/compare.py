@@ -48,7 +48,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import results
-from .stats import NOISE_WARNING
+from .stats import NOISE_WARNING, STALL_SPREAD, spread
 from .summary import fmt_bytes, fmt_time
 
 VERDICTS = ("slower", "faster", "inconclusive", "not reproduced", "no significant change", "untimed", "new",
@@ -57,7 +57,6 @@ CHANGED = ("slower", "faster")
 FAIL_ON = ("slower", "status", "any")
 MATCH = ["problem", "strategy", "device", "dtype"]
 MEMORY_FLOOR = 1024  # bytes: a peak that moves by less than this is not a memory change
-STALL_SPREAD = 3.0  # samples spread wider than this (p90 / p10) were stalled, not merely noisy
 BOOTSTRAP = 400  # resamples for the ratio's interval
 TERMINAL_ALL_ROWS = 40  # up to this many matched rows the terminal shows them all; beyond, the changes
 TERMINAL_MAX_ROWS = 60  # and at most this many changes
@@ -378,14 +377,6 @@ def low(samples) -> float:
     import numpy as np
 
     return float(np.percentile(np.asarray(samples, dtype=float), 10))
-
-
-def spread(samples) -> float:
-    """90th over 10th percentile of a row's samples: near 1 on a quiet machine."""
-    import numpy as np
-
-    lo, hi = np.percentile(np.asarray(samples, dtype=float), [10, 90])
-    return float(hi / lo) if lo > 0 else float("inf")
 
 
 def _number(x) -> bool:

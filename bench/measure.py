@@ -58,6 +58,9 @@ class Row:
     samples: list[float] = field(default_factory=list, repr=False)
     iterations: int = 1
     precise: bool = False
+    cpu: list[float] = field(default_factory=list, repr=False)  # CPU seconds per call, per round
+    switches: list[int] = field(default_factory=list, repr=False)  # involuntary switches, per round
+    disturbed: float | None = None  # the fraction of rounds disturbed (NOTE: [Disturbance])
 
     def info(self) -> dict:
         """Everything but the samples, which pytest-benchmark stores in its own stats."""
@@ -172,6 +175,8 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
         row.work = _count_work(problem, built, run)
         timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
+        row.cpu, row.switches = timing.cpu, timing.switches
+        row.disturbed = timing.disturbed(busy_cpu=device.type == "cpu")
         later = _later(gate, last, strategy)
         last.clear()
         if later is not None:

@@ -283,6 +283,8 @@ def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
     loud = noisy(frame)
     cols = [Column("problem"), Column("strategy"), Column("IQR / median", "", True), Column("median", "", True),
             Column("IQR", "", True), Column("rounds", "samples taken", True),
+            Column("p90 / p10", "how far apart the rounds lie: above 3x, the calls stalled", True),
+            Column("disturbed", "share of rounds in which the process was switched out or short of CPU", True),
             Column("precise", "did the median reach the profile's target precision before the time cap?")]
     if many_contexts:
         cols.insert(2, Column("context"))
@@ -290,7 +292,8 @@ def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
     for _, r in loud.iterrows():
         row = [text_cell(r["problem"]), text_cell(r["strategy"]),
                Cell(fmt_pct(r["rel_iqr"]), _num(r["rel_iqr"]), "num"), time_cell(r["median"]),
-               time_cell(r["iqr"]), int_cell(r["rounds"]),
+               time_cell(r["iqr"]), int_cell(r["rounds"]), ratio_cell(r.get("stall")),
+               Cell(fmt_pct(r.get("disturbed")), _num(r.get("disturbed")), "num"),
                text_cell("-" if missing(r.get("precise")) else "yes" if bool(r.get("precise")) else "no")]
         if many_contexts:
             row.insert(2, text_cell(context_label(r)))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .journal import Journal
-from .stats import summarize
+from .stats import spread, summarize
 
 SCHEMA = 1
 STATUSES = ("ok", "wrong", "disputed", "unsupported", "error", "oom", "timeout")
@@ -163,7 +163,7 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
             data = rec["stats"]["data"]
             s = summarize(data)
             row.update(samples=list(data), rounds=s.n, median=s.median, q1=s.q1, q3=s.q3, iqr=s.iqr,
-                       rel_iqr=s.rel_iqr, ci_half=s.ci_half, min=s.min, mean=s.mean, noisy=s.noisy,
+                       rel_iqr=s.rel_iqr, ci_half=s.ci_half, min=s.min, mean=s.mean, noisy=s.noisy, stall=spread(data),
                        iterations=rec["stats"].get("iterations", 1))
             flops, peak_flops = row.get("flops"), ceilings.get(info["dtype"], {}).get("matmul_flops")
             bandwidth = ceilings.get(info["dtype"], {}).get("bandwidth")
@@ -207,7 +207,8 @@ def _frame(docs: list[tuple[Path, dict]]) -> pd.DataFrame:
     frame = pd.DataFrame([r for p, doc in docs for r in rows(doc, p)])
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
-    for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr", "samples"):
+    for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr", "samples", "stall",
+                "disturbed"):
         if col not in frame:
             frame[col] = None
     frame["mem_ratio"] = frame["peak_bytes"] / frame["jac_bytes"]

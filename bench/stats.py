@@ -15,6 +15,45 @@ from dataclasses import dataclass
 
 NOISE_WARNING = 0.10  # IQR / median above this marks a row as noisy
 
+#: NOTE: [Disturbance]
+#:     A round of timing was disturbed when the process was taken off the CPU while it ran.
+#:     Each round records the process's CPU time (all threads) and its involuntary context
+#:     switches beside the wall time. On an idle 2-core machine a round of 20 matmul calls
+#:     sees 0 or 1 involuntary switches (at most a few per second of round); with two
+#:     CPU-burning processes beside it, 4 to 121 (about 250 a second), while its wall time
+#:     grows 8x and its 90th/10th percentile spread from 1.1 to 25. A single switch matters
+#:     in a short round (a 3 ms time slice lost in a 0.2 ms round) and not in a long one. So
+#:     a round is disturbed when it had at least :data:`SWITCHES` involuntary switch and more
+#:     than :data:`SWITCH_RATE` a second of its wall time, or when the process got less than
+#:     :data:`CPU_SHARE` of one CPU over the round (its main thread was off the CPU for
+#:     most of it). The second test applies where calls keep the CPU busy (the CPU
+#:     device); a CUDA call that waits in a blocking synchronize is judged by switches alone.
+SWITCHES = 1
+SWITCH_RATE = 20.0
+CPU_SHARE = 0.5
+STALL_SPREAD = 3.0  # samples spread wider than this (p90 / p10) were stalled, not merely noisy
+DISTURBED_SHARE = 0.25  # a row with more of its rounds disturbed than this is itself disturbed
+
+
+def disturbed(wall: float, cpu: float | None, switches: int | None, *, busy_cpu: bool = True) -> bool:
+    """Whether a timed round of ``wall`` seconds, in which the process used ``cpu`` seconds
+    of CPU and was switched out involuntarily ``switches`` times, was disturbed (NOTE:
+    [Disturbance]). Unknown evidence (None) counts as undisturbed."""
+    if switches is not None and switches >= SWITCHES and switches > SWITCH_RATE * wall:
+        return True
+    return busy_cpu and cpu is not None and wall > 0 and cpu < CPU_SHARE * wall
+
+
+def spread(samples) -> float:
+    """The 90th over the 10th percentile of a row's samples: near 1 on a quiet machine."""
+    data = sorted(float(s) for s in samples)
+    if len(data) == 1:
+        lo = hi = data[0]
+    else:
+        q = statistics.quantiles(data, n=10, method="inclusive")
+        lo, hi = q[0], q[-1]
+    return hi / lo if lo > 0 else math.inf
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -53,3 +92,41 @@ def summarize(samples) -> Summary:
     else:
         q1, med, q3 = statistics.quantiles(data, n=4, method="inclusive")
     return Summary(len(data), med, q1, q3, data[0], data[-1], statistics.fmean(data))
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """How many times slower ``b`` is than ``a`` (the ratio of their medians), with a 95%
+    bootstrap interval of that ratio."""
+
+    value: float
+    low: float
+    high: float
+
+    @property
+    def tie(self) -> bool:
+        """The interval holds 1: the two cannot be told apart within the noise."""
+        return self.low <= 1.0 <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f}x (95% interval {self.low:.2f}-{self.high:.2f}x)"
+
+
+def ratio(a, b, *, resamples: int = 2000, seed: int = 0) -> Ratio:
+    """median(b) / median(a), with a percentile bootstrap 95% interval that resamples each
+    row's rounds independently (``scipy.stats.bootstrap``); deterministic for a seed."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    value = float(np.median(b) / np.median(a))
+    if len(a) < 2 or len(b) < 2:
+        return Ratio(value, value, value)
+
+    def statistic(x, y, axis=-1):
+        return np.median(y, axis=axis) / np.median(x, axis=axis)
+
+    result = bootstrap((a, b), statistic, n_resamples=resamples, method="percentile", vectorized=True,
+                       random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return Ratio(value, float(min(low, value)), float(max(high, value)))

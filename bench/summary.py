@@ -28,7 +28,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .stats import NOISE_WARNING
+from .stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD
 
 BASELINES = ("functional", "manual-backward")
 CONTEXT = ["machine", "torch", "device", "dtype"]
@@ -217,11 +217,15 @@ def failures(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def noisy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Timed rows whose IQR/median exceeded the warning level (``stats.NOISE_WARNING``)."""
+    """Timed rows whose IQR/median exceeded the warning level (``stats.NOISE_WARNING``), whose
+    samples spread as a stall's do (``stats.STALL_SPREAD``), or more than
+    ``stats.DISTURBED_SHARE`` of whose rounds were disturbed (NOTE: [Disturbance])."""
     if "rel_iqr" not in frame:
         return frame.iloc[0:0]
-    rel = pd.to_numeric(frame["rel_iqr"], errors="coerce")
-    return frame[rel > NOISE_WARNING].sort_values("rel_iqr", ascending=False)
+    number = lambda col: pd.to_numeric(frame.get(col, pd.Series(index=frame.index, dtype=float)), errors="coerce")
+    loud = (number("rel_iqr") > NOISE_WARNING) | (number("stall") > STALL_SPREAD) | (
+        number("disturbed") > DISTURBED_SHARE)
+    return frame[loud].sort_values("rel_iqr", ascending=False)
 
 
 # --- the terminal's version ----------------------------------------------------------------
@@ -317,7 +321,13 @@ def render(frame: pd.DataFrame) -> str:
                          f"kind), by {unsupported['strategy'].nunique()} strategies")
         loud = noisy(g)
         if len(loud):
-            lines.append(f"\n{len(loud)} timed pairs had IQR/median above {NOISE_WARNING:.0%} (noisy), e.g. "
+            lines.append(f"\n{len(loud)} timed pairs had IQR/median above {NOISE_WARNING:.0%}, samples spread more "
+                         f"than {STALL_SPREAD:g}x or most rounds disturbed (noisy), e.g. "
                          + ", ".join(f"{p} {s} {fmt_pct(r)}" for p, s, r in
                                      loud[["problem", "strategy", "rel_iqr"]].head(3).itertuples(index=False)))
+        disturbed = pd.to_numeric(g.get("disturbed", pd.Series(dtype=float)), errors="coerce") > DISTURBED_SHARE
+        if disturbed.any():
+            lines.append(f"{int(disturbed.sum())} of {len(timed(g))} timed pairs were disturbed in more than "
+                         f"{DISTURBED_SHARE:.0%} of their rounds (the process was switched out or short of CPU: "
+                         "a busy machine); their times are doubtful")
     return "\n".join(lines)

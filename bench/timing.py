@@ -8,13 +8,21 @@ device's work has ended, not when it was queued.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .stats import Summary, summarize
+from .stats import Summary, disturbed, summarize
 
 Timer = Callable[[], float]
+Usage = Callable[[], tuple[float, int]]
+
+
+def process_usage() -> tuple[float, int]:
+    """The process's CPU seconds, all threads together, and its involuntary context switches."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_nivcsw
 
 #: the fewest rounds a median and its quartiles are taken from, however slow the call
 FEWEST_ROUNDS = 3
@@ -50,14 +58,23 @@ class Timing:
     samples: list[float] = field(default_factory=list)  # seconds per call, one per round
     iterations: int = 1  # calls per round
     precise: bool = False  # stopped because the target precision was reached
+    cpu: list[float] = field(default_factory=list)  # CPU seconds per call, one per round
+    switches: list[int] = field(default_factory=list)  # involuntary context switches, one per round
 
     @property
     def summary(self) -> Summary:
         return summarize(self.samples)
 
+    def disturbed(self, busy_cpu: bool = True) -> float:
+        """The fraction of rounds that were disturbed (NOTE: [Disturbance] in ``stats``)."""
+        flags = [disturbed(w * self.iterations, c * self.iterations, s, busy_cpu=busy_cpu)
+                 for w, c, s in zip(self.samples, self.cpu, self.switches)]
+        return sum(flags) / len(flags) if flags else 0.0
+
 
 def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.perf_counter,
-            sync: Callable[[], None] = lambda: None, estimate: float | None = None) -> Timing:
+            sync: Callable[[], None] = lambda: None, estimate: float | None = None,
+            usage: Usage = process_usage) -> Timing:
     """Time ``call`` under ``policy`` (NOTE: [Median precision] in ``stats``).
 
     Args:
@@ -67,6 +84,8 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         sync: waits for queued device work; runs inside each timed round.
         estimate: seconds per call if already known (the first call); otherwise the warm-up
             supplies it.
+        usage: the process's CPU seconds and involuntary context switches, read around
+            each timed round as evidence of disturbance (NOTE: [Disturbance] in ``stats``).
     """
 
     def round_of(k: int) -> float:
@@ -89,8 +108,12 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
     timing = Timing(iterations=iterations)
     spent = 0.0
     while len(timing.samples) < policy.max_rounds:
+        cpu, switches = usage()
         sample = round_of(iterations)
+        cpu_after, switches_after = usage()
         timing.samples.append(sample)
+        timing.cpu.append((cpu_after - cpu) / iterations)
+        timing.switches.append(switches_after - switches)
         spent += sample * iterations
         if len(timing.samples) < min(policy.min_rounds, FEWEST_ROUNDS):
             continue

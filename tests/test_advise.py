@@ -253,3 +253,61 @@ def test_import_bench_imports_no_torch_until_advise_is_used():
     code = ("import sys, bench; assert 'torch' not in sys.modules; "
             "assert callable(bench.advise) and callable(bench.jacobian); assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+# --- how sure the answer is ---------------------------------------------------------------------
+
+
+def _row(name, samples, peak):
+    from bench.measure import Row
+
+    return Row("p", name, "cpu", "float32", status="ok", samples=list(samples), peak_bytes=peak, error=0.0,
+               disturbed=0.0)
+
+
+def test_a_tie_within_noise_goes_to_the_strategy_that_needs_less_memory():
+    import random
+
+    rng = random.Random(0)
+    same = [1e-3 * (1 + 0.05 * rng.random()) for _ in range(30)]
+    advice = advisor.Advice(rows=[_row("jacrev", same, 4000), _row("jacfwd", same[::-1], 1000),
+                                  _row("functional", [2 * s for s in same], 500)])
+    advisor._conclude(advice)
+    assert advice.best == "jacfwd"  # tied with jacrev, and needs a quarter of its memory
+    assert "a tie within noise with jacrev" in advice.recommendation
+    assert "which goes to the one that needs the least memory" in advice.recommendation
+    assert "faster than torch.autograd.functional.jacobian" in advice.recommendation
+    assert "95% interval" in advice.recommendation
+
+
+def test_a_clear_winner_states_its_margin_over_the_runner_up_with_an_interval():
+    import random
+
+    rng = random.Random(1)
+    fast = [1e-3 * (1 + 0.05 * rng.random()) for _ in range(30)]
+    advice = advisor.Advice(rows=[_row("jacrev", fast, 4000), _row("jacfwd", [1.2 * s for s in fast[::-1]], 1000)])
+    advisor._conclude(advice)
+    assert advice.best == "jacrev"
+    text = advice.recommendation
+    assert "faster than the runner-up jacfwd" in text and "1.20x (95% interval" in text, text
+
+
+def test_rows_timed_beside_cpu_burners_are_timed_again_and_never_picked_while_disturbed():
+    burn = "import time\nend = time.time() + 15\nwhile time.time() < end: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        settings = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=10, max_time=0.2))
+        advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev,jacfwd,functional",
+                              settings=settings)
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
+    flagged = [r for r in advice.ok if advisor._disturbed(r)]
+    assert all(r.notes.get("remeasured") for r in flagged)
+    assert any(r.notes.get("remeasured") for r in advice.rows)  # the burn disturbed something
+    if flagged:
+        assert any("timed while the machine was busy" in w for w in advice.warnings)
+    chosen = advice.row(advice.best)
+    assert not advisor._disturbed(chosen) or len(flagged) == len(advice.ok)

@@ -7,7 +7,7 @@ import torch
 
 import cases
 from bench import memory, strategies
-from bench.measure import measure
+from bench.measure import measure, measure_problem
 from bench.plan import Pair, Settings
 from bench.timing import Policy
 
@@ -219,3 +219,24 @@ def test_cuda_out_of_memory_is_oom_and_the_next_peak_is_unaffected(temporary_str
     row = measure(Pair("cuda", "float32", MLP, "test-cuda-oom"), QUICK)
     assert row.status == "oom", row.reason
     assert measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK).peak_bytes == before
+
+
+def test_rounds_timed_beside_cpu_burners_are_flagged_disturbed():
+    """Two bounded CPU-burning processes take both cores while a real pair is timed: its rounds
+    are switched out, and the row says so. Only the flag is asserted, never a time."""
+    import subprocess
+    import sys
+
+    burn = "import time\nend = time.time() + 20\nwhile time.time() < end: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        settings = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=20, max_time=1.0, precision=0.0))
+        row = measure_problem(cases.get("mlp-in128-out128-w256-d2"), strategies.get("jacrev"), "cpu", "float32",
+                              settings)
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
+    assert row.status == "ok" and len(row.switches) == len(row.samples) == len(row.cpu) >= 20
+    assert sum(row.switches) > 0 and row.disturbed > 0.25, (row.switches, row.cpu, row.samples)

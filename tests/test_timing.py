@@ -97,3 +97,62 @@ def test_summary_statistics():
     assert not summarize([1.0, 1.01, 1.02, 1.0]).noisy
     with pytest.raises(ValueError):
         summarize([])
+
+
+# --- disturbance (NOTE: [Disturbance]) ---------------------------------------------------------
+
+
+class FakeUsage:
+    """The process's CPU time and involuntary switches, scripted per timed round: each round
+    reads it twice, before and after."""
+
+    def __init__(self, clock, rounds):
+        self.clock, self.rounds, self.reads = clock, rounds, 0
+        self.cpu, self.switches = 0.0, 0
+
+    def __call__(self):
+        if self.reads % 2:  # after a round: it used this share of a CPU, and was switched out so often
+            share, switches = self.rounds[(self.reads // 2) % len(self.rounds)]
+            self.cpu += share * (self.clock.now - self.start)
+            self.switches += switches
+        else:
+            self.start = self.clock.now
+        self.reads += 1
+        return self.cpu, self.switches
+
+
+def test_rounds_switched_out_or_short_of_cpu_are_disturbed():
+    clock = FakeClock([0.01])
+    # quiet, switched out 5 times in 10 ms, quiet, given a fifth of a CPU, switched out once
+    usage = FakeUsage(clock, [(1.0, 0), (1.0, 5), (1.9, 0), (0.2, 0), (1.0, 1)])
+    t = measure(clock.call, Policy(warmup=0, min_rounds=5, max_rounds=5), timer=clock, sync=clock.sync,
+                usage=usage)
+    assert t.switches == [0, 5, 0, 0, 1]
+    assert t.cpu == pytest.approx([0.01, 0.01, 0.019, 0.002, 0.01])
+    assert t.disturbed() == pytest.approx(3 / 5)
+    assert t.disturbed(busy_cpu=False) == pytest.approx(2 / 5)  # on CUDA a waiting CPU is no evidence
+
+
+def test_disturbance_rule_and_spread():
+    from bench.stats import disturbed, spread
+
+    assert not disturbed(1.0, 1.0, 3)  # three switches in a second-long round: housekeeping
+    assert disturbed(0.01, 0.01, 1) and disturbed(1.0, 0.4, 0) and not disturbed(1.0, 0.4, 0, busy_cpu=False)
+    assert not disturbed(0.01, None, None)
+    assert spread([1.0] * 9 + [10.0]) == pytest.approx(1.9) and spread([2.0]) == 1.0
+    assert spread([0.0] * 5 + [1.0]) == math.inf
+
+
+def test_ratio_intervals_tell_a_tie_from_a_margin_deterministically():
+    import random
+
+    from bench.stats import ratio
+
+    rng = random.Random(7)
+    a = [1.0 + 0.1 * rng.random() for _ in range(25)]
+    tie = ratio(a, a[::-1])
+    assert tie.tie and tie.value == 1.0 and tie.low < 1.0 < tie.high
+    margin = ratio(a, [1.2 * v for v in reversed(a)])
+    assert not margin.tie and margin.low > 1.1 and margin.value == pytest.approx(1.2)
+    assert ratio(a, [1.2 * v for v in a]) == ratio(a, [1.2 * v for v in a])  # seeded: the same answer twice
+    assert str(margin).startswith("1.20x (95% interval")
