@@ -29,10 +29,9 @@ NOTE: [Estimator accuracy]
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
-
-from dataclasses import replace
 
 from .accuracy import Reference, Verdict, check
 from .strategies import Strategy, Unsupported, register
@@ -108,32 +107,31 @@ def reference(built) -> Reference:
     (head_jac,) = _reverse_loop(model.head, (h0,))
     found = audit.audit(model.head, (h0,), head_jac, seed=1)
     if not found.disputed:
-        found = audit.audit(_Loss(model, x, target, loop, names), tuple(p.detach() for p in model.parameters()),
+        found = audit.audit(_Loss(model, x, target, loop).of_parameters(), tuple(p.detach() for p in model.parameters()),
                             torch.cat([g.reshape(1, -1) for g in blocks[1:]], dim=1), seed=2)
     return Reference(blocks, abs(blocks[0].item()), 1, ("the penalty",) + tuple(f"the gradient of {n}" for n in names),
                      own, found.disputed, found.note)
 
 
-class _Loss:
-    """The step's loss as a function of the parameters, for finite differences."""
+class _Loss(torch.nn.Module):
+    """The step's loss as a module, so that finite differences can vary its parameters."""
 
-    def __init__(self, model, x, target, strategy, names):
-        self.model, self.x, self.target, self.strategy, self.names = model, x, target, strategy, names
-
-    def __call__(self, *params):
-        wrapper = _Wrapper(self.model, self.x, self.target, self.strategy)
-        with torch.enable_grad():
-            out, _ = torch.func.functional_call(wrapper, {f"model.{n}": p for n, p in zip(self.names, params)}, ())
-        return out.detach().reshape(1)
-
-
-class _Wrapper(torch.nn.Module):
     def __init__(self, model, x, target, strategy):
         super().__init__()
         self.model, self.x, self.target, self.strategy = model, x, target, strategy
 
     def forward(self):
-        return loss(self.model, self.x, self.target, self.strategy)
+        return loss(self.model, self.x, self.target, self.strategy)[0]
+
+    def of_parameters(self):
+        """The loss as a function of the model's parameters, in ``named_parameters`` order."""
+        names = [f"model.{n}" for n, _ in self.model.named_parameters()]
+
+        def f(*params):
+            with torch.enable_grad():  # the penalty needs autograd, whatever the caller's mode
+                return torch.func.functional_call(self, dict(zip(names, params)), ()).detach().reshape(1)
+
+        return f
 
 
 def verdict(strategy: Strategy, built, first: tuple, reference: Reference, dtype, notes: dict) -> Verdict:
@@ -145,15 +143,16 @@ def verdict(strategy: Strategy, built, first: tuple, reference: Reference, dtype
         return Verdict(False, None, 0.0, "the penalty's gradient does not reach the parameters "
                                          "(the Jacobian was detached from the graph)")
     if not getattr(strategy.compute, "estimates", False):
-        v = check(first, reference, dtype, 0)
-        if v.ok:
-            alone = check((first[0],) + own, replace(reference, blocks=(reference.blocks[0],) + reference.extra,
-                                                      parts=("the penalty",) + tuple(
-                                                          p.replace("gradient", "penalty's own gradient")
-                                                          for p in reference.parts[1:])), dtype, 0)
-            v = Verdict(v.ok and alone.ok, max(v.error, alone.error or 0.0), v.tolerance, alone.reason)
         notes["penalty"] = float(first[0])
-        return v
+        v = check(first, reference, dtype, 0)
+        if not v.ok:
+            return v
+        # the penalty's own gradient apart: in the loss's, the mse's gradient can hide its error
+        alone = replace(reference, blocks=reference.blocks[:1] + reference.extra,
+                        parts=reference.parts[:1] + tuple(p.replace("the gradient", "the penalty's own gradient")
+                                                          for p in reference.parts[1:]))
+        own_verdict = check(first[:1] + own, alone, dtype, 0)
+        return replace(own_verdict, error=max(v.error, own_verdict.error or 0.0))
     exact_penalty = reference.blocks[0].item()
     exact_grad = reference.jacobian[0, 1:]
     draws = [first] + [step(model, x, target, strategy) for _ in range(DRAWS - 1)]
