@@ -297,7 +297,10 @@ def test_rows_timed_beside_cpu_burners_are_timed_again_and_never_picked_while_di
     burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
     try:
         time.sleep(0.5)
-        settings = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=10, max_time=0.2))
+        # rounds of 20 ms: each spans several of the burners' time slices (a median is only
+        # doubtful when most rounds were disturbed, and a 0.2 ms round rarely is)
+        settings = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=10, max_time=0.3,
+                                                            min_round_time=0.02))
         advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev,jacfwd,functional",
                               settings=settings)
     finally:

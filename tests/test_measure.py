@@ -231,7 +231,8 @@ def test_rounds_timed_beside_cpu_burners_are_flagged_disturbed():
     burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
     try:
         time.sleep(0.5)
-        settings = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=20, max_time=1.0, precision=0.0))
+        settings = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=20, max_time=1.0, precision=0.0,
+                                                           min_round_time=0.02))
         row = measure_problem(cases.get("mlp-in128-out128-w256-d2"), strategies.get("jacrev"), "cpu", "float32",
                               settings)
     finally:
