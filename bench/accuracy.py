@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -158,8 +157,8 @@ def _reference(problem: Problem, seed: int) -> Reference:
     else:
         shapes = [out.shape + x.shape for x in built.inputs]
     # one (m, N) matrix, split into the layout a strategy returns, whatever the builder gave
-    columns = torch.split(flatten(blocks, m), [math.prod(s[len(s) - x.dim() + (problem.kind == "batched"):])
-                                              for s, x in zip(shapes, built.inputs)], dim=1)
+    sizes = [x[0].numel() if problem.kind == "batched" else x.numel() for x in built.inputs]
+    columns = torch.split(flatten(blocks, m), sizes, dim=1)
     blocks = tuple(c.reshape(s) for c, s in zip(columns, shapes))
     found = audit_blocks(built.fn, built.inputs, blocks, problem.kind, source=source, seed=seed,
                          precision=getattr(built.fn, "precision", None))
