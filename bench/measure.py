@@ -138,12 +138,15 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
                 return training.step(fn, *built.inputs, s)
             return s(fn, built.inputs)
 
+        def call():
+            with strategies.using(built.module, built.sparsity):
+                return run()
+
         last = []
 
-        def call():
-            last.clear()  # the previous result is freed before the next call, as if discarded
-            with strategies.using(built.module, built.sparsity):
-                last.append(run())
+        def timed_call():  # keeps the last result, to gate it again; the one before is freed first
+            last.clear()
+            last.append(call())
 
         def gate(blocks) -> accuracy.Verdict:
             if problem.kind == "penalty":
@@ -173,7 +176,7 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
             on_checked(row)
 
         row.work = _count_work(problem, built, run)
-        timing = time_call(call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
+        timing = time_call(timed_call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
         row.cpu, row.switches = timing.cpu, timing.switches
         row.disturbed = timing.disturbed(busy_cpu=device.type == "cpu")
@@ -186,7 +189,6 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
             row.peak_bytes = memory.peak_bytes(call, device)
         except memory.Unmeasurable as exc:
             row.notes["memory"] = str(exc)
-        last.clear()
     except strategies.Unsupported as exc:
         row.status, row.reason, row.samples = "unsupported", str(exc), []
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
