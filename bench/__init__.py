@@ -3,16 +3,17 @@
 Importing ``bench`` imports no torch: loading results, comparing and reporting work on a
 machine without it. The modules that need torch import it themselves.
 
-Two functions for a user's own code are reached lazily, so that they import torch only when
+Three functions for a user's own code are reached lazily, so that they import torch only when
 used:
 
 - ``bench.advise(fn, *inputs)``: measure every strategy on ``fn`` and rank them
   (:func:`bench.advisor.advise`);
 - ``bench.jacobian(fn, *inputs, strategy="auto")``: the Jacobian by the advisor's measured
-  choice, cached per input signature (:func:`bench.advisor.jacobian`).
+  choice, cached per input signature (:func:`bench.advisor.jacobian`);
+- ``bench.choice(fn, *inputs)``: that choice, and how sure it is (:func:`bench.advisor.choice`).
 """
 
-_LAZY = ("advise", "jacobian")
+_LAZY = ("advise", "jacobian", "choice")
 
 
 def __getattr__(name):

@@ -346,6 +346,7 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     if advice.best:
         exact = [r.strategy for r in advice.ok if _is_exact(r) and r.strategy != advice.best]
         memo(fn, "advise")[signature(inputs)] = [advice.best] + exact
+        memo(fn, "choice")[signature(inputs)] = advice.recommendation
     return _finish(advice, output)
 
 
@@ -362,7 +363,7 @@ def _finish(advice: Advice, output) -> Advice:
     return advice
 
 
-_STATUS_RANK = {s: i for i, s in enumerate(("ok", "wrong", "disputed", "error", "oom", "timeout", "unsupported"))}
+_STATUS_RANK = {s: i for i, s in enumerate(("ok", "disturbed", "wrong", "disputed", "error", "oom", "timeout", "unsupported"))}
 
 
 def _rank(rows: list[Row]) -> list[Row]:
@@ -438,6 +439,22 @@ def _conclude(advice: Advice) -> None:
 
 
 # --- bench.jacobian ------------------------------------------------------------------------
+
+
+def choice(fn, *inputs) -> str:
+    """Why ``bench.jacobian(fn, *inputs)`` uses the strategy it uses, and how sure that is:
+    the recommendation of the measurement behind it, with the winner's margin over the
+    runner-up and over ``functional`` as ratios with 95% intervals, or a tie within noise.
+
+    Raises:
+        ValueError: nothing was measured yet for ``fn`` at inputs of this signature.
+    """
+    text = memo(fn, "choice").get(signature(inputs))
+    if text is None:
+        raise ValueError("no choice was measured for this function and input signature yet: call "
+                         "bench.jacobian(fn, *inputs) or bench.advise(fn, *inputs) first")
+    return text
+
 
 
 def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, create_graph: bool = False,

@@ -192,7 +192,7 @@ def cmd_summary(args) -> int:
     paths = args.results or results.latest()
     if not paths:
         raise ValueError("no results files given and none under results/")
-    print(summary.render(results.load(paths)))
+    print(summary.render(results.load(paths), loads=[results.read(p)["jacbench"].get("load") or [] for p in paths]))
     return 0
 
 

@@ -280,9 +280,12 @@ def verdict(ratio: float, p: float, n_base: int, n_new: int, threshold: float, a
 
 
 def status_kind(before: str, after: str) -> str:
-    """'' (no change), 'regression' (it was ok), 'fixed' (it is ok now), or 'changed'."""
+    """'' (no change), 'regression' (it was ok), 'fixed' (it is ok now), or 'changed' (also
+    to or from ``disturbed``: the machine was busy, which says nothing of the strategy)."""
     if before == after or not isinstance(before, str) or not isinstance(after, str):
         return ""
+    if "disturbed" in (before, after):
+        return "changed"
     if before == "ok":
         return "regression"
     if after == "ok":

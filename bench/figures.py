@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .html import figure_uri
-from .stats import NOISE_WARNING
+from .stats import DISTURBED_SHARE, NOISE_WARNING
 from .summary import BASELINES, fmt_ratio, fmt_time, geomean
 
 DPI = 100            # figures are drawn at the size they are shown (the page is ~1120 px wide)
@@ -432,7 +432,7 @@ def crossover(ok: pd.DataFrame, styles: Styles, forward: str = FORWARD,
 
 # --- heatmap -------------------------------------------------------------------------------
 
-STATUS_SHORT = {"wrong": "wrong", "disputed": "disp", "error": "error", "oom": "oom", "timeout": "t/o", "unsupported": "n/a"}
+STATUS_SHORT = {"disturbed": "dist", "wrong": "wrong", "disputed": "disp", "error": "error", "oom": "oom", "timeout": "t/o", "unsupported": "n/a"}
 
 
 def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str], vmax: float) -> Figure | None:
@@ -501,7 +501,7 @@ def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str
                                 color="black" if light > 0.5 else "white",
                                 fontweight="bold" if v < 1.005 else "normal")
                     elif isinstance(st[i, j], str):
-                        color = "#6b7280" if st[i, j] == "unsupported" else "#b42318"
+                        color = "#6b7280" if st[i, j] in ("unsupported", "disturbed") else "#b42318"
                         ax.text(j, i, STATUS_SHORT.get(st[i, j], st[i, j]), ha="center", va="center",
                                 fontsize=cell_font - 0.5, in_layout=False, color=color)
         if value.isna().all().all():  # nothing correct to colour: the statuses say it all
@@ -517,6 +517,7 @@ def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str
                f"correct strategy of that problem: 1 (bold) is the fastest, 10 means ten times slower; the "
                f"colour scale is logarithmic and the same in every heatmap of this context. Grey cells were "
                f"not timed: 'wrong' failed the accuracy gate, 'error', 'oom' and 't/o' (timeout) failed to run, "
+               f"'dist' was timed only while other work held the CPU (its time is not used), "
                f"'n/a' is unsupported. Rows are ordered by shape n:m, then size; columns by typical slowdown "
                f"over the whole run, fastest on the left. Read across a row to see your options for one "
                f"problem; read down a column to see where a strategy stops being competitive.")
@@ -690,3 +691,65 @@ def noise(ok: pd.DataFrame, styles: Styles, columns: list[str]) -> Figure | None
                f"should be read with care (the table below lists them). Many noisy pairs at once usually "
                f"mean the machine was busy with something else during the run.")
     return _done(fig, "Timing noise by strategy", caption, "noise")
+
+
+# --- the load across the run ---------------------------------------------------------------
+
+def _timings(row) -> list[dict]:
+    """Every timing of a row: each visit, kept or dropped as disturbed (NOTE: [Visits])."""
+    visits = row.get("visits") if isinstance(row.get("visits"), list) else []
+    return [*(row.get("retimed") or []), *visits] or [{"started": row["started"], "seconds": row["seconds"],
+                                                       "disturbed": row.get("disturbed")}]
+
+
+def _disturbed_times(row) -> list[float]:
+    """When a row's disturbed timings started."""
+    return [t["started"] for t in _timings(row)
+            if t.get("started") and pd.to_numeric(t.get("disturbed"), errors="coerce") > DISTURBED_SHARE]
+
+
+def load_timeline(samples: list, rows: pd.DataFrame) -> Figure | None:
+    """The CPUs other work used across one run (NOTE: [Load across the run] in ``load``),
+    above a strip showing when each family ran and ticks where a pair was timed while
+    disturbed (whether it was then timed again or kept as ``disturbed``)."""
+    import seaborn as sns
+
+    from .load import BUSY
+
+    if len(samples) < 2:
+        return None
+    t0 = samples[0][0]
+    load = pd.DataFrame(samples, columns=["t", "other", "pressure"][: len(samples[0])])
+    load["minutes"] = (load["t"] - t0) / 60
+    ran = rows.dropna(subset=["started", "seconds"]) if "started" in rows else rows.iloc[0:0]
+    families = list(dict.fromkeys(ran["family"]))
+    with rc():
+        fig, axes = _new(MAX_WIDTH, 3.4, 2, 1, sharex=True, height_ratios=[4, max(1, 0.35 * len(families))])
+        ax, strip = axes[0][0], axes[1][0]
+        sns.lineplot(data=load, x="minutes", y="other", ax=ax, color="#1f77b4", linewidth=1.2, label="other work")
+        ax.fill_between(load["minutes"], 0, load["other"], where=load["other"] >= BUSY, color="#b42318", alpha=0.25,
+                        linewidth=0, label=f"busy (at least {BUSY:g} CPU)")
+        ax.axhline(BUSY, color="#b42318", linestyle="--", linewidth=0.8)
+        ax.set_ylim(0, max(1.0, float(load["other"].max()) * 1.1))
+        ax.set_ylabel("CPUs used by\nother work")
+        ax.legend(loc="upper right")
+        palette = sns.color_palette("muted", max(1, len(families)))
+        for i, fam in enumerate(families):
+            tries = [t for _, r in ran[ran["family"] == fam].iterrows() for t in _timings(r)]
+            spans = [((t["started"] - t0) / 60, (t["seconds"] or 0) / 60) for t in tries if t.get("started")]
+            strip.broken_barh(spans, (i - 0.4, 0.8), color=palette[i % len(palette)])
+        hit = [t for _, r in ran.iterrows() for t in _disturbed_times(r)]
+        if hit:
+            ax.plot([(t - t0) / 60 for t in hit], [ax.get_ylim()[1] * 0.97] * len(hit), "|", color="#b42318",
+                    markersize=8, label="a disturbed timing")
+            ax.legend(loc="upper right")
+        strip.set_yticks(range(len(families)))
+        strip.set_yticklabels(families)
+        strip.set_ylim(max(len(families), 1) - 0.5, -0.5)
+        strip.set_xlabel("minutes since the run started")
+        strip.grid(axis="y", visible=False)
+    caption = (f"How many CPUs work other than the sweep used while it ran, sampled every second, with the "
+               f"stretches above {BUSY:g} CPU shaded: timings taken then may be slowed by waiting for a CPU. "
+               f"Below, when each family's pairs ran. Red ticks mark pairs whose rounds were disturbed: they were "
+               f"timed again later, and kept out of every pick if they stayed disturbed.")
+    return _done(fig, "Load of the machine across the run", caption, "load")

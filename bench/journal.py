@@ -3,9 +3,11 @@
 Line one is the header (the plan and settings). Then, as the sweep goes, ``env`` (the
 environment, once per process), ``start`` (a pair is about to run), ``checked`` (its first
 call passed the accuracy gate: what the gate found, kept should the pair not finish),
-``result`` (a pair's record) and ``wall`` (the seconds one ``jacbench run`` spent on it and
-the pairs it finished, when it stops: a sweep resumed or interleaved in slices adds up its
-pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
+``result`` (a pair's record), ``retime`` (the pairs a later pass times again, for another
+visit or because their timing was disturbed: NOTE: [Visits]; a ``result`` that
+``replaces`` is their new record) and ``wall`` (the seconds one
+``jacbench run`` spent on it and the pairs it finished, when it stops: a sweep resumed or
+interleaved in slices adds up its pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
 killed at any moment keeps every pair it finished. A line cut short by the kill is ignored
 on reading and trimmed before appending. Pure Python: no torch.
 """
@@ -40,12 +42,21 @@ class Journal:
         self.checked: dict[str, dict] = {}  # the gate's row of each pair whose first call passed it
         self.wall_s = 0.0
         self.pace = (0.0, 0)  # seconds and pairs finished, of the pieces that recorded both
+        self.retiming: dict[str, int] = {}  # pairs to be timed again, with the pass that does it
+        self.passes = 1  # passes over the plan begun: the first, then those timing pairs again
         for e in entries:
             self._take(e)
 
     def _take(self, entry: dict) -> None:
         if entry["type"] == "result":
-            self.results.setdefault(entry["pair"], entry["record"])
+            if entry.get("replaces"):
+                self.retiming.pop(entry["pair"], None)
+                self.results[entry["pair"]] = entry["record"]
+            else:
+                self.results.setdefault(entry["pair"], entry["record"])
+        elif entry["type"] == "retime":
+            self.passes = max(self.passes, entry["round"])
+            self.retiming.update((p, entry["round"]) for p in entry["pairs"] if p in self.results)
         elif entry["type"] == "checked":
             self.checked[entry["pair"]] = entry["info"]
         elif entry["type"] == "env" and self.env is None:
@@ -61,7 +72,8 @@ class Journal:
         return [p["id"] for p in self.header["pairs"]]
 
     def remaining(self) -> list[str]:
-        return [p for p in self.pairs if p not in self.results]
+        """Pairs with no result yet, then pairs to be timed again."""
+        return [p for p in self.pairs if p not in self.results] + [p for p in self.pairs if p in self.retiming]
 
     @classmethod
     def create(cls, path: Path, header: dict) -> "Journal":

@@ -60,7 +60,12 @@ class Row:
     precise: bool = False
     cpu: list[float] = field(default_factory=list, repr=False)  # CPU seconds per call, per round
     switches: list[int] = field(default_factory=list, repr=False)  # involuntary switches, per round
+    delay: list[float | None] = field(default_factory=list, repr=False)  # seconds waiting for a CPU, per call
     disturbed: float | None = None  # the fraction of rounds disturbed (NOTE: [Disturbance])
+    visits: list[dict] = field(default_factory=list)  # each visit's median, rounds, disturbed, started, seconds
+    retimed: list[dict] = field(default_factory=list)  # visits dropped as disturbed: the same fields
+    started: float | None = None  # when the pair started (unix time): where it sits on the run's timeline
+    seconds: float | None = None  # how long the whole pair took: gate, memory, work and timing
 
     def info(self) -> dict:
         """Everything but the samples, which pytest-benchmark stores in its own stats."""
@@ -90,21 +95,22 @@ def fallback_ops(caught) -> list[str]:
 
 
 def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter,
-            on_checked: Callable[[Row], None] | None = None) -> Row:
+            on_checked: Callable[[Row], None] | None = None, iterations: int | None = None) -> Row:
     """Gate, then measure, one registered pair. Never raises for a failing pair."""
     return measure_problem(cases.get(pair.problem), strategies.get(pair.strategy), pair.device, pair.dtype,
-                           settings, timer=timer, on_checked=on_checked)
+                           settings, timer=timer, on_checked=on_checked, iterations=iterations)
 
 
 def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, device: str, dtype: str,
                     settings: Settings, *, timer: Timer = time.perf_counter,
-                    on_checked: Callable[[Row], None] | None = None) -> Row:
+                    on_checked: Callable[[Row], None] | None = None, iterations: int | None = None) -> Row:
     """Gate, then measure, one strategy on one problem, registered or not.
 
     ``on_checked`` is given the row once its first call has passed the gate, before the
     measuring that may run past the pair's time limit: what the gate found is kept even then.
     Torch's global state is restored afterwards (``state.kept``); a pair that changed it
-    says so in its reason.
+    says so in its reason. ``iterations`` marks a later visit (NOTE: [Visits] in ``visits``):
+    the calls per round of the first, and only the gate and the time are measured again.
     """
     row = Row(problem.name, strategy.name, device, dtype, strategy.mode, strategy.fd_order, family=problem.family,
               kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=settings.seed)
@@ -114,14 +120,14 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         return row
     changed: list[str] = []
     with state.kept(changed):
-        _measure(row, problem, strategy, device, dtype, settings, timer, on_checked)
+        _measure(row, problem, strategy, device, dtype, settings, timer, on_checked, iterations)
     left = state.left_changed(changed)
     if left:
         row.reason = f"{row.reason}; {left}" if row.reason else left
     return row
 
 
-def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_checked) -> None:
+def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_checked, iterations) -> None:
     device, dtype = torch.device(device), getattr(torch, dtype)
     built = None
     try:
@@ -175,15 +181,19 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
         if on_checked is not None:
             on_checked(row)
 
-        row.work = _count_work(problem, built, run)
-        timing = time_call(timed_call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s)
+        if iterations is None:
+            row.work = _count_work(problem, built, run)
+        timing = time_call(timed_call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s,
+                           iterations=iterations)
         row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
-        row.cpu, row.switches = timing.cpu, timing.switches
+        row.cpu, row.switches, row.delay = timing.cpu, timing.switches, timing.delay
         row.disturbed = timing.disturbed(busy_cpu=device.type == "cpu")
         later = _later(gate, last, strategy)
         last.clear()
         if later is not None:
             row.status, row.reason, row.samples = "wrong", later, []
+            return
+        if iterations is not None:
             return
         try:  # last: a recording too big to finish stops the call part-way
             row.peak_bytes = memory.peak_bytes(call, device)

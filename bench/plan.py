@@ -33,8 +33,8 @@ class Profile:
 
 PROFILE_SETTINGS = {
     "quick": Profile("quick", Policy(warmup=1, min_rounds=3, max_time=0.1, precision=0.05), 60.0),
-    "standard": Profile("standard", Policy(warmup=1, min_rounds=5, max_time=0.4, precision=0.03), 120.0),
-    "full": Profile("full", Policy(warmup=2, min_rounds=7, max_time=2.0, precision=0.01), 600.0),
+    "standard": Profile("standard", Policy(warmup=1, visits=2, min_rounds=5, max_time=0.4, precision=0.03), 120.0),
+    "full": Profile("full", Policy(warmup=2, visits=3, min_rounds=7, max_time=2.0, precision=0.01), 600.0),
 }
 assert tuple(PROFILE_SETTINGS) == PROFILES
 

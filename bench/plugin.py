@@ -11,6 +11,7 @@ import time
 import pytest
 
 from . import env as environment
+from . import visits
 from .journal import Journal
 from .plan import Pair, Settings
 
@@ -124,9 +125,17 @@ class Sweep:
         from .measure import measure
 
         pair = self.pairs[pair_id]
-        self.journal.append({"type": "start", "pair": pair_id, "time": time.time()}, durable=False)
-        row = measure(pair, self.settings, on_checked=lambda row: self.journal.append(
-            {"type": "checked", "pair": pair_id, "info": row.info()}, durable=False))
+        before = self.journal.results.get(pair_id) if pair_id in self.journal.retiming else None
+        started = time.time()
+        self.journal.append({"type": "start", "pair": pair_id, "time": started}, durable=False)
+        row = measure(pair, self.settings, iterations=before["stats"].get("iterations", 1) if before else None,
+                      on_checked=lambda row: self.journal.append(
+                          {"type": "checked", "pair": pair_id, "info": row.info()}, durable=False))
+        row.started, row.seconds = started, time.time() - started
+        if row.status == "ok":
+            row.visits = [visits.visit(row)]
+        if before is not None:  # a later visit (NOTE: [Visits])
+            visits.merge(row, before)
         benchmark.group = f"{pair.device} {pair.dtype} {pair.problem}"
         benchmark.extra_info.update(row.info())
         stats = options = None
@@ -140,7 +149,8 @@ class Sweep:
             stats, options = as_dict["stats"], {**as_dict["options"], "policy": self.settings.as_dict()["policy"]}
         else:
             benchmark.skipped = True  # nothing was timed; silences "fixture was not used"
-        self.journal.append({"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)})
+        entry = {"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)}
+        self.journal.append({**entry, "replaces": True} if before is not None else entry)
         from . import memory
 
         if memory.spoiled:  # the runner starts a fresh process for the rest

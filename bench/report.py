@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import html, results
+from . import html, load, results
 from . import figures as figs
 from .stats import NOISE_WARNING
 from .summary import (BASELINES, missing, approximate, best_per_problem, context_label, contexts,
-                      failures, family_picks, fmt_bytes, fmt_error, fmt_pct, fmt_ratio, fmt_time, noisy, timed)
+                      failures, family_picks, fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, noisy,
+                      timed)
 
 
 # --- tables as data: the template renders them all the same way -----------------------------
@@ -63,6 +64,11 @@ def spread_cell(median, iqr) -> Cell:
 
 def ratio_cell(x) -> Cell:
     return Cell(fmt_ratio(x), _num(x), "num")
+
+
+def interval_cell(rec, name: str) -> Cell:
+    """A ratio with its 95% interval; sorts by the ratio."""
+    return Cell(fmt_interval(rec[name], rec[f"{name}_low"], rec[f"{name}_high"]), _num(rec[name]), "num")
 
 
 def bytes_cell(b) -> Cell:
@@ -165,7 +171,8 @@ def headlines(picks: pd.DataFrame, best: pd.DataFrame) -> list[Headline]:
                      "worst": fmt_ratio(p["exact_worst_slowdown"]), "wins": int(p["exact_wins"]),
                      "of": int(p["exact_of"]), "covered": int(p["exact_covered"]),
                      "error": fmt_error(p["exact_max_error"]), "mem": fmt_ratio(p["exact_mem_ratio"]),
-                     **{b: fmt_ratio(p[f"exact_vs {b}"]) for b in BASELINES}}
+                     **{b: fmt_interval(p[f"exact_vs {b}"], p[f"exact_vs {b}_low"], p[f"exact_vs {b}_high"])
+                        for b in BASELINES}}
         if isinstance(p["strategy"], str) and (exact is None or p["strategy"] != exact["strategy"]):
             overall = {"strategy": p["strategy"], "geo": fmt_ratio(p["geo_slowdown"]),
                        "error": fmt_error(p["max_error"]), "approximate": bool(p["approximate"])}
@@ -183,7 +190,8 @@ def family_table(picks: pd.DataFrame) -> Table:
         Column("typical", "geometric-mean slowdown vs each problem's fastest strategy", True),
         Column("worst", "largest slowdown vs a problem's fastest", True),
         Column("wins", "problems where it was the fastest exact strategy", True),
-        *[Column(f"\u00d7 vs {b}", f"geometric-mean speedup over {b} on the same problems", True) for b in BASELINES],
+        *[Column(f"\u00d7 vs {b}", f"geometric-mean speedup over {b} on the same problems, with its 95% interval",
+                 True) for b in BASELINES],
         Column("mem / J", "peak memory as a multiple of the Jacobian's size (geo. mean)", True),
         Column("max error", "largest error vs the float64 reference over the family", True),
         Column("fastest incl. FD", "the pick when finite differences may be used"),
@@ -196,8 +204,9 @@ def family_table(picks: pd.DataFrame) -> Table:
             text_cell(p["family"], "name"), Cell(f"{p['solved']}/{p['problems']}", _num(p["solved"]), "num"),
             text_cell(p["exact_strategy"] if has else "no exact one", "strong" if has else "bad"),
             ratio_cell(p["exact_geo_slowdown"]), ratio_cell(p["exact_worst_slowdown"]),
-            Cell(f"{int(p['exact_wins'])}/{int(p['exact_of'])}" if has else "-", _num(p["exact_wins"]), "num"),
-            *[ratio_cell(p[f"exact_vs {b}"]) for b in BASELINES],
+            Cell(f"{int(p['exact_wins'])}/{int(p['exact_of'])}" + (" (one problem)" if p["exact_of"] == 1 else "")
+                 if has else "-", _num(p["exact_wins"]), "num"),
+            *[interval_cell(p, f"exact_vs {b}") for b in BASELINES],
             ratio_cell(p["exact_mem_ratio"]), error_cell(p["exact_max_error"]),
             text_cell(p["strategy"] if isinstance(p["strategy"], str) else "-", "name"),
             ratio_cell(p["geo_slowdown"]), error_cell(p["max_error"]),
@@ -208,9 +217,13 @@ def family_table(picks: pd.DataFrame) -> Table:
 def problem_table(best: pd.DataFrame) -> Table:
     t = Table([
         Column("family"), Column("problem"), Column("n", "inputs", True), Column("m", "outputs", True),
-        Column("best exact", "fastest exact strategy; ~ names rivals within the noise"),
+        Column("best exact", "fastest exact strategy; ~ names rivals within the noise (a tie goes to the exact "
+                             "strategy that needs less memory)"),
+        Column("margin", "how many times faster than the runner-up, with the 95% bootstrap interval; a tie when "
+                         "the interval holds 1", True),
         Column("median", "median time per Jacobian, \u00b1 its IQR relative to the median", True),
-        *[Column(f"\u00d7 vs {b}", f"{b}'s median / this median", True) for b in BASELINES],
+        *[Column(f"\u00d7 vs {b}", f"{b}'s median / this median, with the 95% bootstrap interval", True)
+          for b in BASELINES],
         Column("peak mem", "peak memory of one call", True), Column("error", "vs the float64 reference", True),
         Column("fastest incl. FD", "where finite differences beat every exact strategy: which, how fast and how "
                                    "accurate (sorts by its median)", True),
@@ -222,8 +235,12 @@ def problem_table(best: pd.DataFrame) -> Table:
         fd = b["approximate"] and isinstance(b["strategy"], str)
         t.rows.append([
             text_cell(b["family"], "name"), text_cell(b["problem"], "name"), int_cell(b["n"]), int_cell(b["m"]),
-            Cell(name, None, "strong" if has else "bad", tie), spread_cell(b["exact_median"], b["exact_iqr"]),
-            *[ratio_cell(b[f"exact_vs {base}"]) for base in BASELINES],
+            Cell(name, None, "strong" if has else "bad", b["exact_tie_break"] or tie),
+            Cell("tie" if has and b["exact_tied_with"] else
+                 f"{fmt_interval(b['exact_margin'], b['exact_margin_low'], b['exact_margin_high'])}",
+                 _num(b["exact_margin"]), "num", f"vs {b['exact_runner_up']}" if has and b["exact_runner_up"] else ""),
+            spread_cell(b["exact_median"], b["exact_iqr"]),
+            *[interval_cell(b, f"exact_vs {base}") for base in BASELINES],
             bytes_cell(b["exact_peak_bytes"]), error_cell(b["exact_error"]),
             Cell(b["strategy"], _num(b["median"]), "name",
                  f"{fmt_time(b['median'])}, error {fmt_error(b['error'])}") if fd
@@ -417,6 +434,10 @@ def build(frame: pd.DataFrame, docs) -> str:
         failure_overview=failure_overview(frame),
         n_failures=int((frame["status"] != "ok").sum()),
         noise=noise_table(frame, many),
+        loads=[(Path(p).name, load.describe(doc["jacbench"].get("load") or []),
+                _figure("load", figs.load_timeline, doc["jacbench"].get("load") or [],
+                        frame[frame["file"] == str(p)] if "file" in frame else frame))
+               for p, doc in docs],
         rows=all_rows(frame),
         approximate_names=sorted(set(frame.loc[frame["approximate"].astype(bool), "strategy"])),
         elapsed=lambda: f"{time.perf_counter() - started:.1f} s",

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import visits
 from .journal import Journal
 from .stats import spread, summarize
 
 SCHEMA = 1
-STATUSES = ("ok", "wrong", "disputed", "unsupported", "error", "oom", "timeout")
+STATUSES = ("ok", "disturbed", "wrong", "disputed", "unsupported", "error", "oom", "timeout")
 KEY = ["problem", "strategy", "device", "dtype", "torch", "machine"]
 REQUIRED = ("problem", "strategy", "device", "dtype", "status")
 
@@ -40,8 +41,9 @@ def file_name(env: dict, started: datetime) -> str:
     return f"{env['machine']}_{env['device_kind']}_torch-{env['torch']}_{started:%Y%m%d-%H%M%S}.json"
 
 
-def assemble(journal: Journal, wall_s: float | None = None) -> dict:
-    """The results document of a finished journal."""
+def assemble(journal: Journal, wall_s: float | None = None, load: list | None = None) -> dict:
+    """The results document of a finished journal, with the load sampled across the run
+    (NOTE: [Load across the run])."""
     header = journal.header
     env = journal.env or {}
     records = [journal.results[p] for p in journal.pairs if p in journal.results]
@@ -67,6 +69,7 @@ def assemble(journal: Journal, wall_s: float | None = None) -> dict:
             "started": header["created"],
             "wall_s": wall_s,
             "ceilings": env.get("ceilings", {}),
+            "load": load or [],
             "untimed": untimed,
         },
     }
@@ -163,7 +166,7 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
             data = rec["stats"]["data"]
             s = summarize(data)
             row.update(samples=list(data), rounds=s.n, median=s.median, q1=s.q1, q3=s.q3, iqr=s.iqr,
-                       rel_iqr=s.rel_iqr, ci_half=s.ci_half, min=s.min, mean=s.mean, noisy=s.noisy, stall=spread(data),
+                       rel_iqr=s.rel_iqr, ci_half=visits.interval(s.median, s.ci_half, info.get("visits")), min=s.min, mean=s.mean, noisy=s.noisy, stall=spread(data),
                        iterations=rec["stats"].get("iterations", 1))
             flops, peak_flops = row.get("flops"), ceilings.get(info["dtype"], {}).get("matmul_flops")
             bandwidth = ceilings.get(info["dtype"], {}).get("bandwidth")
@@ -208,9 +211,10 @@ def _frame(docs: list[tuple[Path, dict]]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
     for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr", "samples", "stall",
-                "disturbed"):
+                "disturbed", "started", "seconds"):
         if col not in frame:
             frame[col] = None
+    frame["retimed"] = [r if isinstance(r, list) else [] for r in frame.get("retimed", [None] * len(frame))]
     frame["mem_ratio"] = frame["peak_bytes"] / frame["jac_bytes"]
     return frame
 

@@ -33,11 +33,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import env as environment
+from . import load, visits
 from . import plan as planning
 from .journal import Journal, RunError, Terminated, find_unfinished
 from .plan import Pair, Settings
 from .plugin import record
 from .results import assemble, file_name, write_atomic
+from .stats import RETIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = Path(__file__).resolve().parent / "sweep.py"
@@ -121,38 +123,73 @@ class _terminate_as_interrupt:
 def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     journal = Journal.read(journal_path)
     target = set(journal.remaining()[:max_pairs] if max_pairs is not None else journal.remaining())
-    settings = Settings.from_dict(journal.header["settings"])
-    pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
     _warn_if_code_changed(journal, stream)
     progress = Progress(len(journal.pairs), journal.results, pace=journal.pace, stream=stream, clock=clock)
     log = Path(journal_path).with_suffix(".log")
     began = clock()
     try:
-        while target & set(journal.remaining()):
-            limit, done_before = len(target & set(journal.remaining())), len(journal.results)
-            outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs,
-                                          clock, limit)
-            journal = Journal.read(journal_path)
-            if not target & set(journal.remaining()):
+        journal = _run(journal_path, target, progress, python, log, clock)
+        policy = journal.header["settings"]["policy"]
+        last = policy.get("visits", 1) + RETIMES
+        while not journal.remaining() and journal.passes < last:
+            again = [p for p in journal.pairs if visits.wanted(journal.results[p], policy)]
+            if not again:
                 break
-            if current is None or current in journal.results:
-                if outcome == "ended" and len(journal.results) > done_before:
-                    continue  # it finished a pair and asked for a fresh process
-                raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
-                               f"running; see {log}: {_tail(log)}")
-            status, reason = _blame(outcome, settings.pair_timeout)
-            info = _untimed_info(pairs[current], settings, status, reason, journal.checked.get(current))
-            journal.append({"type": "result", "pair": current, "record": record(pairs[current], info)})
-            progress.finished(pairs[current], info)
+            disturbed = sum(visits.disturbed(journal.results[p]) for p in again)
+            stream.write(f"pass {journal.passes + 1} (of at most {last}): timing {len(again)} pairs again, in a "
+                         f"fresh process: {len(again) - disturbed} for another visit, {disturbed} whose timing "
+                         f"other work disturbed\n")
+            journal.append({"type": "retime", "pairs": again, "round": journal.passes + 1})
+            journal = _run(journal_path, set(again), Progress(len(again), {}, stream=stream, clock=clock),
+                           python, log, clock)
+        if not journal.remaining():
+            for pair in journal.pairs:
+                final = visits.settled(journal.results[pair])
+                if final is not None:
+                    journal.append({"type": "result", "pair": pair, "record": final, "replaces": True})
     finally:  # an interrupted piece of a run counts towards its wall time too
         progress.close()
         journal.append({"type": "wall", "seconds": clock() - began, "pairs": progress.done - progress.done_before})
     if journal.remaining():
         return None
-    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s))
-    Path(journal_path).unlink(missing_ok=True)
-    log.unlink(missing_ok=True)
+    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s,
+                                                                load=load.read(load.path(journal_path))))
+    for path in (journal_path, log, load.path(journal_path)):
+        Path(path).unlink(missing_ok=True)
     return out
+
+
+def _run(journal_path, target: set, progress, python, log, clock) -> Journal:
+    """Run the target pairs still pending, with a fresh process after each crash or timeout."""
+    journal = Journal.read(journal_path)
+    settings = Settings.from_dict(journal.header["settings"])
+    pairs = {p["id"]: Pair(p["device"], p["dtype"], p["problem"], p["strategy"]) for p in journal.header["pairs"]}
+    sampler = load.Sampler(load.path(journal_path))
+    while target & set(journal.remaining()):
+        pending = len(target & set(journal.remaining()))
+        outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs,
+                                      clock, pending, sampler)
+        journal = Journal.read(journal_path)
+        if not target & set(journal.remaining()):
+            break
+        if current is None or current not in journal.remaining():
+            if outcome == "ended" and len(target & set(journal.remaining())) < pending:
+                continue  # it finished a pair and asked for a fresh process
+            raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
+                           f"running; see {log}: {_tail(log)}")
+        status, reason = _blame(outcome, settings.pair_timeout)
+        entry = {"type": "result", "pair": current}
+        if current in journal.retiming:  # a later visit failed: the earlier visits stand, and say so
+            before = journal.results[current]
+            info = {**before["extra_info"], "revisit_failed": True, "reason": f"timing it again in a later visit: {reason}"}
+            entry.update(record=record(pairs[current], info, before.get("stats"), before.get("options")),
+                         replaces=True)
+        else:
+            info = _untimed_info(pairs[current], settings, status, reason, journal.checked.get(current))
+            entry["record"] = record(pairs[current], info)
+        journal.append(entry)
+        progress.finished(pairs[current], info)
+    return journal
 
 
 class _exclusive:
@@ -188,7 +225,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit) -> tuple[str, str | None]:
+def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit,
+               sampler: "load.Sampler") -> tuple[str, str | None]:
     """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
     cmd = [python, "-m", "pytest", str(SWEEP), "-p", "bench.plugin", f"--jacbench-journal={journal_path}",
            f"--jacbench-max-pairs={limit}",
@@ -214,6 +252,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                 elif e["type"] == "result":
                     current = None
                     progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
+            sampler.sample(child.pid)
             code = child.poll()
             if code is not None:
                 offset, entries = _read_new(journal_path, offset)

@@ -11,13 +11,19 @@ NOTE: [Recommendation rules]
     - the fastest strategy overall, finite differences included;
     - the fastest *exact* strategy (reverse or forward mode: see ``approximate``).
 
-    "Faster" needs evidence: where the runner-up's median lies within the pair's ~95%
-    confidence intervals of the median (NOTE: [Median precision] in ``stats``), the two are
-    reported as tied. Speedups over the baselines are ratios of medians of the same problem
-    in the same context. A family's pick is the strategy with the smallest geometric-mean
-    slowdown relative to the fastest strategy of each problem, among strategies that are
-    ``ok`` on every problem of the family that any of them solves and that are never
-    ``wrong`` in it; when none covers every problem, the widest coverage wins.
+    "Faster" needs evidence. The pick's margin over each rival is the ratio of their
+    medians with a 95% percentile-bootstrap interval over their rounds (``stats.ratio``); a
+    rival whose interval holds 1 is tied with the fastest. A tie goes to the strategy that
+    is exact, then to the one with the smaller peak memory, and the pick says so
+    (``tie_break``). Rows whose timing stayed disturbed are not ``ok``: they are never
+    picked and never a baseline. Speedups over the baselines are ratios of medians of the
+    same problem in the same context, with the same bootstrap interval. A family's pick is
+    the strategy with the smallest geometric-mean slowdown relative to the fastest strategy
+    of each problem, among strategies that are ``ok`` on every problem of the family that
+    any of them solves and that are never ``wrong`` in it; when none covers every problem,
+    the widest coverage wins. Its speedups are geometric means over the problems, with an
+    interval carried from each median's own interval (NOTE: [Median precision]), and a pick
+    resting on one problem says so.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ import re
 import numpy as np
 import pandas as pd
 
-from .stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD
+from . import load
+from .stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Ratio, ratio
 
 BASELINES = ("functional", "manual-backward")
 CONTEXT = ["machine", "torch", "device", "dtype"]
-STATUS_ORDER = ("ok", "wrong", "disputed", "error", "oom", "timeout", "unsupported")
+TIE_REACH = 1.5  # a rival slower than this many times the fastest is not bootstrapped for a tie
+STATUS_ORDER = ("ok", "disturbed", "wrong", "disputed", "error", "oom", "timeout", "unsupported")
 
 
 # --- formatting ----------------------------------------------------------------------------
@@ -65,6 +73,15 @@ def fmt_ratio(x) -> str:
     if missing(x):
         return "-"
     return f"{x:.2g}x" if x < 10 else f"{x:,.0f}x"
+
+
+def fmt_interval(x, low, high) -> str:
+    """A ratio with its 95% interval: ``3.2x (2.9-3.5)``."""
+    if missing(x):
+        return "-"
+    if missing(low) or missing(high):
+        return fmt_ratio(x)
+    return f"{fmt_ratio(x)} ({fmt_ratio(low).rstrip('x')}-{fmt_ratio(high)})"
 
 
 def fmt_error(e) -> str:
@@ -120,25 +137,56 @@ def geomean(values) -> float:
     return float(np.exp(np.log(v).mean())) if len(v) else math.nan
 
 
+def _ratio(a, b) -> Ratio:
+    """median(b) / median(a) of two rows, with its bootstrap interval over their rounds
+    (``stats.ratio``); for rows without raw samples, carried from their medians' intervals."""
+    sa, sb = a.get("samples"), b.get("samples")
+    if isinstance(sa, list) and isinstance(sb, list) and sa and sb:
+        return ratio(sa, sb, resamples=999)
+    return _geomean_ratio(pd.DataFrame([a]), pd.DataFrame([b]))
+
+
 def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
-    """The fastest row of ``g`` (a problem's ``ok`` rows, maybe a subset) as fields named with
-    ``prefix``; speedups are over the baselines in ``everyone`` (all its ``ok`` rows)."""
+    """The pick among ``g`` (a problem's ``ok`` rows, maybe a subset) as fields named with
+    ``prefix``: its margin over the runner-up and its speedups over the baselines in
+    ``everyone`` (all its ``ok`` rows), each with a 95% interval (NOTE: [Recommendation rules])."""
     keys = ("strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
-            "tied_with") + tuple(f"vs {b}" for b in BASELINES)
+            "tied_with", "runner_up", "tie_break") + tuple(
+        f"{r}{end}" for r in ("margin", *(f"vs {b}" for b in BASELINES)) for end in ("", "_low", "_high"))
     if g.empty:
         return {prefix + k: None for k in keys}
     g = g.sort_values("median")
-    best = g.iloc[0]
+    fastest = g.iloc[0]
+    tied, margins = [], {}
+    for _, rival in g.iloc[1:].iterrows():
+        if rival["median"] > TIE_REACH * fastest["median"]:
+            break
+        if _ratio(fastest, rival).tie:
+            tied.append(rival)
+    # a tie goes to the exact strategy, then to the one needing less memory
+    pool = [fastest, *tied]
+    best = min(pool, key=lambda r: (bool(r.get("approximate")), _or_inf(r.get("peak_bytes")), r["median"]))
+    rest = g[g["strategy"] != best["strategy"]]
     rec = {k: best.get(k) for k in keys[:8]}
-    # NOTE: [Recommendation rules]: a runner-up inside the confidence intervals is a tie
-    reach = best["median"] + (best.get("ci_half") or 0)
-    rivals = g.iloc[1:]
-    tied = rivals[rivals["median"] - rivals["ci_half"].fillna(0) <= reach]["strategy"]
-    rec["tied_with"] = ", ".join(tied)
+    rec["tied_with"] = ", ".join(r["strategy"] for r in pool if r["strategy"] != best["strategy"])
+    rec["tie_break"] = (f"tied with {fastest['strategy']} within the noise; {best['strategy']} is exact and needs "
+                        f"less memory" if best["strategy"] != fastest["strategy"] else "")
+    runner = rest.iloc[0] if len(rest) else None
+    rec["runner_up"] = runner["strategy"] if runner is not None else None
+    _put(rec, "margin", _ratio(best, runner) if runner is not None else None)
     for base in BASELINES:
-        b = everyone[everyone["strategy"] == base]["median"]
-        rec[f"vs {base}"] = b.iloc[0] / best["median"] if len(b) else None
+        b = everyone[everyone["strategy"] == base]
+        _put(rec, f"vs {base}", _ratio(best, b.iloc[0]) if len(b) and best["strategy"] != base else None)
     return {prefix + k: v for k, v in rec.items()}
+
+
+def _put(rec: dict, name: str, r: Ratio | None) -> None:
+    """A ratio as three fields: ``name``, ``name_low`` and ``name_high`` (its 95% interval)."""
+    rec[name], rec[f"{name}_low"], rec[f"{name}_high"] = (r.value, r.low, r.high) if r else (None, None, None)
+
+
+def _or_inf(v) -> float:
+    return math.inf if missing(v) else float(v)
 
 
 def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +231,7 @@ def family_picks(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _family_pick(subset: pd.DataFrame, rows: pd.DataFrame, ever_wrong: set, prefix: str) -> dict:
     keys = ("strategy", "covered", "of", "geo_slowdown", "worst_slowdown", "wins", "max_error",
-            "mem_ratio", "approximate") + tuple(f"vs {b}" for b in BASELINES)
+            "mem_ratio", "approximate") + tuple(f"vs {b}{end}" for b in BASELINES for end in ("", "_low", "_high"))
     empty = {prefix + k: None for k in keys}
     subset = subset[~subset["strategy"].isin(ever_wrong)]
     if subset.empty:
@@ -200,12 +248,22 @@ def _family_pick(subset: pd.DataFrame, rows: pd.DataFrame, ever_wrong: set, pref
            "worst_slowdown": g["slowdown"].max(), "wins": int(wins.get(name, 0)),
            "max_error": g["error"].max(), "mem_ratio": geomean(g["mem_ratio"]),
            "approximate": bool(g["approximate"].iloc[0])}
-    mine = g.set_index("problem")["median"]
+    mine = g.set_index("problem")
     for base in BASELINES:
-        b = rows[rows["strategy"] == base].set_index("problem")["median"]
+        b = rows[rows["strategy"] == base].set_index("problem")
         both = mine.index.intersection(b.index)
-        rec[f"vs {base}"] = geomean(b[both] / mine[both]) if len(both) else None
+        _put(rec, f"vs {base}", _geomean_ratio(mine.loc[both], b.loc[both]) if len(both) and name != base else None)
     return {prefix + k: v for k, v in rec.items()}
+
+
+def _geomean_ratio(mine: pd.DataFrame, base: pd.DataFrame) -> Ratio:
+    """The geometric mean over problems of base's median / mine, with a 95% interval from the
+    medians' own intervals (NOTE: [Median precision]) carried through the logarithm."""
+    logs = np.log(base["median"].astype(float).to_numpy() / mine["median"].astype(float).to_numpy())
+    rel = lambda d: (d["ci_half"].astype(float).fillna(0).to_numpy() / 1.96 / d["median"].astype(float).to_numpy()) ** 2
+    sd = float(np.sqrt((rel(mine) + rel(base)).sum())) / len(logs)
+    centre = float(logs.mean())
+    return Ratio(math.exp(centre), math.exp(centre - 1.96 * sd), math.exp(centre + 1.96 * sd))
 
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
@@ -251,14 +309,27 @@ def _family_table(picks: pd.DataFrame) -> str:
         "use (exact)": picks["exact_strategy"].fillna("no exact one"),
         "slowdown geo/worst": [f"{fmt_ratio(a)}/{fmt_ratio(b)}" for a, b in
                                zip(picks["exact_geo_slowdown"], picks["exact_worst_slowdown"])],
-        "wins": [f"{int(w)}/{int(o)}" if not missing(o) else "-"
+        "wins": [f"{int(w)}/{int(o)}" + (" (one problem)" if o == 1 else "") if not missing(o) else "-"
                  for w, o in zip(picks["exact_wins"], picks["exact_of"])],
-        **{f"x vs {b}": picks[f"exact_vs {b}"].map(fmt_ratio) for b in BASELINES},
+        **{f"x vs {b}": _intervals(picks, f"exact_vs {b}") for b in BASELINES},
         "max error": picks["exact_max_error"].map(fmt_error),
         "fastest overall": [s if isinstance(s, str) else "-" for s in picks["strategy"]],
         "its error": picks["max_error"].map(fmt_error),
     })
     return table.to_string(index=False)
+
+
+def _intervals(frame: pd.DataFrame, name: str) -> list[str]:
+    return [fmt_interval(*v) for v in zip(frame[name], frame[f"{name}_low"], frame[f"{name}_high"])]
+
+
+def _margin(best) -> str:
+    """How much faster the exact pick was than its runner-up, or that it was a tie."""
+    if missing(best.get("exact_runner_up")):
+        return "-"
+    if best["exact_tied_with"]:
+        return "tie"
+    return f"{fmt_interval(best['exact_margin'], best['exact_margin_low'], best['exact_margin_high'])} vs {best['exact_runner_up']}"
 
 
 def _fd_note(strategy, approx, median, exact_median) -> str:
@@ -278,20 +349,22 @@ def _problem_table(best: pd.DataFrame) -> str:
         "n:m": [f"{n}:{m}" for n, m in zip(best["n"], best["m"])],
         "best strategy": [tie(s, t) if isinstance(s, str) else "no exact one" for s, t in
                           zip(best["exact_strategy"], best["exact_tied_with"].fillna(""))],
+        "margin": [_margin(r) for _, r in best.iterrows()],
         "median": best["exact_median"].map(fmt_time),
         "IQR": best["exact_iqr"].map(fmt_time),
         "peak mem": best["exact_peak_bytes"].map(fmt_bytes),
         "error": best["exact_error"].map(fmt_error),
-        **{f"x vs {b}": best[f"exact_vs {b}"].map(fmt_ratio) for b in BASELINES},
+        **{f"x vs {b}": _intervals(best, f"exact_vs {b}") for b in BASELINES},
         "fastest incl. FD": [_fd_note(s, a, t, e) for s, a, t, e in
                              zip(best["strategy"], best["approximate"], best["median"], best["exact_median"])],
     })
     return table.to_string(index=False)
 
 
-def render(frame: pd.DataFrame) -> str:
+def render(frame: pd.DataFrame, loads: list | None = None) -> str:
     """The plain-text summary: per context, the pick per family, the best exact strategy per
-    problem with its speedups, and what failed or was noisy."""
+    problem with its speedups, and what failed or was noisy; with ``loads`` (each file's
+    load samples), when the machine was busy."""
     lines = []
     counts = frame["status"].value_counts()
     lines.append(f"{len(frame)} pairs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -325,9 +398,12 @@ def render(frame: pd.DataFrame) -> str:
                          f"than {STALL_SPREAD:g}x or most rounds disturbed (noisy), e.g. "
                          + ", ".join(f"{p} {s} {fmt_pct(r)}" for p, s, r in
                                      loud[["problem", "strategy", "rel_iqr"]].head(3).itertuples(index=False)))
-        disturbed = pd.to_numeric(g.get("disturbed", pd.Series(dtype=float)), errors="coerce") > DISTURBED_SHARE
-        if disturbed.any():
-            lines.append(f"{int(disturbed.sum())} of {len(timed(g))} timed pairs were disturbed in more than "
-                         f"{DISTURBED_SHARE:.0%} of their rounds (the process was switched out or short of CPU: "
-                         "a busy machine); their times are doubtful")
+        retimed = g["retimed"].map(lambda r: bool(r) if isinstance(r, list) else False) if "retimed" in g else []
+        if any(retimed):
+            kept = int((g["status"] == "disturbed").sum())
+            lines.append(f"{int(sum(retimed))} pairs were timed again because other work held the CPU while they were "
+                         f"timed (more than {DISTURBED_SHARE:.0%} of their rounds waited for one); {kept} stayed "
+                         "disturbed, and are shown but never used")
+    for samples in loads or []:
+        lines.append("\n" + load.describe(samples))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ device's work has ended, not when it was queued.
 from __future__ import annotations
 
 import math
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,32 @@ from typing import Callable
 from .stats import Summary, disturbed, summarize
 
 Timer = Callable[[], float]
-Usage = Callable[[], tuple[float, int]]
+Usage = Callable[[], tuple[float, int, float | None]]
 
 
-def process_usage() -> tuple[float, int]:
-    """The process's CPU seconds, all threads together, and its involuntary context switches."""
+def process_usage() -> tuple[float, int, float | None]:
+    """The process's CPU seconds and involuntary context switches, all threads together, and
+    the seconds its threads have spent runnable but waiting for a CPU (the run-queue delay
+    of Linux's ``/proc/<pid>/task/<tid>/schedstat``; None where the kernel does not keep it)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime, r.ru_nivcsw
+    return r.ru_utime + r.ru_stime, r.ru_nivcsw, _run_queue_delay()
+
+
+def _run_queue_delay() -> float | None:
+    waited = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                waited += int(f.read().split()[1])
+        except FileNotFoundError:
+            continue  # a thread that ended between the listing and the read
+        except (OSError, IndexError, ValueError):
+            return None
+    return waited / 1e9
 
 #: the fewest rounds a median and its quartiles are taken from, however slow the call
 FEWEST_ROUNDS = 3
@@ -34,6 +54,9 @@ class Policy:
 
     Attributes:
         warmup: untimed calls before timing (after the gated first call).
+        visits: how many times a pair is timed, each time in a fresh process at another
+            moment of the run (NOTE: [Visits] in ``visits``); each visit is timed to the
+            rules below, its time cap being ``max_time / visits``.
         min_rounds: rounds taken before the time cap applies; calls so slow that these rounds
             would outlast ``min_rounds * max_time`` stop at :data:`FEWEST_ROUNDS` once that
             much time is spent (a pair of 25 s calls is not held for minutes more).
@@ -46,6 +69,7 @@ class Policy:
     """
 
     warmup: int = 1
+    visits: int = 1
     min_rounds: int = 5
     max_rounds: int = 1000
     max_time: float = 0.5
@@ -60,6 +84,7 @@ class Timing:
     precise: bool = False  # stopped because the target precision was reached
     cpu: list[float] = field(default_factory=list)  # CPU seconds per call, one per round
     switches: list[int] = field(default_factory=list)  # involuntary context switches, one per round
+    delay: list[float | None] = field(default_factory=list)  # seconds per call waiting for a CPU, per round
 
     @property
     def summary(self) -> Summary:
@@ -67,14 +92,15 @@ class Timing:
 
     def disturbed(self, busy_cpu: bool = True) -> float:
         """The fraction of rounds that were disturbed (NOTE: [Disturbance] in ``stats``)."""
-        flags = [disturbed(w * self.iterations, c * self.iterations, s, busy_cpu=busy_cpu)
-                 for w, c, s in zip(self.samples, self.cpu, self.switches)]
+        k = self.iterations
+        flags = [disturbed(w * k, c * k, s, None if d is None else d * k, busy_cpu=busy_cpu)
+                 for w, c, s, d in zip(self.samples, self.cpu, self.switches, self.delay)]
         return sum(flags) / len(flags) if flags else 0.0
 
 
 def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.perf_counter,
             sync: Callable[[], None] = lambda: None, estimate: float | None = None,
-            usage: Usage = process_usage) -> Timing:
+            usage: Usage = process_usage, iterations: int | None = None) -> Timing:
     """Time ``call`` under ``policy`` (NOTE: [Median precision] in ``stats``).
 
     Args:
@@ -84,8 +110,11 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         sync: waits for queued device work; runs inside each timed round.
         estimate: seconds per call if already known (the first call); otherwise the warm-up
             supplies it.
-        usage: the process's CPU seconds and involuntary context switches, read around
-            each timed round as evidence of disturbance (NOTE: [Disturbance] in ``stats``).
+        usage: the process's CPU seconds, involuntary context switches and run-queue delay,
+            read around each timed round as evidence of disturbance (NOTE: [Disturbance] in
+            ``stats``).
+        iterations: calls per round, where a pair's earlier visit fixed them (its rounds
+            and these are then one sample); otherwise calibrated from the estimate.
     """
 
     def round_of(k: int) -> float:
@@ -95,34 +124,37 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         sync()
         return (timer() - start) / k
 
+    cap = policy.max_time / policy.visits
     warm = 0.0
     for _ in range(policy.warmup):
-        if warm >= policy.max_time:
+        if warm >= cap:
             break  # a slow call is warm after its first call and one more
         estimate = round_of(1)
         warm += estimate
     if estimate is None:
         estimate = round_of(1)
-    iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimate, 1e-9))))
+    if iterations is None:
+        iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimate, 1e-9))))
 
     timing = Timing(iterations=iterations)
     spent = 0.0
     while len(timing.samples) < policy.max_rounds:
-        cpu, switches = usage()
+        cpu, switches, delay = usage()
         sample = round_of(iterations)
-        cpu_after, switches_after = usage()
+        cpu_after, switches_after, delay_after = usage()
         timing.samples.append(sample)
         timing.cpu.append((cpu_after - cpu) / iterations)
         timing.switches.append(switches_after - switches)
+        timing.delay.append(None if delay is None or delay_after is None else (delay_after - delay) / iterations)
         spent += sample * iterations
         if len(timing.samples) < min(policy.min_rounds, FEWEST_ROUNDS):
             continue
-        if len(timing.samples) < policy.min_rounds and spent < policy.min_rounds * policy.max_time:
+        if len(timing.samples) < policy.min_rounds and spent < policy.min_rounds * cap:
             continue
         s = summarize(timing.samples)
         if s.median > 0 and s.ci_half <= policy.precision * s.median:
             timing.precise = True
             break
-        if spent >= policy.max_time:
+        if spent >= cap:
             break
     return timing

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,21 @@ def run_cli(*args, timeout=600, check=False, **kw) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"jacbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+@contextlib.contextmanager
+def burning(processes: int = 2, seconds: float = 30.0):
+    """Processes that keep a CPU each busy until the block ends (or ``seconds`` pass, should
+    the test die first): a real disturbance for the timings taken meanwhile."""
+    burn = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(processes)]
+    try:
+        time.sleep(0.3)  # the interpreters are up and burning
+        yield
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
 
 
 @pytest.fixture(scope="session")

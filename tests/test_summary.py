@@ -2,6 +2,8 @@
 the plain-text summary of a real sweep."""
 
 import math
+import random
+import statistics
 
 import pandas as pd
 import pytest
@@ -66,11 +68,40 @@ def test_the_family_pick_prefers_coverage_then_typical_slowdown():
     assert picks["exact_wins"] == 2
 
 
-def test_a_runner_up_within_the_noise_is_a_tie():
-    f = frame(row("p", "jacrev", median=1.00, ci=0.05), row("p", "grad-batched", median=1.04, ci=0.05),
-              row("p", "jacfwd", median=2.0, ci=0.05))
+def _samples(median, spread, n=30, seed=0):
+    """Rounds scattered uniformly around a median, from a seeded generator: a fake clock."""
+    rng = random.Random(seed)
+    return [median * (1 + spread * (rng.random() - 0.5)) for _ in range(n)]
+
+
+def test_a_runner_up_within_the_noise_is_a_tie_and_a_tie_goes_to_the_exact_then_the_smaller():
+    jacrev, batched = _samples(1.00, 0.2, seed=1), _samples(1.02, 0.2, seed=2)
+    f = frame(row("p", "jacrev", median=statistics.median(jacrev), samples=jacrev, peak_bytes=4000),
+              row("p", "grad-batched", median=statistics.median(batched), samples=batched, peak_bytes=1000),
+              row("p", "jacfwd", median=2.0, samples=_samples(2.0, 0.2, seed=3)))
     best = summary.best_per_problem(f).iloc[0]
-    assert best["exact_tied_with"] == "grad-batched"
+    assert best["exact_strategy"] == "grad-batched" and best["exact_tied_with"] == "jacrev"
+    assert "tied with jacrev within the noise" in best["exact_tie_break"]
+    assert best["exact_margin_low"] < 1 < best["exact_margin_high"]
+    assert "grad-batched (~jacrev)" in summary.render(f)
+
+
+def test_a_clear_pick_states_its_margin_and_its_speedups_with_intervals():
+    fast, slow = _samples(1.0, 0.1, seed=4), _samples(3.0, 0.1, seed=5)
+    f = frame(row("p", "jacrev", median=statistics.median(fast), samples=fast),
+              row("p", "functional", median=statistics.median(slow), samples=slow))
+    best = summary.best_per_problem(f).iloc[0]
+    assert best["exact_strategy"] == "jacrev" and not best["exact_tied_with"] and not best["exact_tie_break"]
+    assert best["exact_runner_up"] == "functional"
+    assert 2.7 < best["exact_margin_low"] < best["exact_margin"] < best["exact_margin_high"] < 3.3
+    assert best["exact_vs functional"] == best["exact_margin"]
+    text = summary.render(f)
+    assert f"{summary.fmt_interval(best['exact_margin'], best['exact_margin_low'], best['exact_margin_high'])} vs functional" in text
+
+
+def test_a_family_pick_resting_on_one_problem_says_so():
+    f = frame(row("p", "jacrev", median=1.0), row("p", "functional", median=2.0))
+    assert "1/1 (one problem)" in summary.render(f)
 
 
 def test_finite_differences_are_told_by_mode_or_by_name():
@@ -106,7 +137,7 @@ def test_formatting():
 
 def test_summary_of_a_real_sweep(tiny_results):
     frame_ = results.load([tiny_results])
-    text = summary.render(frame_)
+    text = summary.render(frame_, loads=[results.read(tiny_results)["jacbench"]["load"]])
     assert "best strategy" in text and "x vs functional" in text and "x vs manual-backward" in text
     assert "graph-break-powers" in text and "no exact one" in text  # the tutorial's broken function
     best = summary.best_per_problem(frame_)

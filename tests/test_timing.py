@@ -103,41 +103,59 @@ def test_summary_statistics():
 
 
 class FakeUsage:
-    """The process's CPU time and involuntary switches, scripted per timed round: each round
-    reads it twice, before and after."""
+    """The process's CPU time, involuntary switches and run-queue delay, scripted per timed
+    round: each round reads them twice, before and after. ``delay`` is the share of the
+    round's wall time spent waiting for a CPU, or None where the kernel keeps no such count."""
 
     def __init__(self, clock, rounds):
         self.clock, self.rounds, self.reads = clock, rounds, 0
-        self.cpu, self.switches = 0.0, 0
+        self.cpu, self.switches, self.delay = 0.0, 0, 0.0
 
     def __call__(self):
-        if self.reads % 2:  # after a round: it used this share of a CPU, and was switched out so often
-            share, switches = self.rounds[(self.reads // 2) % len(self.rounds)]
-            self.cpu += share * (self.clock.now - self.start)
+        share, switches, delay = self.rounds[(self.reads // 2) % len(self.rounds)]
+        if self.reads % 2:  # after a round: it used this share of a CPU, was switched out so often
+            wall = self.clock.now - self.start
+            self.cpu += share * wall
             self.switches += switches
+            self.delay += (delay or 0.0) * wall
         else:
             self.start = self.clock.now
         self.reads += 1
-        return self.cpu, self.switches
+        return self.cpu, self.switches, None if delay is None else self.delay
 
 
-def test_rounds_switched_out_or_short_of_cpu_are_disturbed():
+def test_rounds_that_waited_for_a_cpu_are_disturbed():
     clock = FakeClock([0.01])
-    # quiet, switched out 5 times in 10 ms, quiet, given a fifth of a CPU, switched out once
-    usage = FakeUsage(clock, [(1.0, 0), (1.0, 5), (1.9, 0), (0.2, 0), (1.0, 1)])
+    # waited 0, 5%, 30%, 0 and 90% of the round for a CPU; switches alone decide nothing here
+    usage = FakeUsage(clock, [(1.0, 0, 0.0), (1.0, 5, 0.05), (1.0, 0, 0.3), (0.2, 0, 0.0), (0.5, 1, 0.9)])
     t = measure(clock.call, Policy(warmup=0, min_rounds=5, max_rounds=5), timer=clock, sync=clock.sync,
                 usage=usage)
     assert t.switches == [0, 5, 0, 0, 1]
+    assert t.delay == pytest.approx([0.0, 0.0005, 0.003, 0.0, 0.009])
+    assert t.cpu == pytest.approx([0.01, 0.01, 0.01, 0.002, 0.005])
+    assert t.disturbed() == pytest.approx(2 / 5)
+
+
+def test_without_a_run_queue_delay_switches_and_cpu_share_decide():
+    clock = FakeClock([0.01])
+    # quiet, switched out 5 times in 10 ms, quiet, given a fifth of a CPU, switched out once
+    usage = FakeUsage(clock, [(1.0, 0, None), (1.0, 5, None), (1.9, 0, None), (0.2, 0, None), (1.0, 1, None)])
+    t = measure(clock.call, Policy(warmup=0, min_rounds=5, max_rounds=5), timer=clock, sync=clock.sync,
+                usage=usage)
+    assert t.delay == [None] * 5
     assert t.cpu == pytest.approx([0.01, 0.01, 0.019, 0.002, 0.01])
-    assert t.disturbed() == pytest.approx(3 / 5)
-    assert t.disturbed(busy_cpu=False) == pytest.approx(2 / 5)  # on CUDA a waiting CPU is no evidence
+    assert t.disturbed() == pytest.approx(2 / 5)
+    assert t.disturbed(busy_cpu=False) == pytest.approx(1 / 5)  # on CUDA a waiting CPU is no evidence
 
 
 def test_disturbance_rule_and_spread():
     from bench.stats import disturbed, spread
 
-    assert not disturbed(1.0, 1.0, 3)  # three switches in a second-long round: housekeeping
-    assert disturbed(0.01, 0.01, 1) and disturbed(1.0, 0.4, 0) and not disturbed(1.0, 0.4, 0, busy_cpu=False)
+    assert disturbed(0.01, 0.01, 0, 0.002) and not disturbed(0.01, 0.002, 9, 0.0005)  # the delay decides
+    assert not disturbed(1.0, 1.0, 3, None)  # three switches in a second-long round: housekeeping
+    assert not disturbed(0.05, 0.1, 2, None)  # two in 50 ms: housekeeping as well
+    assert disturbed(0.01, 0.01, 3, None) and disturbed(1.0, 0.4, 0, None)
+    assert not disturbed(1.0, 0.4, 0, None, busy_cpu=False)
     assert not disturbed(0.01, None, None)
     assert spread([1.0] * 9 + [10.0]) == pytest.approx(1.9) and spread([2.0]) == 1.0
     assert spread([0.0] * 5 + [1.0]) == math.inf

@@ -1,0 +1,106 @@
+"""A pair timed in visits: at several moments of a run, each in a fresh process, and timed
+again where other work disturbed it. Pure Python: the runner uses it without torch.
+
+NOTE: [Visits]
+    On a shared or virtual machine the speed of the same call drifts with what the rest of
+    the host does. Timed in 0.2 s blocks for 20 s in one process on an idle 2-core virtual
+    machine, one call's block medians ranged from 1.53 to 3.68 ms, in runs of similar values
+    lasting about a second. A pair timed in one stretch of 0.4 s samples one such state: its
+    interval from its own rounds says about 3%, and a rerun's median lands anywhere in that
+    range. So a profile times each pair in ``Policy.visits`` visits, each with the time cap
+    divided among them, the first in the main pass and each further one in a later pass
+    over the plan, in a fresh process, minutes apart. The rounds of all visits are one
+    sample (the calls per round are fixed by the first visit), and the interval of the
+    median is widened to hold every visit's own median (``stats.Summary`` and
+    :func:`interval`), so that it states the drift a rerun sees, not one moment's precision.
+
+    A visit more than :data:`stats.DISTURBED_SHARE` of whose rounds waited for a CPU (NOTE:
+    [Disturbance]) is dropped and taken again in a later pass, at most
+    :data:`stats.RETIMES` times per pair; its evidence stays in the row (``retimed``). A
+    pair whose visits are still disturbed after that becomes ``disturbed``: shown, never
+    used. Calls slower than a visit's time cap are visited once: they cost the most, and a
+    drift of a fraction of a second matters least to them.
+"""
+
+from __future__ import annotations
+
+from .stats import RETIMES, is_disturbed, summarize
+
+FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
+
+
+def visit(row) -> dict:
+    """The summary of one visit: the row just measured."""
+    return {"median": summarize(row.samples).median, "rounds": len(row.samples), "disturbed": row.disturbed,
+            "started": row.started, "seconds": row.seconds}
+
+
+def wanted(record: dict, policy: dict) -> bool:
+    """Whether an ``ok`` pair needs another visit: it has fewer than the policy's, or one of
+    them was disturbed and it has been retimed fewer than :data:`RETIMES` times."""
+    info = record["extra_info"]
+    if info["status"] != "ok" or "stats" not in record or info.get("revisit_failed"):
+        return False
+    if disturbed(record):
+        return len(info.get("retimed") or []) < RETIMES
+    visits = info.get("visits") or [{"median": record["stats"]["median"]}]
+    slow = visits[0]["median"] > policy["max_time"] / policy.get("visits", 1)
+    return len(visits) < policy.get("visits", 1) and not slow
+
+
+def disturbed(record: dict) -> bool:
+    """Whether one of the visits a pair's record holds was disturbed."""
+    info = record["extra_info"]
+    return any(is_disturbed(v["disturbed"]) for v in info.get("visits") or [info])
+
+
+def merge(row, before: dict) -> None:
+    """Join a row measured in a later visit with the pair's record so far (``before``):
+    its undisturbed visits' rounds and this one's become one sample; disturbed visits are
+    dropped into ``retimed``. A later visit that failed (the gate, a crash) stands alone."""
+    info = before["extra_info"]
+    if row.status != "ok":
+        row.retimed = info.get("retimed") or []
+        return
+    earlier = info.get("visits") or [{**{k: info.get(k) for k in FIELDS}, "rounds": len(before["stats"]["data"])}]
+    data = {"samples": before["stats"]["data"], **{k: info.get(k) or [] for k in ("cpu", "switches", "delay")}}
+    kept: dict[str, list] = {k: [] for k in data}
+    start, visits, dropped = 0, [], list(info.get("retimed") or [])
+    for v in earlier:
+        end = start + v["rounds"]
+        if is_disturbed(v["disturbed"]):
+            dropped.append(v)
+        else:
+            visits.append(v)
+            for k in kept:
+                kept[k].extend(data[k][start:end])
+        start = end
+    visits.append(visit(row))
+    row.samples = kept["samples"] + row.samples
+    row.cpu, row.switches, row.delay = kept["cpu"] + row.cpu, kept["switches"] + row.switches, kept["delay"] + row.delay
+    row.visits, row.retimed = visits, dropped
+    row.disturbed = sum((v["disturbed"] or 0) * v["rounds"] for v in visits) / max(1, sum(v["rounds"] for v in visits))
+    for k in ("first_call_s", "peak_bytes", "jac_bytes", "work", "fallback", "fallback_ops"):
+        setattr(row, k, info.get(k))
+    row.notes = {**(info.get("notes") or {}), **row.notes}
+
+
+def settled(record: dict) -> dict | None:
+    """The final record of a pair whose visits stayed disturbed after every retime: status
+    ``disturbed``, its times kept to be shown; None for any other pair."""
+    info = record["extra_info"]
+    if info["status"] != "ok" or not disturbed(record):
+        return None
+    tries = [*(info.get("retimed") or []), *(info.get("visits") or [info])]
+    shares = ", ".join(f"{v['disturbed']:.0%}" for v in tries if v.get("disturbed") is not None)
+    reason = (f"other work held the CPU while it was timed, in every try ({shares} of the rounds of its visits "
+              f"waited for a CPU): its time is shown, never used")
+    return {**record, "extra_info": {**info, "status": "disturbed", "reason": reason}}
+
+
+def interval(median: float, half: float, visits) -> float:
+    """The half-width of a pooled median's interval (``half``, from its rounds: NOTE:
+    [Median precision]) widened to hold the median of every visit: how far a rerun's median
+    may land."""
+    medians = [v["median"] for v in visits or [] if v.get("median") is not None]
+    return max([half, *(abs(m - median) for m in medians)])
