@@ -617,17 +617,18 @@ def build_inputs(obj, shape, batch, wrt, device, dtype, seed: int = 0):
 def command(args) -> int:
     """``jacbench advise MODULE:FUNCTION --input-shape ...``: print the ranked table and the
     recommendation; 0 with a recommendation, 1 where the function cannot be measured."""
-    from .cli import devices
+    from .cli import default_threads, devices
 
     devices(args.device)  # a one-line error where CUDA is asked for and absent
+    torch.set_num_threads(args.threads or default_threads())
     obj = _load_target(args.target)
     dtype = getattr(torch, args.dtype)
     if args.batch is not None and args.batch <= 0:
         raise ValueError(f"--batch takes a positive size, not {args.batch}")
     fn, inputs, kind, float64 = build_inputs(obj, _shape(args.input_shape), args.batch, args.wrt, args.device, dtype)
     names = candidates(kind, args.strategies, args.device)
-    print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}); "
-          "compiled ones take seconds to compile", file=sys.stderr)
+    print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}, "
+          f"{torch.get_num_threads()} threads); compiled ones take seconds to compile", file=sys.stderr)
 
     def progress(row: Row) -> None:
         med, _ = _median_iqr(row)

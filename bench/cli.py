@@ -36,11 +36,23 @@ def positive(text: str) -> int:
     return value
 
 
-def default_threads() -> int:
+def cpus() -> int:
+    """The CPUs this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Torch threads for a CPU sweep or ``advise``: one CPU fewer than this process may use.
+
+    Measured on a 2-core machine (README, "Threads"): on a quiet machine 2 threads and 1 ran
+    within 0.82-1.22x of each other (geometric mean 1.0); beside one other busy process, 2
+    threads were 1.1-2.8x slower than 1 (a parallel op waits for its descheduled thread),
+    while 1 thread lost at most a third. The CPU left free takes the runner, the system and
+    a neighbour's process."""
+    return max(1, cpus() - 1)
 
 
 def devices(choice: str) -> list[str]:
@@ -145,11 +157,11 @@ def _warn_if_busy(threads: int) -> None:
         load = os.getloadavg()[0]
     except OSError:
         return
-    cpus = default_threads()
-    if load > cpus:
-        print(f"note: the load average is {load:.1f} on {cpus} CPUs before the sweep starts; other work "
-              f"will make timings noisy (rows above 10% IQR/median are flagged)"
-              + (", and fewer --threads may help" if threads > 1 else ""), file=sys.stderr)
+    n = cpus()
+    if load > n:
+        print(f"note: the load average is {load:.1f} on {n} CPUs before the sweep starts; pairs whose timing "
+              f"other work disturbs are timed again later, and never used if they stay disturbed"
+              + (", and fewer --threads stall less" if threads > 1 else ""), file=sys.stderr)
 
 
 def _report(paths, out: Path) -> int:
@@ -218,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", action="append", help="strategy name globs")
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     p.add_argument("--dtype", action="append", help="one or more of float32, float64, float16, bfloat16 (default float32)")
-    p.add_argument("--threads", type=positive, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", help="run shard i of n, e.g. 2/4")
     p.add_argument("--pair-timeout", type=float, help="seconds before a pair is stopped (default: the profile's)")
@@ -258,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", action="append")
     p.add_argument("--dtype", action="append")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=positive, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("--rounds", type=int, default=4, help="interleave the environments in this many rounds")
     p.add_argument("--confirm", type=int, default=1, metavar="N",
                    help="re-measure each significant change N more times, interleaved; keep it only if it "
@@ -276,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", default="float32", help="float32, float64, float16 or bfloat16")
     p.add_argument("--strategies", action="append")
+    p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("-o", "--output", help="also write an HTML report here")
     p.set_defaults(fn=cmd_advise)
     return parser

@@ -144,6 +144,7 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
     env = doc.get("machine_info", {}).get("jacbench", {})
     jb = doc["jacbench"]
     ceilings = jb.get("ceilings", {})
+    moved = visits.drift(r["extra_info"] for r in doc["benchmarks"])
     out = []
     for rec in doc["benchmarks"] + jb["untimed"]:
         info = dict(rec["extra_info"])
@@ -166,7 +167,8 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
             data = rec["stats"]["data"]
             s = summarize(data)
             row.update(samples=list(data), rounds=s.n, median=s.median, q1=s.q1, q3=s.q3, iqr=s.iqr,
-                       rel_iqr=s.rel_iqr, ci_half=visits.interval(s.median, s.ci_half, info.get("visits")), min=s.min, mean=s.mean, noisy=s.noisy, stall=spread(data),
+                       rel_iqr=s.rel_iqr, ci_half=visits.interval(s.median, s.ci_half, info.get("visits"), moved),
+                       drift=moved, min=s.min, mean=s.mean, noisy=s.noisy, stall=spread(data),
                        iterations=rec["stats"].get("iterations", 1))
             flops, peak_flops = row.get("flops"), ceilings.get(info["dtype"], {}).get("matmul_flops")
             bandwidth = ceilings.get(info["dtype"], {}).get("bandwidth")

@@ -55,8 +55,10 @@ class Policy:
     Attributes:
         warmup: untimed calls before timing (after the gated first call).
         visits: how many times a pair is timed, each time in a fresh process at another
-            moment of the run (NOTE: [Visits] in ``visits``); each visit is timed to the
-            rules below, its time cap being ``max_time / visits``.
+            moment of the run (NOTE: [Visits] in ``visits``). The rules below are for the
+            pair's pooled rounds: a visit's time cap is ``max_time / visits``, its fewest
+            rounds ``min_rounds / visits`` (at least :data:`FEWEST_ROUNDS`) and its precision
+            target ``precision * sqrt(visits)``.
         min_rounds: rounds taken before the time cap applies; calls so slow that these rounds
             would outlast ``min_rounds * max_time`` stop at :data:`FEWEST_ROUNDS` once that
             much time is spent (a pair of 25 s calls is not held for minutes more).
@@ -125,6 +127,8 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         return (timer() - start) / k
 
     cap = policy.max_time / policy.visits
+    least = max(min(policy.min_rounds, FEWEST_ROUNDS), math.ceil(policy.min_rounds / policy.visits))
+    target = policy.precision * math.sqrt(policy.visits)
     warm = 0.0
     for _ in range(policy.warmup):
         if warm >= cap:
@@ -147,12 +151,12 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         timing.switches.append(switches_after - switches)
         timing.delay.append(None if delay is None or delay_after is None else (delay_after - delay) / iterations)
         spent += sample * iterations
-        if len(timing.samples) < min(policy.min_rounds, FEWEST_ROUNDS):
+        if len(timing.samples) < min(least, FEWEST_ROUNDS):
             continue
-        if len(timing.samples) < policy.min_rounds and spent < policy.min_rounds * cap:
+        if len(timing.samples) < least and spent < least * cap:
             continue
         s = summarize(timing.samples)
-        if s.median > 0 and s.ci_half <= policy.precision * s.median:
+        if s.median > 0 and s.ci_half <= target * s.median:
             timing.precise = True
             break
         if spent >= cap:

@@ -10,9 +10,11 @@ NOTE: [Visits]
     range. So a profile times each pair in ``Policy.visits`` visits, each with the time cap
     divided among them, the first in the main pass and each further one in a later pass
     over the plan, in a fresh process, minutes apart. The rounds of all visits are one
-    sample (the calls per round are fixed by the first visit), and the interval of the
-    median is widened to hold every visit's own median (``stats.Summary`` and
-    :func:`interval`), so that it states the drift a rerun sees, not one moment's precision.
+    sample (the calls per round are fixed by the first visit). How far a visit's median
+    moves from its pair's is pooled over every pair of the run (:func:`drift`: the machine's
+    drift, measured), and each median's interval is widened to what that drift leaves in a
+    mean of the pair's visits (:func:`interval`): it states what a rerun may see, not one
+    moment's precision.
 
     A visit more than :data:`stats.DISTURBED_SHARE` of whose rounds waited for a CPU (NOTE:
     [Disturbance]) is dropped and taken again in a later pass, at most
@@ -23,6 +25,8 @@ NOTE: [Visits]
 """
 
 from __future__ import annotations
+
+import math
 
 from .stats import RETIMES, is_disturbed, summarize
 
@@ -98,9 +102,27 @@ def settled(record: dict) -> dict | None:
     return {**record, "extra_info": {**info, "status": "disturbed", "reason": reason}}
 
 
-def interval(median: float, half: float, visits) -> float:
-    """The half-width of a pooled median's interval (``half``, from its rounds: NOTE:
-    [Median precision]) widened to hold the median of every visit: how far a rerun's median
-    may land."""
-    medians = [v["median"] for v in visits or [] if v.get("median") is not None]
-    return max([half, *(abs(m - median) for m in medians)])
+def drift(records) -> float | None:
+    """How far one pair's median moves between visits on this machine during this run: the
+    standard deviation of a visit's log median around its pair's mean, pooled over every
+    pair timed in two visits or more (None when none was)."""
+    squares, dof = 0.0, 0
+    for info in records:
+        medians = [v["median"] for v in info.get("visits") or [] if v.get("median")]
+        if len(medians) < 2:
+            continue
+        logs = [math.log(m) for m in medians]
+        mean = sum(logs) / len(logs)
+        squares += sum((x - mean) ** 2 for x in logs)
+        dof += len(logs) - 1
+    return math.sqrt(squares / dof) if dof else None
+
+
+def interval(median: float, half: float, visits, drift: float | None) -> float:
+    """The half-width of a pooled median's 95% interval: the larger of ``half`` (from its
+    rounds: NOTE: [Median precision]) and what the run's ``drift`` between visits leaves in a
+    mean of this pair's visits, so that it states how far a rerun's median may land."""
+    if drift is None:
+        return half
+    k = max(1, len(visits or []))
+    return max(half, median * (math.exp(1.96 * drift / math.sqrt(k)) - 1))

@@ -30,20 +30,22 @@ def _records(path):
     return {r["param"]: r for r in doc["benchmarks"] + doc["jacbench"]["untimed"]}
 
 
-def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL) -> Journal:
-    """Start a real sweep and send ``stop`` to its runner once ``after`` pairs are journaled.
-    Only the runner gets it: its sweep child must die with it, not go on measuring as an
-    orphan. SIGINT goes to the whole process group instead, as a terminal's Ctrl-C does."""
+def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL, until=None) -> Journal:
+    """Start a real sweep and send ``stop`` to its runner once ``after`` pairs are journaled
+    (or once ``until(journal)`` holds). Only the runner gets it: its sweep child must die with
+    it, not go on measuring as an orphan. SIGINT goes to the whole process group instead, as
+    a terminal's Ctrl-C does."""
+    until = until or (lambda journal: len(journal.results) >= after)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     journal_dir = tmp_path / ".partial"
     deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and done < after:
+    while time.time() < deadline:
         time.sleep(0.2)
         journals = list(journal_dir.glob("*.journal.jsonl")) if journal_dir.exists() else []
-        done = len(Journal.read(journals[0]).results) if journals else 0
+        if journals and until(Journal.read(journals[0])):
+            break
     if stop == signal.SIGINT:
         os.killpg(proc.pid, stop)
     else:
@@ -54,7 +56,7 @@ def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL) -> Journal:
     time.sleep(1.5)
     assert journal.stat().st_size == size  # no orphan is still writing
     before = Journal.read(journal)
-    assert after <= len(before.results) < len(before.pairs)
+    assert after <= len(before.results) and before.remaining()
     assert not list(tmp_path.glob("*.json"))  # no results file: the run did not finish
     return before
 
@@ -86,6 +88,30 @@ def test_the_same_command_resumes_an_unfinished_run(tmp_path):
     assert sorted(_records(final)) == sorted(before.pairs)
     fresh = run_cli(*argv, "--fresh", check=True)  # a finished run is not resumed; --fresh is a new run
     assert "running 6 pairs" in fresh.stderr and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_run_killed_while_it_times_pairs_again_resumes_and_every_pair_has_its_visits(tmp_path):
+    """The standard profile times each fast pair in two visits, the second in a later pass
+    (NOTE: [Visits]); a SIGKILL during that pass loses nothing and redoes no first pass."""
+    argv = ["run", "--profile", "standard", "--device", "cpu", "--cases",
+            "seed-newton,seed-trig,seed-arm2,seed-arm3,seed-powers", "--strategies", "jacrev,jacfwd,test-slow",
+            "--plugin", PLUGIN, "--results-dir", tmp_path]
+    before = _start_and_kill(argv, tmp_path, after=15, until=lambda j: j.passes >= 2 and len(j.retiming) < 10)
+    assert before.passes == 2 and 0 < len(before.retiming) < 10
+    firsts = {p: r["extra_info"]["visits"][0] for p, r in before.results.items()}
+    resumed = run_cli(*argv, check=True)
+    assert "resuming" in resumed.stderr
+    (final,) = tmp_path.glob("*.json")
+    records = _records(final)
+    assert sorted(records) == sorted(before.pairs)
+    for pair, rec in records.items():
+        info = rec["extra_info"]
+        assert info["status"] == "ok", info["reason"]
+        assert info["visits"][0] == firsts[pair] or firsts[pair] in info["retimed"]  # the first visit is kept
+        if "test-slow" in pair:  # slower than a visit's cap: one visit
+            assert len(info["visits"]) == 1
+        elif not info["retimed"]:
+            assert len(info["visits"]) == 2 and len(rec["stats"]["data"]) == sum(v["rounds"] for v in info["visits"])
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])

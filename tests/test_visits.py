@@ -1,0 +1,85 @@
+"""Pairs timed in visits (NOTE: [Visits] in bench.visits): each visit's share of the timing
+rules, joining a later visit to the record so far, the run's drift between visits and the
+intervals it widens. Fake clocks and scripted records: deterministic."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from bench import visits
+from bench.timing import Policy, measure
+from tests.test_timing import FakeClock
+
+
+def test_each_visit_takes_its_share_of_the_rounds_the_cap_and_the_precision():
+    clock = FakeClock([1e-3])
+    t = measure(clock.call, Policy(warmup=0, visits=2, min_rounds=6, precision=0.01), timer=clock)
+    assert len(t.samples) == 3 and t.precise  # half of the 6 rounds, then precise
+    noisy = FakeClock([1e-3, 3e-3])  # never precise: stops at the visit's cap, half the policy's
+    t = measure(noisy.call, Policy(warmup=0, visits=2, min_rounds=3, max_time=0.02, precision=0.0), timer=noisy)
+    assert not t.precise and 0.01 <= sum(t.samples) < 0.01 + 3e-3
+    again = measure(clock.call, Policy(warmup=0, visits=2, min_rounds=6), timer=clock, iterations=7)
+    assert again.iterations == 7  # a later visit keeps the first one's calls per round
+
+
+def _record(samples, visit_list, status="ok", retimed=(), **info):
+    return {"stats": {"data": list(samples), "iterations": 1, "median": sorted(samples)[len(samples) // 2]},
+            "extra_info": {"status": status, "visits": list(visit_list), "retimed": list(retimed),
+                           "cpu": [0.0] * len(samples), "switches": [0] * len(samples), "delay": [0.0] * len(samples),
+                           "disturbed": max((v["disturbed"] for v in visit_list), default=0.0), "peak_bytes": 123,
+                           "work": {"vjps": 4}, **info}}
+
+
+def _visit(median, rounds, disturbed=0.0, started=0.0):
+    return {"median": median, "rounds": rounds, "disturbed": disturbed, "started": started, "seconds": 0.1}
+
+
+def _row(samples, disturbed=0.0, status="ok"):
+    return SimpleNamespace(status=status, samples=list(samples), cpu=[0.0] * len(samples), switches=[0] * len(samples),
+                           delay=[0.0] * len(samples), disturbed=disturbed, started=9.0, seconds=0.2, visits=[],
+                           retimed=[], notes={}, first_call_s=None, peak_bytes=None, jac_bytes=None, work=None,
+                           fallback=False, fallback_ops=[])
+
+
+def test_a_later_visit_joins_the_earlier_rounds_and_keeps_what_only_the_first_measured():
+    before = _record([1.0, 1.1, 0.9], [_visit(1.0, 3)])
+    row = _row([2.0, 2.1])
+    visits.merge(row, before)
+    assert row.samples == [1.0, 1.1, 0.9, 2.0, 2.1]
+    assert [v["rounds"] for v in row.visits] == [3, 2] and row.peak_bytes == 123 and row.work == {"vjps": 4}
+
+
+def test_a_disturbed_visit_is_dropped_for_the_new_one_and_kept_as_evidence():
+    before = _record([1.0, 1.1, 5.0, 6.0], [_visit(1.05, 2), _visit(5.5, 2, disturbed=0.9, started=3.0)])
+    row = _row([1.2, 1.0])
+    visits.merge(row, before)
+    assert row.samples == [1.0, 1.1, 1.2, 1.0]
+    assert [v["median"] for v in row.retimed] == [5.5] and len(row.visits) == 2
+
+
+def test_which_pairs_a_later_pass_times_again():
+    policy = {"visits": 2, "max_time": 0.4}
+    assert visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)]), policy)  # one visit of two
+    assert not visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)]), {"visits": 1, "max_time": 0.4})
+    assert not visits.wanted(_record([0.5] * 3, [_visit(0.5, 3)]), policy)  # slower than a visit's cap
+    assert not visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)], status="wrong"), policy)
+    disturbed = [_visit(1e-3, 5), _visit(2e-3, 5, disturbed=0.8)]
+    assert visits.wanted(_record([1e-3] * 10, disturbed), policy)  # two visits, one disturbed
+    tried = [_visit(3e-3, 5, disturbed=0.9)] * 2
+    assert not visits.wanted(_record([1e-3] * 10, disturbed, retimed=tried), policy)  # retimed enough
+    final = visits.settled(_record([1e-3] * 10, disturbed, retimed=tried))
+    assert final["extra_info"]["status"] == "disturbed" and "90%, 90%, 0%, 80%" in final["extra_info"]["reason"]
+    assert visits.settled(_record([1e-3] * 5, [_visit(1e-3, 5)])) is None
+
+
+def test_the_drift_between_visits_widens_every_interval():
+    # two pairs whose visits differ by a factor e^0.2 and e^-0.2: a drift of 0.2/sqrt(2) in log
+    records = [{"visits": [_visit(1.0, 5), _visit(math.exp(0.2), 5)]},
+               {"visits": [_visit(2.0, 5), _visit(2.0 * math.exp(-0.2), 5)]}, {"visits": [_visit(3.0, 5)]}]
+    drift = visits.drift(records)
+    assert drift == pytest.approx(0.2 / math.sqrt(2))
+    assert visits.interval(1.0, 0.01, records[0]["visits"], drift) == pytest.approx(math.exp(1.96 * 0.1) - 1)
+    assert visits.interval(1.0, 0.5, records[0]["visits"], drift) == 0.5  # the rounds' own is wider
+    assert visits.interval(1.0, 0.01, [], None) == 0.01  # no pair had two visits: nothing to widen by
+    assert visits.drift([{"visits": [_visit(1.0, 5)]}]) is None
