@@ -44,7 +44,7 @@ import torch
 
 import cases
 
-from . import accuracy, audit, measure, state
+from . import accuracy, audit, load, measure, state
 from . import strategies as registry
 from .compiled import memo, signature
 from .measure import Row
@@ -331,14 +331,18 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     names = candidates(kind, strategies, device.type)
     rows = []
     for s in names:
+        watch = load.Watch()
         row = measure.measure_problem(problem, registry.get(s), str(device), advice.dtype, settings)
+        _busy(row, watch)
         rows.append(row)
         if progress:
             progress(row)
     for i, row in enumerate(rows):  # timed while the machine was busy: once more, at the end
         if _disturbed(row):
+            watch = load.Watch()
             again = measure.measure_problem(problem, registry.get(row.strategy), str(device), advice.dtype, settings)
-            if again.status == "ok" and (again.disturbed or 0) < (row.disturbed or 0):
+            _busy(again, watch)
+            if again.status == "ok" and (not _disturbed(again) or (again.disturbed or 0) < (row.disturbed or 0)):
                 rows[i] = again
             rows[i].notes["remeasured"] = True
     advice.rows = _rank(rows)
@@ -350,11 +354,19 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     return _finish(advice, output)
 
 
-def _disturbed(row: Row) -> bool:
-    """A timed row most of whose rounds were disturbed (NOTE: [Disturbance] in ``stats``)."""
-    from .stats import DISTURBED_SHARE
+def _busy(row: Row, watch: "load.Watch") -> None:
+    """Note on the row how many CPUs other work used while it was measured."""
+    other = watch.other()
+    if other is not None:
+        row.notes["busy"] = round(other, 2)
 
-    return row.status == "ok" and (row.disturbed or 0) > DISTURBED_SHARE
+
+def _disturbed(row: Row) -> bool:
+    """A timed row more than a quarter of whose rounds waited for a CPU, or that was measured
+    while other work kept the machine busy (NOTE: [Visits] in ``visits``)."""
+    from .visits import bad
+
+    return row.status == "ok" and bad({"disturbed": row.disturbed, "busy": row.notes.get("busy")})
 
 
 def _finish(advice: Advice, output) -> Advice:

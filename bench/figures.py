@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .html import figure_uri
-from .stats import DISTURBED_SHARE, NOISE_WARNING
+from .stats import NOISE_WARNING
+from .visits import bad
 from .summary import BASELINES, fmt_ratio, fmt_time, geomean
 
 DPI = 100            # figures are drawn at the size they are shown (the page is ~1120 px wide)
@@ -703,9 +704,8 @@ def _timings(row) -> list[dict]:
 
 
 def _disturbed_times(row) -> list[float]:
-    """When a row's disturbed timings started."""
-    return [t["started"] for t in _timings(row)
-            if t.get("started") and pd.to_numeric(t.get("disturbed"), errors="coerce") > DISTURBED_SHARE]
+    """When a row's disturbed timings started (NOTE: [Visits] in ``visits``)."""
+    return [t["started"] for t in _timings(row) if t.get("started") and bad(t)]
 
 
 def load_timeline(samples: list, rows: pd.DataFrame) -> Figure | None:

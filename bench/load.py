@@ -66,6 +66,38 @@ def _sweep_cpu(child: int) -> float:
     return total / _TICK
 
 
+def _tree_cpu() -> float:
+    """CPU seconds used by this process and its children (a compiler's worker pool)."""
+    me, total = str(os.getpid()), 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        if pid == me:
+            total += int(fields[11]) + int(fields[12])
+        elif fields[1] == me:  # its parent is this process
+            total += sum(int(v) for v in fields[11:15])
+    return total / _TICK
+
+
+class Watch:
+    """The CPUs other work used while a block of this process's work ran (``other()``):
+    the sampler's measure, for a single process such as ``advise``. None off Linux."""
+
+    def __init__(self, clock=time.time):
+        self.clock = clock
+        self.start = (clock(), _machine_busy(), _tree_cpu())
+
+    def other(self) -> float | None:
+        then, machine_then, own_then = self.start
+        now, machine = self.clock(), _machine_busy()
+        if machine is None or machine_then is None or now - then < EVERY / 2:
+            return None
+        return max(0.0, (machine - machine_then - (_tree_cpu() - own_then)) / (now - then))
+
+
 def _pressure() -> float | None:
     try:
         with open("/proc/pressure/cpu") as f:
@@ -115,6 +147,13 @@ def read(file: Path) -> list[list]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def during(samples, start: float, end: float) -> float | None:
+    """The CPUs other work used, on average, while something ran from ``start`` to ``end``
+    (unix times): the samples whose second overlaps it; None where none does."""
+    seen = [other for t, other, *_ in samples if other is not None and start < t and t - EVERY < end]
+    return sum(seen) / len(seen) if seen else None
 
 
 def busy_spans(samples, gap: float = 3 * EVERY) -> list[tuple[float, float, float]]:

@@ -19,8 +19,8 @@ import pandas as pd
 from . import html, load, results
 from . import figures as figs
 from .stats import NOISE_WARNING
-from .summary import (BASELINES, missing, approximate, best_per_problem, context_label, contexts,
-                      failures, family_picks, fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, noisy,
+from .summary import (BASELINES, approximate, best_per_problem, context_label, contexts, drift_text, failures,
+                      family_picks, fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing, noisy,
                       timed)
 
 
@@ -374,13 +374,15 @@ class Context:
     heatmaps: list = field(default_factory=list)
     tradeoffs: list = field(default_factory=list)
     noise: object = None
+    drift: str = ""
 
 
 def _context(key: dict, g: pd.DataFrame, styles, columns: list[str]) -> Context:
     ok = timed(g)
     best = best_per_problem(g)
     picks = family_picks(g)
-    ctx = Context(context_label(key), key, len(g), headlines(picks, best), family_table(picks), problem_table(best))
+    ctx = Context(context_label(key), key, len(g), headlines(picks, best), family_table(picks), problem_table(best),
+                  drift=drift_text(g))
     families = list(dict.fromkeys(g["family"]))
     for fam in families:
         f = _figure(f"scaling {fam}", figs.scaling, ok, fam, styles)

@@ -132,17 +132,19 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
         policy = journal.header["settings"]["policy"]
         last = policy.get("visits", 1) + RETIMES
         while not journal.remaining() and journal.passes < last:
+            _mark_busy(journal, journal_path)
             again = [p for p in journal.pairs if visits.wanted(journal.results[p], policy)]
             if not again:
                 break
             disturbed = sum(visits.disturbed(journal.results[p]) for p in again)
             stream.write(f"pass {journal.passes + 1} (of at most {last}): timing {len(again)} pairs again, in a "
                          f"fresh process: {len(again) - disturbed} for another visit, {disturbed} whose timing "
-                         f"other work disturbed\n")
+                         f"other work disturbed (their rounds waited for a CPU, or the machine was busy)\n")
             journal.append({"type": "retime", "pairs": again, "round": journal.passes + 1})
             journal = _run(journal_path, set(again), Progress(len(again), {}, stream=stream, clock=clock),
                            python, log, clock)
         if not journal.remaining():
+            _mark_busy(journal, journal_path)
             for pair in journal.pairs:
                 final = visits.settled(journal.results[pair])
                 if final is not None:
@@ -157,6 +159,15 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     for path in (journal_path, log, load.path(journal_path)):
         Path(path).unlink(missing_ok=True)
     return out
+
+
+def _mark_busy(journal: Journal, journal_path) -> None:
+    """Mark the visits during which the sampled load says the machine was busy (NOTE: [Visits])."""
+    samples = load.read(load.path(journal_path))
+    for pair in journal.pairs:
+        marked = visits.annotated(journal.results[pair], samples)
+        if marked is not None:
+            journal.append({"type": "result", "pair": pair, "record": marked, "replaces": True})
 
 
 def _run(journal_path, target: set, progress, python, log, clock) -> Journal:

@@ -39,7 +39,7 @@ from .stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Ratio, ratio
 
 BASELINES = ("functional", "manual-backward")
 CONTEXT = ["machine", "torch", "device", "dtype"]
-TIE_REACH = 1.5  # a rival slower than this many times the fastest is not bootstrapped for a tie
+TIE_REACH = 3.0  # a rival slower than this many times the fastest is not bootstrapped for a tie
 STATUS_ORDER = ("ok", "disturbed", "wrong", "disputed", "error", "oom", "timeout", "unsupported")
 
 
@@ -139,11 +139,20 @@ def geomean(values) -> float:
 
 def _ratio(a, b) -> Ratio:
     """median(b) / median(a) of two rows, with its bootstrap interval over their rounds
-    (``stats.ratio``); for rows without raw samples, carried from their medians' intervals."""
+    (``stats.ratio``) widened by the run's drift between visits (NOTE: [Visits]); for rows
+    without raw samples, carried from their medians' intervals."""
     sa, sb = a.get("samples"), b.get("samples")
-    if isinstance(sa, list) and isinstance(sb, list) and sa and sb:
-        return ratio(sa, sb, resamples=999)
-    return _geomean_ratio(pd.DataFrame([a]), pd.DataFrame([b]))
+    if not (isinstance(sa, list) and isinstance(sb, list) and sa and sb):
+        return _geomean_ratio(pd.DataFrame([a]), pd.DataFrame([b]))
+    r = ratio(sa, sb, resamples=999)
+    drift = a.get("drift")
+    if missing(drift) or drift is None:
+        return r
+    # each median is a mean of its visits, each of which moves by the drift: add that in quadrature
+    k = [max(1, len(x.get("visits") or []) if isinstance(x.get("visits"), list) else 1) for x in (a, b)]
+    moved = 1.96 * drift * math.sqrt(1 / k[0] + 1 / k[1])
+    half = math.hypot(max(math.log(r.high / r.value), math.log(r.value / r.low)), moved)
+    return Ratio(r.value, r.value * math.exp(-half), r.value * math.exp(half))
 
 
 def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
@@ -157,7 +166,7 @@ def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
         return {prefix + k: None for k in keys}
     g = g.sort_values("median")
     fastest = g.iloc[0]
-    tied, margins = [], {}
+    tied = []
     for _, rival in g.iloc[1:].iterrows():
         if rival["median"] > TIE_REACH * fastest["median"]:
             break
@@ -169,8 +178,10 @@ def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
     rest = g[g["strategy"] != best["strategy"]]
     rec = {k: best.get(k) for k in keys[:8]}
     rec["tied_with"] = ", ".join(r["strategy"] for r in pool if r["strategy"] != best["strategy"])
-    rec["tie_break"] = (f"tied with {fastest['strategy']} within the noise; {best['strategy']} is exact and needs "
-                        f"less memory" if best["strategy"] != fastest["strategy"] else "")
+    rec["tie_break"] = "" if best["strategy"] == fastest["strategy"] else (
+        f"tied with {fastest['strategy']} within the noise; {best['strategy']} " +
+        ("is exact" if fastest.get("approximate") and not best.get("approximate") else
+         f"needs less memory ({fmt_bytes(best.get('peak_bytes'))} against {fmt_bytes(fastest.get('peak_bytes'))})"))
     runner = rest.iloc[0] if len(rest) else None
     rec["runner_up"] = runner["strategy"] if runner is not None else None
     _put(rec, "margin", _ratio(best, runner) if runner is not None else None)
@@ -282,7 +293,7 @@ def noisy(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.iloc[0:0]
     number = lambda col: pd.to_numeric(frame.get(col, pd.Series(index=frame.index, dtype=float)), errors="coerce")
     loud = (number("rel_iqr") > NOISE_WARNING) | (number("stall") > STALL_SPREAD) | (
-        number("disturbed") > DISTURBED_SHARE)
+        number("disturbed") > DISTURBED_SHARE) | (frame["status"] == "disturbed")
     return frame[loud].sort_values("rel_iqr", ascending=False)
 
 
@@ -300,6 +311,16 @@ def _environment_line(g: pd.DataFrame) -> str:
     if not missing(first.get("commit")):
         bits.append(f"commit {str(first['commit'])[:10]}")
     return ", ".join(bits)
+
+
+def drift_text(g: pd.DataFrame) -> str:
+    """What the run's drift between visits (NOTE: [Visits]) does to its numbers, or ''."""
+    drift = pd.to_numeric(g.get("drift", pd.Series(dtype=float)), errors="coerce").dropna()
+    if drift.empty:
+        return ""
+    d = float(drift.max())
+    return (f"Timed in visits: a pair's median moved by {math.exp(d) - 1:.0%} between visits (one standard "
+            f"deviation); every interval and margin below includes that, and strategies within it are a tie.")
 
 
 def _family_table(picks: pd.DataFrame) -> str:
@@ -372,6 +393,9 @@ def render(frame: pd.DataFrame, loads: list | None = None) -> str:
         return lines[0]
     for key, g in contexts(frame):
         lines.append(f"\n== {context_label(key)} ({_environment_line(g)})")
+        moved = drift_text(g)
+        if moved:
+            lines.append(moved)
         best = best_per_problem(g)
         if best.empty:
             lines.append("no correct timed pair")
@@ -401,9 +425,9 @@ def render(frame: pd.DataFrame, loads: list | None = None) -> str:
         retimed = g["retimed"].map(lambda r: bool(r) if isinstance(r, list) else False) if "retimed" in g else []
         if any(retimed):
             kept = int((g["status"] == "disturbed").sum())
-            lines.append(f"{int(sum(retimed))} pairs were timed again because other work held the CPU while they were "
-                         f"timed (more than {DISTURBED_SHARE:.0%} of their rounds waited for one); {kept} stayed "
-                         "disturbed, and are shown but never used")
+            lines.append(f"{int(sum(retimed))} pairs were timed again because other work disturbed them (more than "
+                         f"{DISTURBED_SHARE:.0%} of their rounds waited for a CPU, or other work kept at least "
+                         f"{load.BUSY:g} CPU busy); {kept} stayed disturbed, and are shown but never used")
     for samples in loads or []:
         lines.append("\n" + load.describe(samples))
     return "\n".join(lines)

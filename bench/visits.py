@@ -16,8 +16,14 @@ NOTE: [Visits]
     mean of the pair's visits (:func:`interval`): it states what a rerun may see, not one
     moment's precision.
 
-    A visit more than :data:`stats.DISTURBED_SHARE` of whose rounds waited for a CPU (NOTE:
-    [Disturbance]) is dropped and taken again in a later pass, at most
+    A visit is disturbed when more than :data:`stats.DISTURBED_SHARE` of its rounds waited
+    for a CPU (NOTE: [Disturbance]), or when other work used at least :data:`load.BUSY` of a
+    CPU on average while it ran (NOTE: [Load across the run]). The second catches what the
+    first cannot see: with one torch thread and two CPU-burning processes on a 2-core
+    virtual machine, the pairs whose first visit fell in the burn ran 1.19x slower (median,
+    against an undisturbed run's; 1.04x outside the burn) while their rounds' run-queue
+    delay stayed near zero: the burners slowed the CPU the thread kept (a shared core), not
+    its turn on it. A disturbed visit is dropped and taken again in a later pass, at most
     :data:`stats.RETIMES` times per pair; its evidence stays in the row (``retimed``). A
     pair whose visits are still disturbed after that becomes ``disturbed``: shown, never
     used. Calls slower than a visit's time cap are visited once: they cost the most, and a
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+from .load import BUSY, during
 from .stats import RETIMES, is_disturbed, summarize
 
 FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
@@ -52,10 +59,27 @@ def wanted(record: dict, policy: dict) -> bool:
     return len(visits) < policy.get("visits", 1) and not slow
 
 
+def bad(visit: dict) -> bool:
+    """Whether a visit was disturbed: its rounds waited for a CPU, or the machine was busy."""
+    return is_disturbed(visit.get("disturbed")) or (visit.get("busy") or 0) >= BUSY
+
+
 def disturbed(record: dict) -> bool:
     """Whether one of the visits a pair's record holds was disturbed."""
     info = record["extra_info"]
-    return any(is_disturbed(v["disturbed"]) for v in info.get("visits") or [info])
+    return any(bad(v) for v in info.get("visits") or [info])
+
+
+def annotated(record: dict, samples) -> dict | None:
+    """The record with its visits marked by the load sampled while they ran (``busy``: the
+    CPUs other work used), where that makes one of them disturbed; None otherwise."""
+    info = record["extra_info"]
+    visits = info.get("visits") or []
+    marked = [v if "busy" in v or not v.get("started") else
+              {**v, "busy": during(samples, v["started"], v["started"] + (v.get("seconds") or 0))} for v in visits]
+    if not any(bad(v) and not bad(old) for v, old in zip(marked, visits)):
+        return None
+    return {**record, "extra_info": {**info, "visits": marked}}
 
 
 def merge(row, before: dict) -> None:
@@ -72,7 +96,7 @@ def merge(row, before: dict) -> None:
     start, visits, dropped = 0, [], list(info.get("retimed") or [])
     for v in earlier:
         end = start + v["rounds"]
-        if is_disturbed(v["disturbed"]):
+        if bad(v):
             dropped.append(v)
         else:
             visits.append(v)
@@ -96,9 +120,9 @@ def settled(record: dict) -> dict | None:
     if info["status"] != "ok" or not disturbed(record):
         return None
     tries = [*(info.get("retimed") or []), *(info.get("visits") or [info])]
-    shares = ", ".join(f"{v['disturbed']:.0%}" for v in tries if v.get("disturbed") is not None)
-    reason = (f"other work held the CPU while it was timed, in every try ({shares} of the rounds of its visits "
-              f"waited for a CPU): its time is shown, never used")
+    said = ", ".join(f"{v.get('disturbed') or 0:.0%} of rounds waiting" + (
+        f" beside {v['busy']:.1f} busy CPUs" if (v.get("busy") or 0) >= BUSY else "") for v in tries if bad(v))
+    reason = f"other work disturbed its timing in {len(tries)} tries ({said}): its time is shown, never used"
     return {**record, "extra_info": {**info, "status": "disturbed", "reason": reason}}
 
 

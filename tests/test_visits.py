@@ -69,7 +69,9 @@ def test_which_pairs_a_later_pass_times_again():
     tried = [_visit(3e-3, 5, disturbed=0.9)] * 2
     assert not visits.wanted(_record([1e-3] * 10, disturbed, retimed=tried), policy)  # retimed enough
     final = visits.settled(_record([1e-3] * 10, disturbed, retimed=tried))
-    assert final["extra_info"]["status"] == "disturbed" and "90%, 90%, 0%, 80%" in final["extra_info"]["reason"]
+    reason = final["extra_info"]["reason"]
+    assert final["extra_info"]["status"] == "disturbed" and "in 4 tries" in reason
+    assert "90% of rounds waiting, 90% of rounds waiting, 80% of rounds waiting" in reason
     assert visits.settled(_record([1e-3] * 5, [_visit(1e-3, 5)])) is None
 
 
@@ -83,3 +85,18 @@ def test_the_drift_between_visits_widens_every_interval():
     assert visits.interval(1.0, 0.5, records[0]["visits"], drift) == 0.5  # the rounds' own is wider
     assert visits.interval(1.0, 0.01, [], None) == 0.01  # no pair had two visits: nothing to widen by
     assert visits.drift([{"visits": [_visit(1.0, 5)]}]) is None
+
+
+def test_a_visit_during_which_the_machine_was_busy_is_disturbed_though_no_round_waited():
+    # samples: [time, CPUs other work used, pressure]; busy from t=10 to t=13
+    samples = [[float(t), 1.2 if 10 <= t <= 13 else 0.05, None] for t in range(1, 20)]
+    assert visits.during(samples, 10.2, 12.5) == pytest.approx(1.2) and visits.during(samples, 30, 31) is None
+    quiet = _visit(1e-3, 5, started=3.0)
+    burned = _visit(2e-3, 5, started=10.5)
+    record = _record([1e-3] * 10, [quiet, burned])
+    marked = visits.annotated(record, samples)
+    assert [v["busy"] for v in marked["extra_info"]["visits"]] == [pytest.approx(0.05), pytest.approx(1.2)]
+    assert visits.disturbed(marked) and not visits.disturbed(record)
+    assert visits.annotated(marked, samples) is None  # nothing new to mark
+    assert visits.annotated(_record([1e-3] * 5, [quiet]), samples) is None  # a quiet visit stays as it was
+    assert visits.wanted(marked, {"visits": 2, "max_time": 0.4})  # timed again
