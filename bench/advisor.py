@@ -36,6 +36,7 @@ import math
 import os
 import re
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,15 +45,16 @@ import torch
 
 import cases
 
-from . import accuracy, audit, load, measure, state
+from . import accuracy, audit, load, measure, state, stats, visits
 from . import strategies as registry
 from .compiled import memo, signature
 from .measure import Row
 from .plan import Settings, select_strategies
+from .stats import RETIMES, Ratio
 from .timing import Policy
 
 #: How long each strategy is timed: a quick sweep's budget, enough to rank.
-POLICY = Policy(warmup=1, min_rounds=5, max_time=0.3, precision=0.03)
+POLICY = Policy(warmup=1, visits=2, min_rounds=5, max_time=0.3, precision=0.03)
 #: Strategies of every profile are candidates, except the chunk sweep's intermediate sizes
 #: (a memory/time curve, not a candidate) unless named.
 _SKIP_BY_DEFAULT = re.compile(r"^jac(rev|fwd)-chunk(1|4|64|256)$")
@@ -90,6 +92,7 @@ class Advice:
     device: str = "cpu"
     dtype: str = "float32"
     kind: str = "vector"
+    drift: float | None = None  # how far a median moved between visits (NOTE: [Visits])
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     name: str = "fn"
 
@@ -150,7 +153,9 @@ def _notes_text(row: Row) -> str:
             "remeasured")
     parts = [f"{k}={row.notes[k]}" for k in keep if k in row.notes]
     if _disturbed(row):
-        parts.append(f"disturbed in {row.disturbed:.0%} of rounds")
+        busy = max((v.get("busy") or 0 for v in row.visits), default=0)
+        parts.append(f"disturbed ({row.disturbed:.0%} of rounds waited for a CPU"
+                     + (f", other work used {busy:.1f} CPUs" if busy >= load.BUSY else "") + ")")
     if row.fallback:
         parts.append("vmap fallback: " + ",".join(row.fallback_ops))
     return " ".join(parts)
@@ -329,22 +334,33 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     if checked.note:
         advice.warnings.append(checked.note)
     names = candidates(kind, strategies, device.type)
+    def timed(name: str, before: Row | None = None) -> Row:
+        watch, started = load.Watch(), time.time()
+        row = measure.measure_problem(problem, registry.get(name), str(device), advice.dtype, settings,
+                                      iterations=before.iterations if before else None)
+        row.started, row.seconds = started, time.time() - started
+        _busy(row, watch)
+        if row.status == "ok":
+            row.visits = [visits.visit(row)]
+        if before is not None:
+            visits.merge(row, visits.record_of(before))
+        return row
+
     rows = []
     for s in names:
-        watch = load.Watch()
-        row = measure.measure_problem(problem, registry.get(s), str(device), advice.dtype, settings)
-        _busy(row, watch)
-        rows.append(row)
+        rows.append(timed(s))
         if progress:
-            progress(row)
-    for i, row in enumerate(rows):  # timed while the machine was busy: once more, at the end
-        if _disturbed(row):
-            watch = load.Watch()
-            again = measure.measure_problem(problem, registry.get(row.strategy), str(device), advice.dtype, settings)
-            _busy(again, watch)
-            if again.status == "ok" and (not _disturbed(again) or (again.disturbed or 0) < (row.disturbed or 0)):
-                rows[i] = again
-            rows[i].notes["remeasured"] = True
+            progress(rows[-1])
+    # every timed row visited again once all were timed (NOTE: [Visits]), and those disturbed
+    # timed again at the end: a disturbed visit is dropped for the new one
+    wanted = {"visits": settings.policy.visits, "max_time": settings.policy.max_time}
+    for _ in range(settings.policy.visits - 1 + RETIMES):
+        again = [i for i, row in enumerate(rows) if visits.wanted(visits.record_of(row), wanted)]
+        for i in again:
+            rows[i] = timed(rows[i].strategy, rows[i])
+            if rows[i].retimed:
+                rows[i].notes["remeasured"] = True
+    advice.drift = visits.drift(r.info() for r in rows)
     advice.rows = _rank(rows)
     _conclude(advice)
     if advice.best:
@@ -362,11 +378,9 @@ def _busy(row: Row, watch: "load.Watch") -> None:
 
 
 def _disturbed(row: Row) -> bool:
-    """A timed row more than a quarter of whose rounds waited for a CPU, or that was measured
-    while other work kept the machine busy (NOTE: [Visits] in ``visits``)."""
-    from .visits import bad
-
-    return row.status == "ok" and bad({"disturbed": row.disturbed, "busy": row.notes.get("busy")})
+    """A timed row one of whose visits had more than a quarter of its rounds wait for a CPU,
+    or was measured while other work kept the machine busy (NOTE: [Visits] in ``visits``)."""
+    return row.status == "ok" and visits.disturbed({"extra_info": row.info()})
 
 
 def _finish(advice: Advice, output) -> Advice:
@@ -392,10 +406,10 @@ def _is_exact(row: Row) -> bool:
 
 def _conclude(advice: Advice) -> None:
     """The recommendation, with how sure it is: the winner against the runner-up and against
-    ``functional`` as ratios with 95% bootstrap intervals (``stats.ratio``). Strategies that
-    cannot be told apart from the fastest are a tie within noise, which goes to the one that
-    needs the least memory. Rows still disturbed after re-measuring are shown, never picked."""
-    from .stats import ratio
+    ``functional`` as ratios with 95% bootstrap intervals (``stats.ratio``), widened by the
+    drift between visits. Strategies that cannot be told apart from the fastest are a tie
+    within noise, which goes to the one that needs the least memory. Rows still disturbed
+    after re-measuring are shown, never picked."""
     from .summary import fmt_bytes, fmt_time
 
     ok = advice.ok
@@ -418,22 +432,25 @@ def _conclude(advice: Advice) -> None:
                                  f"(error {usable[0].error:.1e})")
         return
     fastest = exact[0]
-    ties = [r for r in exact[1:] if ratio(fastest.samples, r.samples).tie]
+    def ratio(a: Row, b: Row) -> Ratio:  # NOTE: [Visits]: widened by the drift between visits
+        return visits.widened(stats.ratio(a.samples, b.samples), advice.drift, len(a.visits), len(b.visits))
+
+    ties = [r for r in exact[1:] if ratio(fastest, r).tie]
     best = min([fastest] + ties, key=lambda r: (r.peak_bytes if r.peak_bytes is not None else math.inf))
     advice.best = best.strategy
     med = _median_iqr(best)[0]
     parts = []
     base = advice.row(BASELINE)
     if base is not None and base.status == "ok" and best.strategy != BASELINE and not _disturbed(base):
-        parts.append(f"{ratio(best.samples, base.samples)} faster than torch.autograd.functional.jacobian "
+        parts.append(f"{ratio(best, base)} faster than torch.autograd.functional.jacobian "
                      f"({fmt_time(_median_iqr(base)[0])})")
     rivals = [r for r in [fastest] + ties if r is not best]
     if rivals:
         parts.append(f"a tie within noise with {', '.join(r.strategy for r in rivals)} "
-                     f"({ratio(best.samples, rivals[0].samples)}), which goes to the one that needs the least "
+                     f"({ratio(best, rivals[0])}), which goes to the one that needs the least "
                      f"memory ({fmt_bytes(best.peak_bytes)})")
     elif len(exact) > 1:
-        parts.append(f"{ratio(best.samples, exact[1].samples)} faster than the runner-up {exact[1].strategy}")
+        parts.append(f"{ratio(best, exact[1])} faster than the runner-up {exact[1].strategy}")
     else:
         parts.append("the only correct exact strategy")
     text = f"use {best.strategy}: {fmt_time(med)} per call, " + "; ".join(parts)

@@ -34,7 +34,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from . import load
+from . import load, visits
 from .stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Ratio, ratio
 
 BASELINES = ("functional", "manual-backward")
@@ -144,15 +144,9 @@ def _ratio(a, b) -> Ratio:
     sa, sb = a.get("samples"), b.get("samples")
     if not (isinstance(sa, list) and isinstance(sb, list) and sa and sb):
         return _geomean_ratio(pd.DataFrame([a]), pd.DataFrame([b]))
-    r = ratio(sa, sb, resamples=999)
     drift = a.get("drift")
-    if missing(drift) or drift is None:
-        return r
-    # each median is a mean of its visits, each of which moves by the drift: add that in quadrature
-    k = [max(1, len(x.get("visits") or []) if isinstance(x.get("visits"), list) else 1) for x in (a, b)]
-    moved = 1.96 * drift * math.sqrt(1 / k[0] + 1 / k[1])
-    half = math.hypot(max(math.log(r.high / r.value), math.log(r.value / r.low)), moved)
-    return Ratio(r.value, r.value * math.exp(-half), r.value * math.exp(half))
+    k = [len(x["visits"]) if isinstance(x.get("visits"), list) else 1 for x in (a, b)]
+    return visits.widened(ratio(sa, sb, resamples=999), None if missing(drift) else drift, *k)
 
 
 def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:

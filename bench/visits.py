@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 
 from .load import BUSY, during
-from .stats import RETIMES, is_disturbed, summarize
+from .stats import RETIMES, Ratio, is_disturbed, summarize
 
 FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
 
@@ -43,7 +43,12 @@ FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
 def visit(row) -> dict:
     """The summary of one visit: the row just measured."""
     return {"median": summarize(row.samples).median, "rounds": len(row.samples), "disturbed": row.disturbed,
-            "started": row.started, "seconds": row.seconds}
+            "started": row.started, "seconds": row.seconds, **({"busy": row.notes["busy"]} if "busy" in row.notes else {})}
+
+
+def record_of(row) -> dict:
+    """A measured row as the record :func:`merge` joins a later visit to."""
+    return {"stats": {"data": list(row.samples), "iterations": row.iterations}, "extra_info": row.info()}
 
 
 def wanted(record: dict, policy: dict) -> bool:
@@ -150,3 +155,14 @@ def interval(median: float, half: float, visits, drift: float | None) -> float:
         return half
     k = max(1, len(visits or []))
     return max(half, median * (math.exp(1.96 * drift / math.sqrt(k)) - 1))
+
+
+def widened(r: Ratio, drift: float | None, visits_a: int, visits_b: int) -> Ratio:
+    """A ratio of two medians (``r``, its interval from their rounds) widened by the run's
+    ``drift``: each median is a mean of its visits, each of which moves by the drift, so
+    that movement is added to the interval in quadrature, in logarithms."""
+    if drift is None or r.value <= 0 or r.low <= 0:
+        return r
+    moved = 1.96 * drift * math.sqrt(1 / max(1, visits_a) + 1 / max(1, visits_b))
+    half = math.hypot(max(math.log(r.high / r.value), math.log(r.value / r.low)), moved)
+    return Ratio(r.value, r.value * math.exp(-half), r.value * math.exp(half))
