@@ -325,8 +325,10 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     if module is None and isinstance(fn, torch.nn.Module):
         module = fn
     settings = settings or Settings(profile="advise", policy=POLICY, threads=torch.get_num_threads())
+    usual = load.Watch()  # the load other work keeps up anyway, read while the reference is computed
     problem, advice.reference, advice.warnings = _problem(fn, inputs, kind, module, sparsity, float64, label)
     checked = accuracy.reference(problem, settings.seed)
+    usual = usual.other() or 0.0
     if checked.disputed:  # NOTE: [Reference audit]: nothing can be gated, so nothing is measured
         advice.diagnosis = checked.disputed
         advice.recommendation = f"no recommendation: {advice.diagnosis}"
@@ -339,7 +341,7 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
         row = measure.measure_problem(problem, registry.get(name), str(device), advice.dtype, settings,
                                       iterations=before.iterations if before else None)
         row.started, row.seconds = started, time.time() - started
-        _busy(row, watch)
+        _busy(row, watch, usual)
         if row.status == "ok":
             row.visits = [visits.visit(row)]
         if before is not None:
@@ -370,11 +372,12 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     return _finish(advice, output)
 
 
-def _busy(row: Row, watch: "load.Watch") -> None:
-    """Note on the row how many CPUs other work used while it was measured."""
+def _busy(row: Row, watch: "load.Watch", usual: float) -> None:
+    """Note on the row how many CPUs other work used while it was measured, beyond the
+    ``usual`` (NOTE: [Visits] in ``visits``)."""
     other = watch.other()
     if other is not None:
-        row.notes["busy"] = round(other, 2)
+        row.notes["busy"] = round(max(0.0, other - usual), 2)
 
 
 def _disturbed(row: Row) -> bool:

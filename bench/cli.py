@@ -140,8 +140,11 @@ def cmd_run(args) -> int:
             path, resumed = runner.prepare(pairs, settings, device, results_dir, selection,
                                            fresh=args.fresh, shard=args.shard, plugins=plugins)
             done = len(Journal.read(path).results)
+            again = (f", then a pass timing them again for each of {settings.policy.visits - 1} more visits"
+                     if settings.policy.visits > 1 else "")
             print(f"{'resuming' if resumed else 'running'} {len(pairs)} pairs on {device} "
-                  f"({args.profile} profile, {settings.threads} threads)"
+                  f"({args.profile} profile, {settings.threads} thread{'s' if settings.threads != 1 else ''}{again}; "
+                  f"the ETA is this pass's)"
                   + (f"; {done} already done, --fresh starts over" if resumed else ""), file=sys.stderr)
             written.append(runner.execute(path))
     for path in written:

@@ -49,25 +49,11 @@ def _stat(pid) -> list[str] | None:
         return None
 
 
-def _sweep_cpu(child: int) -> float:
-    """CPU seconds used by this process and by the sweep child's session (the child, its
-    threads, the workers it started, and those of them that have ended)."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        fields = _stat(pid)
-        if fields is None:
-            continue
-        if int(pid) == os.getpid():
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        elif fields[3] == str(child):  # its session: the child started one of its own
-            total += sum(int(v) for v in fields[11:15])  # with its ended children's cutime, cstime
-    return total / _TICK
-
-
-def _tree_cpu() -> float:
-    """CPU seconds used by this process and its children (a compiler's worker pool)."""
+def _own_cpu(field: int, value: str) -> float:
+    """CPU seconds used by this process and by the processes whose ``/proc/<pid>/stat``
+    field ``field`` is ``value``: 1, the parent (a compiler's worker pool); 3, the session
+    (a sweep child, which starts one of its own, with its threads and workers). Those others
+    count with their ended children (cutime, cstime)."""
     me, total = str(os.getpid()), 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -76,8 +62,8 @@ def _tree_cpu() -> float:
         if fields is None:
             continue
         if pid == me:
-            total += int(fields[11]) + int(fields[12])
-        elif fields[1] == me:  # its parent is this process
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        elif fields[field] == value:
             total += sum(int(v) for v in fields[11:15])
     return total / _TICK
 
@@ -88,14 +74,14 @@ class Watch:
 
     def __init__(self, clock=time.time):
         self.clock = clock
-        self.start = (clock(), _machine_busy(), _tree_cpu())
+        self.start = (clock(), _machine_busy(), _own_cpu(1, str(os.getpid())))
 
     def other(self) -> float | None:
         then, machine_then, own_then = self.start
         now, machine = self.clock(), _machine_busy()
         if machine is None or machine_then is None or now - then < EVERY / 2:
             return None
-        return max(0.0, (machine - machine_then - (_tree_cpu() - own_then)) / (now - then))
+        return max(0.0, (machine - machine_then - (_own_cpu(1, str(os.getpid())) - own_then)) / (now - then))
 
 
 def _pressure() -> float | None:
@@ -122,7 +108,7 @@ class Sampler:
         machine = _machine_busy()
         if machine is None:
             return
-        own = _sweep_cpu(child)
+        own = _own_cpu(3, str(child))
         if self.last is not None and self.last[3] == child:  # a new child's CPU time starts over
             then, machine_then, own_then, _ = self.last
             other = max(0.0, (machine - machine_then - (own - own_then)) / (now - then))
@@ -154,6 +140,14 @@ def during(samples, start: float, end: float) -> float | None:
     (unix times): the samples whose second overlaps it; None where none does."""
     seen = [other for t, other, *_ in samples if other is not None and start < t and t - EVERY < end]
     return sum(seen) / len(seen) if seen else None
+
+
+def baseline(samples) -> float:
+    """The load a run lives with: the 25th percentile of the CPUs other work used. Work that
+    was there all along (a neighbour's steady job, a hypervisor's steady steal) slows every
+    timing alike and is no reason to time one again; what rises above it is."""
+    others = sorted(other for _, other, *_ in samples if other is not None)
+    return others[len(others) // 4] if others else 0.0
 
 
 def busy_spans(samples, gap: float = 3 * EVERY) -> list[tuple[float, float, float]]:

@@ -141,8 +141,8 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
                          f"fresh process: {len(again) - disturbed} for another visit, {disturbed} whose timing "
                          f"other work disturbed (their rounds waited for a CPU, or the machine was busy)\n")
             journal.append({"type": "retime", "pairs": again, "round": journal.passes + 1})
-            journal = _run(journal_path, set(again), Progress(len(again), {}, stream=stream, clock=clock),
-                           python, log, clock)
+            journal = _run(journal_path, set(again), Progress(len(again), {}, stream=stream, clock=clock,
+                                                              label=f"pass {journal.passes + 1} "), python, log, clock)
         if not journal.remaining():
             _mark_busy(journal, journal_path)
             for pair in journal.pairs:
@@ -366,8 +366,8 @@ class Progress:
     """
 
     def __init__(self, total: int, done: dict, *, pace: tuple[float, int] = (0.0, 0), stream=sys.stderr,
-                 clock=time.monotonic):
-        self.total, self.stream, self.clock = total, stream, clock
+                 clock=time.monotonic, label: str = ""):
+        self.total, self.stream, self.clock, self.label = total, stream, clock, label
         self.done_before, self.pace = len(done), pace
         self.seen = set(done)
         self.counts = Counter(r["extra_info"]["status"] for r in done.values())
@@ -409,7 +409,7 @@ class Progress:
         tallies = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1]))
         detail = info.get("reason", "")[:60] if info["status"] != "ok" else ""
         self.stream.write(
-            f"[{self.done:>{width}}/{self.total}] {info['status']:<11} {pair.label()}"
+            f"{self.label}[{self.done:>{width}}/{self.total}] {info['status']:<11} {pair.label()}"
             f"{'  ' + detail if detail else ''}  | {_clock_text(self.session_elapsed())} elapsed, "
             f"ETA {_clock_text(eta) if eta is not None else '?'} | {tallies}\n")
         self.stream.flush()

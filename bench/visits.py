@@ -18,7 +18,8 @@ NOTE: [Visits]
 
     A visit is disturbed when more than :data:`stats.DISTURBED_SHARE` of its rounds waited
     for a CPU (NOTE: [Disturbance]), or when other work used at least :data:`load.BUSY` of a
-    CPU on average while it ran (NOTE: [Load across the run]). The second catches what the
+    CPU on average while it ran, beyond what it used all along (NOTE: [Load across the run];
+    a steady load slows every timing alike, and timing again would not escape it). The second catches what the
     first cannot see: with one torch thread and two CPU-burning processes on a 2-core
     virtual machine, the pairs whose first visit fell in the burn ran 1.19x slower (median,
     against an undisturbed run's; 1.04x outside the burn) while their rounds' run-queue
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import math
 
-from .load import BUSY, during
+from .load import BUSY, baseline, during
 from .stats import RETIMES, Ratio, is_disturbed, summarize
 
 FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
@@ -42,8 +43,9 @@ FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
 
 def visit(row) -> dict:
     """The summary of one visit: the row just measured."""
+    busy = {"busy": row.notes["busy"]} if "busy" in row.notes else {}  # advise's own reading of the load
     return {"median": summarize(row.samples).median, "rounds": len(row.samples), "disturbed": row.disturbed,
-            "started": row.started, "seconds": row.seconds, **({"busy": row.notes["busy"]} if "busy" in row.notes else {})}
+            "started": row.started, "seconds": row.seconds, **busy}
 
 
 def record_of(row) -> dict:
@@ -77,11 +79,17 @@ def disturbed(record: dict) -> bool:
 
 def annotated(record: dict, samples) -> dict | None:
     """The record with its visits marked by the load sampled while they ran (``busy``: the
-    CPUs other work used), where that makes one of them disturbed; None otherwise."""
+    CPUs other work used beyond the run's :func:`load.baseline`), where that makes one of
+    them disturbed; None otherwise."""
     info = record["extra_info"]
     visits = info.get("visits") or []
-    marked = [v if "busy" in v or not v.get("started") else
-              {**v, "busy": during(samples, v["started"], v["started"] + (v.get("seconds") or 0))} for v in visits]
+    usual = baseline(samples)
+
+    def busy(v):
+        seen = during(samples, v["started"], v["started"] + (v.get("seconds") or 0))
+        return None if seen is None else max(0.0, seen - usual)
+
+    marked = [v if "busy" in v or not v.get("started") else {**v, "busy": busy(v)} for v in visits]
     if not any(bad(v) and not bad(old) for v, old in zip(marked, visits)):
         return None
     return {**record, "extra_info": {**info, "visits": marked}}
