@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench import load, results, summary
+from bench import load, results, summary, visits
 from bench.journal import Journal
 from tests.conftest import ROOT, burning, run_cli
 
@@ -75,8 +75,8 @@ def test_a_burn_halfway_through_a_sweep_is_flagged_timed_again_seen_in_the_load_
     assert "whose timing other work disturbed" in err, err[-2000:]
     for _, row in within.iterrows():
         assert row["retimed"], f"{row['problem']} {row['strategy']} ran during the burn and was not timed again"
-    for _, row in retimed.iterrows():
-        assert row["retimed"][0]["disturbed"] > 0.25, row["retimed"]
+    for _, row in retimed.iterrows():  # its rounds waited for a CPU, or the load says the machine was busy
+        assert visits.bad(row["retimed"][0]), row["retimed"]
 
     # the load sampled across the run saw the burn
     doc = json.loads(path.read_text())
