@@ -37,8 +37,11 @@ def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL, until=None)
     a terminal's Ctrl-C does."""
     until = until or (lambda journal: len(journal.results) >= after)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
+    # a terminal's Ctrl-C reaches a runner that handles SIGINT, even where these tests were
+    # started in the background of a shell, which ignores it (and children inherit that)
     proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal_dir = tmp_path / ".partial"
     deadline = time.time() + 120
     while time.time() < deadline:
