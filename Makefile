@@ -14,7 +14,7 @@ TORCH_VERSIONS ?= 2.12.1 2.13.0
 BASE ?= $(word 2,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 NEW  ?= $(word 1,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 
-.PHONY: install bench report summary compare bench-matrix test clean browser
+.PHONY: install bench report summary compare bench-matrix test lint clean browser
 
 # A venv that sees the system's packages, so a GPU machine's CUDA build of torch is reused;
 # where there is no torch, the pinned (overridable) TORCH version is installed.
@@ -57,6 +57,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# The layering of bench/ by stage (pyproject.toml's import contract); also a test of `make test`.
+lint: install
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .venvs build *.egg-info .pytest_cache $(RESULTS)/.partial

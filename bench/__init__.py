@@ -18,7 +18,7 @@ _LAZY = ("advise", "jacobian", "choice")
 
 def __getattr__(name):
     if name in _LAZY:
-        from . import advisor  # imports torch
+        from bench import advisor  # imports torch
 
         return getattr(advisor, name)
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The advisor: which way of computing a Jacobian is fastest for *your* function, measured.
 
 ``advise(fn, *inputs)`` runs every applicable strategy on the user's own function and inputs
-through the sweep's own per-pair machinery (``measure.measure_problem``: the float64
+through the sweep's own per-pair machinery (``pair.measure_problem``: the float64
 correctness gate, memory, work, adaptive timing) on an ad-hoc, unregistered
 :class:`cases.Problem`, and returns an :class:`Advice`: the ranked rows and a one-line
 recommendation with the measured speedup. ``jacobian(fn, *inputs, strategy="auto")`` uses
@@ -14,13 +14,13 @@ NOTE: [Advisor reference]
     converted with ``.to(float64)``; a plain function is simply called with float64 inputs
     (``advise(..., float64=(fn64, inputs64))`` supplies a float64 twin where that cannot
     work, e.g. a closure over float32 weights). The reference is then float64 autograd on
-    the CPU, by loops (``accuracy.reference``). Where the function does not run in float64
+    the CPU, by loops (``kinds.reference``). Where the function does not run in float64
     (it raises, or returns another dtype), the reference falls back to the same loops
     through the function *in its own dtype and device*, cast to float64 afterwards; this is
     said in :attr:`Advice.reference` and in the output. Such a reference shares the
     function's own rounding, so it can confirm that strategies agree, not that they are
     accurate to float64. Either way the reference is audited against finite differences of
-    the function (NOTE: [Reference audit] in ``audit``): where they disagree, nothing is
+    the function (NOTE: [Reference audit] in ``bench.gate.audit``): where they disagree, nothing is
     measured and nothing recommended, and :func:`jacobian` raises with the diagnosis. A
     strategy named to :func:`jacobian` has its own result audited the same way, once per
     input signature.
@@ -29,13 +29,9 @@ NOTE: [Advisor reference]
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import itertools
 import math
-import os
 import re
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,13 +41,15 @@ import torch
 
 import cases
 
-from . import accuracy, audit, load, measure, state, stats, visits
-from . import strategies as registry
-from .compiled import memo, signature
-from .measure import Row
-from .plan import Settings, select_strategies
-from .stats import RETIMES, Ratio
-from .timing import Policy
+from bench import kinds, strategies as registry
+from bench.analysis import load, stats, visits
+from bench.analysis.schema import Row, Status, status_rank
+from bench.analysis.stats import RETIMES, Ratio
+from bench.gate import accuracy, audit, state
+from bench.measure import pair
+from bench.measure.timing import Policy
+from bench.strategies.memo import memo, signature
+from bench.sweep.plan import Settings, select_strategies
 
 #: How long each strategy is timed: a quick sweep's budget, enough to rank.
 POLICY = Policy(warmup=1, visits=2, min_rounds=5, max_time=0.3, precision=0.03)
@@ -71,7 +69,7 @@ class Advice:
     """What the advisor measured and concluded.
 
     Attributes:
-        rows: one :class:`measure.Row` per strategy tried, ranked: correct ones fastest first,
+        rows: one :class:`Row` per strategy tried, ranked: correct ones fastest first,
             then the others by status.
         best: the fastest correct *exact* strategy, or None.
         fastest: the fastest correct strategy, finite differences included, or None.
@@ -98,21 +96,21 @@ class Advice:
 
     @property
     def ok(self) -> list[Row]:
-        return [r for r in self.rows if r.status == "ok"]
+        return [r for r in self.rows if r.status == Status.OK]
 
     def row(self, strategy: str) -> Row | None:
         return next((r for r in self.rows if r.strategy == strategy), None)
 
     def table(self) -> str:
         """The ranked table, plain text."""
-        from .summary import fmt_bytes, fmt_time
+        from bench.analysis.formats import fmt_bytes, fmt_time
 
         head = ("rank", "strategy", "status", "median", "IQR", "first call", "peak mem", "error", "notes / reason")
         lines = []
         for i, r in enumerate(self.rows, 1):
             med, iqr = _median_iqr(r)
-            extra = r.reason if r.status != "ok" else _notes_text(r)
-            lines.append((str(i) if r.status == "ok" else "-", r.strategy, r.status, fmt_time(med), fmt_time(iqr),
+            extra = r.reason if r.status != Status.OK else _notes_text(r)
+            lines.append((str(i) if r.status == Status.OK else "-", r.strategy, r.status, fmt_time(med), fmt_time(iqr),
                           fmt_time(r.first_call_s), fmt_bytes(r.peak_bytes),
                           f"{r.error:.1e}" if r.error is not None else "-", extra))
         widths = [max(len(h), *(len(l[k]) for l in lines)) if lines else len(h) for k, h in enumerate(head)]
@@ -142,7 +140,7 @@ class Advice:
 def _median_iqr(row: Row) -> tuple[float | None, float | None]:
     if not row.samples:
         return None, None
-    from .stats import summarize
+    from bench.analysis.stats import summarize
 
     s = summarize(row.samples)
     return s.median, s.iqr
@@ -177,7 +175,7 @@ def diagnose(fn, inputs) -> str | None:
             warnings.simplefilter("ignore")  # torch.tensor(tensor) warns; the diagnosis says more
             out = fn(*xs)
     except Exception as exc:  # noqa: BLE001 - the user's function, reported in one line
-        return f"calling the function raised {measure.one_line(exc)}"
+        return f"calling the function raised {pair.one_line(exc)}"
     if not isinstance(out, torch.Tensor):
         hint = {
             tuple: "return one tensor (torch.cat or torch.stack the outputs)",
@@ -214,12 +212,12 @@ def _float64_twin(fn, inputs, float64) -> tuple[object, tuple, str | None]:
             try:
                 fn64 = copy.deepcopy(fn).to("cpu", torch.float64)
             except Exception as exc:  # noqa: BLE001 - an uncopyable module: say so, fall back
-                return None, None, f"the module cannot be copied to float64 ({measure.one_line(exc)})"
+                return None, None, f"the module cannot be copied to float64 ({pair.one_line(exc)})"
     try:
         with torch.no_grad():
             out = fn64(*xs64)
     except Exception as exc:  # noqa: BLE001
-        return None, None, f"it does not run on float64 CPU inputs ({measure.one_line(exc)})"
+        return None, None, f"it does not run on float64 CPU inputs ({pair.one_line(exc)})"
     if not isinstance(out, torch.Tensor) or out.dtype != torch.float64:
         got = _dtype_name(out.dtype) if isinstance(out, torch.Tensor) else type(out).__name__
         return None, None, f"given float64 inputs it returns {got} (constants or casts inside are not float64)"
@@ -259,7 +257,7 @@ def _problem(fn, inputs, kind: str, module, sparsity, float64, label: str):
 
     with torch.no_grad():
         out = fn(*inputs)
-    batch = inputs[0].shape[0] if kind == "batched" else 1
+    batch = kinds.get(kind).batch(inputs)
     n = sum(x.numel() for x in inputs) // batch
     m = out.numel() // batch
     problem = cases.Problem(f"user-{label}-{next(_COUNTER)}", "user", kind, n=n, m=m, builder=builder,
@@ -277,7 +275,7 @@ def candidates(kind: str, patterns=None, device_type: str = "cpu") -> list[str]:
     if patterns:
         return select_strategies(patterns)  # named: tried, and an unsupported kind is a row
     return [n for n, s in registry.STRATEGIES.items() if not _SKIP_BY_DEFAULT.match(n)
-            and s.unsupported(kind) is None and ("cudagraph" not in n or device_type == "cuda")]
+            and kinds.unsupported(s, kind) is None and ("cudagraph" not in n or device_type == "cuda")]
 
 
 def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | None = None,
@@ -310,8 +308,9 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
         raise ValueError("advise(fn, *inputs) needs at least one input tensor")
     label = name or getattr(fn, "__name__", None) or type(fn).__name__
     kind = kind or ("vector" if len(inputs) == 1 else "multi")
-    if kind not in cases.KINDS or kind == "penalty":
-        raise ValueError(f"unknown kind {kind!r}; choose from vector, multi, batched, params")
+    advisable = [k for k, v in kinds.KINDS.items() if v.advisable]
+    if kind not in advisable:
+        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(advisable)}")
     first = inputs[0] if isinstance(inputs[0], torch.Tensor) else torch.empty(0)
     device, dtype = first.device, first.dtype
     advice = Advice(device=str(device), dtype=_dtype_name(dtype), kind=kind,
@@ -327,7 +326,7 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     settings = settings or Settings(profile="advise", policy=POLICY, threads=torch.get_num_threads())
     usual = load.Watch()  # the load other work keeps up anyway, read while the reference is computed
     problem, advice.reference, advice.warnings = _problem(fn, inputs, kind, module, sparsity, float64, label)
-    checked = accuracy.reference(problem, settings.seed)
+    checked = kinds.reference(problem, settings.seed)
     usual = usual.other() or 0.0
     if checked.disputed:  # NOTE: [Reference audit]: nothing can be gated, so nothing is measured
         advice.diagnosis = checked.disputed
@@ -338,11 +337,11 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     names = candidates(kind, strategies, device.type)
     def timed(name: str, before: Row | None = None) -> Row:
         watch, started = load.Watch(), time.time()
-        row = measure.measure_problem(problem, registry.get(name), str(device), advice.dtype, settings,
+        row = pair.measure_problem(problem, registry.get(name), str(device), advice.dtype, settings,
                                       iterations=before.iterations if before else None)
         row.started, row.seconds = started, time.time() - started
         _busy(row, watch, usual)
-        if row.status == "ok":
+        if row.status == Status.OK:
             row.visits = [visits.visit(row)]
         if before is not None:
             visits.merge(row, visits.record_of(before))
@@ -374,7 +373,7 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
 
 def _busy(row: Row, watch: "load.Watch", usual: float) -> None:
     """Note on the row how many CPUs other work used while it was measured, beyond the
-    ``usual`` (NOTE: [Visits] in ``visits``)."""
+    ``usual`` (NOTE: [Visits] in ``bench.analysis.visits``)."""
     other = watch.other()
     if other is not None:
         row.notes["busy"] = round(max(0.0, other - usual), 2)
@@ -382,8 +381,8 @@ def _busy(row: Row, watch: "load.Watch", usual: float) -> None:
 
 def _disturbed(row: Row) -> bool:
     """A timed row one of whose visits had more than a quarter of its rounds wait for a CPU,
-    or was measured while other work kept the machine busy (NOTE: [Visits] in ``visits``)."""
-    return row.status == "ok" and visits.disturbed({"extra_info": row.info()})
+    or was measured while other work kept the machine busy (NOTE: [Visits] in ``bench.analysis.visits``)."""
+    return row.status == Status.OK and visits.disturbed({"extra_info": row.info()})
 
 
 def _finish(advice: Advice, output) -> Advice:
@@ -392,13 +391,10 @@ def _finish(advice: Advice, output) -> Advice:
     return advice
 
 
-_STATUS_RANK = {s: i for i, s in enumerate(("ok", "disturbed", "wrong", "disputed", "error", "oom", "timeout", "unsupported"))}
-
-
 def _rank(rows: list[Row]) -> list[Row]:
     def key(r):
         med, _ = _median_iqr(r)
-        return (_STATUS_RANK.get(r.status, 9), med if med is not None else math.inf, r.strategy)
+        return (status_rank(r.status), med if med is not None else math.inf, r.strategy)
 
     return sorted(rows, key=key)
 
@@ -413,7 +409,7 @@ def _conclude(advice: Advice) -> None:
     drift between visits. Strategies that cannot be told apart from the fastest are a tie
     within noise, which goes to the one that needs the least memory. Rows still disturbed
     after re-measuring are shown, never picked."""
-    from .summary import fmt_bytes, fmt_time
+    from bench.analysis.formats import fmt_bytes, fmt_time
 
     ok = advice.ok
     calm = [r for r in ok if not _disturbed(r)]
@@ -444,7 +440,7 @@ def _conclude(advice: Advice) -> None:
     med = _median_iqr(best)[0]
     parts = []
     base = advice.row(BASELINE)
-    if base is not None and base.status == "ok" and best.strategy != BASELINE and not _disturbed(base):
+    if base is not None and base.status == Status.OK and best.strategy != BASELINE and not _disturbed(base):
         parts.append(f"{ratio(best, base)} faster than torch.autograd.functional.jacobian "
                      f"({fmt_time(_median_iqr(base)[0])})")
     rivals = [r for r in [fastest] + ties if r is not best]
@@ -525,7 +521,7 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
             raise ValueError(f"none of the correct strategies ({', '.join(cache[key])}) supports create_graph")
         strategy = ranked[0]
     chosen = registry.get(strategy)
-    reason = chosen.unsupported(kind)
+    reason = kinds.unsupported(chosen, kind)
     if reason:
         raise ValueError(reason)
     if create_graph and not chosen.create_graph:
@@ -539,7 +535,7 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
     except Exception as exc:
         cuts = audit.cuts_text(audit.watch(fn, inputs)[0])
         if cuts:  # the failure's cause, in the user's code
-            raise ValueError(f"{strategy} failed ({measure.one_line(exc)}): part of f is cut from the autograd "
+            raise ValueError(f"{strategy} failed ({pair.one_line(exc)}): part of f is cut from the autograd "
                              f"graph by {cuts}") from exc
         raise
     _verify(fn, inputs, blocks, chosen, kind, advise_options.get("float64"))
@@ -560,151 +556,15 @@ def _verify(fn, inputs, blocks, strategy, kind: str, float64) -> None:
             fn64, xs64 = fn, tuple(x.detach() for x in inputs)
         floor = accuracy.FD_CEILING if strategy.fd_order else accuracy.tolerance(dtype, 0, None)
         with state.kept():
-            found = accuracy.audit_blocks(fn64, xs64, blocks, kind, source=f"{strategy.name}'s Jacobian",
+            found = kinds.get(kind).audit(fn64, xs64, blocks, source=f"{strategy.name}'s Jacobian",
                                           precision=precision, floor=floor)
         seen[key] = found.disputed
     if seen[key]:
         raise ValueError(seen[key])
 
 
-# --- the command -----------------------------------------------------------------------------
-
-
-def _load_target(target: str):
-    """``module:attr`` or ``path/to/file.py:attr`` -> the object."""
-    if ":" not in target:
-        raise ValueError(f"advise takes MODULE:FUNCTION (e.g. mymodel:f), not {target!r}")
-    where, _, attr = target.rpartition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # a console script does not put the cwd on the path
-    try:
-        if where.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(Path(where).stem, where)
-            if spec is None or not Path(where).is_file():
-                raise ImportError(f"no file {where}")
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-        else:
-            mod = importlib.import_module(where)
-    except Exception as exc:  # noqa: BLE001 - the user's module: one line
-        raise ValueError(f"cannot import {where!r}: {measure.one_line(exc)}") from None
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            public = sorted(n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n)))
-            raise ValueError(f"{where} has no {attr!r}; callables there: {', '.join(public[:20]) or 'none'}")
-        obj = getattr(obj, part)
-    if isinstance(obj, type):
-        if not issubclass(obj, torch.nn.Module):
-            raise ValueError(f"{target} is a class but not an nn.Module; give a function or a module class")
-        try:
-            obj = obj()
-        except TypeError as exc:
-            raise ValueError(f"{target} cannot be built without arguments ({exc}); "
-                             "give a module-level function or instance instead") from None
-    if not callable(obj):
-        raise ValueError(f"{target} is a {type(obj).__name__}, not a function or module")
-    return obj
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        shape = ()
-    if not shape or any(v <= 0 for v in shape):
-        raise ValueError(f"--input-shape takes positive sizes such as 64 or 3,32,32, not {text!r}")
-    return shape
-
-
-def build_inputs(obj, shape, batch, wrt, device, dtype, seed: int = 0):
-    """The function, inputs, kind and float64 twin that the command measures."""
-    gen = torch.Generator().manual_seed(seed)
-    full = ((batch,) if batch else ()) + shape
-    x64 = torch.randn(full, generator=gen, dtype=torch.float64)
-    x = x64.to(device, dtype)
-    is_module = isinstance(obj, torch.nn.Module)
-    if is_module:
-        obj = obj.to(device, dtype).eval()
-    if wrt == "params":
-        if not is_module:
-            raise ValueError("--wrt params needs an nn.Module (module:Class or an instance)")
-        names = [k for k, p in obj.named_parameters() if p.is_floating_point()]
-        if not names:
-            raise ValueError("the module has no floating-point parameters")
-        obj64 = copy.deepcopy(obj).to("cpu", torch.float64)
-
-        def over(module, inp):
-            def f(*params):
-                return torch.func.functional_call(module, dict(zip(names, params)), (inp,))
-            f.__name__ = f"{type(module).__name__}-params"
-            return f
-
-        params = tuple(dict(obj.named_parameters())[k].detach() for k in names)
-        params64 = tuple(dict(obj64.named_parameters())[k].detach() for k in names)
-        return over(obj, x), params, "params", (over(obj64, x64), params64)
-    return obj, (x,), ("batched" if batch else "vector"), None
-
-
-def command(args) -> int:
-    """``jacbench advise MODULE:FUNCTION --input-shape ...``: print the ranked table and the
-    recommendation; 0 with a recommendation, 1 where the function cannot be measured."""
-    from .cli import default_threads, devices
-
-    devices(args.device)  # a one-line error where CUDA is asked for and absent
-    torch.set_num_threads(args.threads or default_threads())
-    obj = _load_target(args.target)
-    dtype = getattr(torch, args.dtype)
-    if args.batch is not None and args.batch <= 0:
-        raise ValueError(f"--batch takes a positive size, not {args.batch}")
-    fn, inputs, kind, float64 = build_inputs(obj, _shape(args.input_shape), args.batch, args.wrt, args.device, dtype)
-    names = candidates(kind, args.strategies, args.device)
-    print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}, "
-          f"{torch.get_num_threads()} threads); compiled ones take seconds to compile", file=sys.stderr)
-
-    def progress(row: Row) -> None:
-        med, _ = _median_iqr(row)
-        from .summary import fmt_time
-
-        print(f"  {row.strategy:<24} {row.status:<11} {fmt_time(med) if med else row.reason[:90]}", file=sys.stderr)
-
-    advice = advise(fn, *inputs, strategies=args.strategies, kind=kind, float64=float64, name=args.target,
-                    progress=progress, output=args.output)
-    print(advice)
-    if args.output:
-        print(f"wrote {args.output}")
-    return 0 if advice.best or advice.fastest else 1
-
-
-# --- HTML ----------------------------------------------------------------------------------
-
-_TEMPLATE = """{% extends "base.html.j2" %}
-{% block title %}jacbench advise: {{ a.name }}{% endblock %}
-{% block body %}
-<h1>Which Jacobian strategy for {{ a.name }}?</h1>
-<p class="lead">{{ a.kind }} Jacobian of inputs {{ shapes }} on {{ a.device }}, {{ a.dtype }};
-torch {{ torch_version }}, {{ threads }} threads. Every strategy was gated against the reference, then timed.</p>
-<p><strong>{{ a.recommendation }}</strong></p>
-{% if a.reference %}<p class="muted">Reference: {{ a.reference }}</p>{% endif %}
-{% for w in a.warnings %}<p class="status-wrong">Warning: {{ w }}</p>{% endfor %}
-{% if figure %}<figure><img src="{{ figure }}" alt="median time per strategy">
-<figcaption>Median time per call of each correct strategy, fastest at the top; the bar spans the
-interquartile range of the raw samples. Shorter is better.</figcaption></figure>{% endif %}
-{% if rows %}
-<table class="sortable"><thead><tr><th>rank</th><th>strategy</th><th>status</th><th class="num">median (s)</th>
-<th class="num">IQR (s)</th><th class="num">first call (s)</th><th class="num">peak bytes</th><th class="num">error</th>
-<th>notes / reason</th></tr></thead><tbody>
-{% for r in rows %}<tr><td class="num">{{ r.rank }}</td><td>{{ r.strategy }}</td>
-<td class="status-{{ r.status }}">{{ r.status }}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.iqr }}</td>
-<td class="num">{{ r.first }}</td><td class="num">{{ r.peak }}</td><td class="num">{{ r.error }}</td><td>{{ r.extra }}</td></tr>
-{% endfor %}</tbody></table>
-{% endif %}
-{% endblock %}
-"""
-
-
 def _html(advice: Advice) -> str:
-    from . import html
+    from bench.render import advice as page
 
     def num(v, fmt="{:.3g}"):
         return "" if v is None else fmt.format(v)
@@ -712,35 +572,8 @@ def _html(advice: Advice) -> str:
     rows = []
     for i, r in enumerate(advice.rows, 1):
         med, iqr = _median_iqr(r)
-        rows.append(dict(rank=i if r.status == "ok" else "", strategy=r.strategy, status=r.status,
+        rows.append(dict(rank=i if r.status == Status.OK else "", strategy=r.strategy, status=r.status,
                          median=num(med), iqr=num(iqr), first=num(r.first_call_s), peak=num(r.peak_bytes, "{}"),
-                         error=num(r.error, "{:.1e}"), extra=r.reason if r.status != "ok" else _notes_text(r)))
-    shapes = "[" + ", ".join("x".join(map(str, s)) for s in advice.shapes) + "]"
-    return html.environment().from_string(_TEMPLATE).render(
-        a=advice, rows=rows, shapes=shapes, figure=_figure(advice), torch_version=torch.__version__,
-        threads=torch.get_num_threads())
-
-
-def _figure(advice: Advice) -> str | None:
-    ok = advice.ok
-    if not ok:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        return None
-    from . import html
-    from .stats import summarize
-
-    stats = [summarize(r.samples) for r in ok]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ok) + 1.2))
-    y = range(len(ok))[::-1]
-    ax.barh(list(y), [s.median for s in stats], color="#2859c5",
-            xerr=[[s.median - s.q1 for s in stats], [s.q3 - s.median for s in stats]])
-    ax.set_yticks(list(y), [r.strategy for r in ok])
-    ax.set_xscale("log")
-    ax.set_xlabel("median seconds per call (log scale)")
-    return html.figure_uri(fig)
+                         error=num(r.error, "{:.1e}"), extra=r.reason if r.status != Status.OK else _notes_text(r)))
+    return page.render(advice, rows, [(r.strategy, r.samples) for r in advice.ok], torch_version=torch.__version__,
+                       threads=torch.get_num_threads())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib
+import importlib.util
 import os
 import signal
 import sys
 import warnings
 from pathlib import Path
-
-
 
 # Checked where they are used (cases.select, plan.check_dtypes), with one-line errors that list
 # the choices; the parser does not import them, so report and summary run without torch.
@@ -36,43 +37,13 @@ def positive(text: str) -> int:
     return value
 
 
-def cpus() -> int:
-    """The CPUs this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def default_threads() -> int:
-    """Torch threads for a CPU sweep or ``advise``: one CPU fewer than this process may use.
-
-    Measured on a 2-core machine (README, "Threads"): on a quiet machine 2 threads and 1 ran
-    within 0.82-1.22x of each other (geometric mean 1.0); beside one other busy process, 2
-    threads were 1.1-2.8x slower than 1 (a parallel op waits for its descheduled thread),
-    while 1 thread lost at most a third. The CPU left free takes the runner, the system and
-    a neighbour's process."""
-    return max(1, cpus() - 1)
-
-
-def devices(choice: str) -> list[str]:
-    import torch
-
-    have_cuda = torch.cuda.is_available()
-    if choice == "cuda" and not have_cuda:
-        raise ValueError(f"CUDA is not available here (torch {torch.__version__}, no GPU visible); use --device cpu")
-    if choice == "all":
-        return ["cpu"] + (["cuda"] if have_cuda else [])
-    return [choice]
-
-
 # --- list ----------------------------------------------------------------------------------
 
 def cmd_list(args) -> int:
     import cases
 
-    from . import plan as planning
-    from . import strategies
+    from bench import kinds, strategies
+    from bench.sweep import plan as planning
 
     planning.load_plugins(args.plugin)
     chosen = cases.select(args.cases, tags=args.tags, profile=args.profile, kinds=args.kinds)
@@ -92,9 +63,9 @@ def cmd_list(args) -> int:
             s = strategies.get(n)
             lacks = next((f for f in s.needs if not strategies.FEATURES[f]()), None)
             avail = f"  [unavailable: torch lacks {lacks}]" if lacks else ""
-            kinds = [k for k in cases.KINDS if k in s.kinds or (k == "penalty" and s.unsupported(k) is None)]
+            handled = [k for k, kind in kinds.KINDS.items() if kind.refuses(s) is None]
             where = "" if "cpu" in s.devices else f" ({', '.join(s.devices)} only)"
-            print(f"{n:<{width}}  {s.mode:<10} kinds: {', '.join(kinds)}{where}{avail}\n"
+            print(f"{n:<{width}}  {s.mode:<10} kinds: {', '.join(handled)}{where}{avail}\n"
                   f"{'':<{width}}  {s.summary}\n{'':<{width}}  {s.cost}")
     return 0
 
@@ -102,10 +73,9 @@ def cmd_list(args) -> int:
 # --- run -----------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from . import plan as planning
-    from . import runner
-    from .journal import Journal, find_unfinished
-    from .plan import Settings
+    from bench.analysis.journal import Journal, find_unfinished
+    from bench.sweep import machine, plan as planning, runner
+    from bench.sweep.plan import Settings
 
     results_dir = Path(args.results_dir)
     plugins = planning.load_plugins(args.plugin)
@@ -129,10 +99,10 @@ def cmd_run(args) -> int:
         profile = planning.profile(args.profile)
         settings = Settings(profile=args.profile, policy=profile.policy,
                             pair_timeout=args.pair_timeout or profile.pair_timeout,
-                            threads=args.threads or default_threads(), seed=args.seed)
+                            threads=args.threads or machine.default_threads(), seed=args.seed)
         shard = planning.parse_shard(args.shard) if args.shard else None
         selection = {k: getattr(args, k) for k in ("cases", "tags", "strategies", "dtype")}
-        for device in devices(args.device):
+        for device in machine.devices(args.device):
             pairs = planning.make(args.profile, devices=[device], dtypes=args.dtype, problems=args.cases,
                                   tags=args.tags, strategy_patterns=args.strategies, shard=shard)
             if not written:
@@ -156,11 +126,13 @@ def cmd_run(args) -> int:
 
 def _warn_if_busy(threads: int) -> None:
     """Say so when other work is already keeping the CPUs busy: timings will be noisy."""
+    from bench.sweep import machine
+
     try:
         load = os.getloadavg()[0]
     except OSError:
         return
-    n = cpus()
+    n = machine.cpus()
     if load > n:
         print(f"note: the load average is {load:.1f} on {n} CPUs before the sweep starts; pairs whose timing "
               f"other work disturbs are timed again later, and never used if they stay disturbed"
@@ -168,7 +140,7 @@ def _warn_if_busy(threads: int) -> None:
 
 
 def _report(paths, out: Path) -> int:
-    from . import report
+    from bench.render import report
 
     report.write(paths, out)
     print(f"wrote {out}")
@@ -182,27 +154,150 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from bench.analysis import compare
+    from bench.render import compare as shown
 
-    return compare.command(args)
+    comparison = compare.compare(args.results, threshold=args.threshold, alpha=args.alpha,
+                                 memory_threshold=args.memory_threshold)
+    for w in comparison.warnings:
+        print(f"jacbench: warning: {w}", file=sys.stderr)
+    print(shown.render_text(comparison, warnings=False))
+    if args.output:
+        print(f"wrote {shown.write_html(comparison, Path(args.output))}")
+    if args.fail_on:
+        bad = compare.failures(comparison, args.fail_on)
+        if len(bad):
+            print(f"jacbench: {len(bad)} regression{'s' if len(bad) != 1 else ''} (--fail-on {args.fail_on}), "
+                  f"e.g. {bad.iloc[0]['problem']} {bad.iloc[0]['strategy']}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def cmd_matrix(args) -> int:
-    from . import matrix
+    from bench.sweep import matrix
 
     return matrix.command(args)
 
 
-def cmd_advise(args) -> int:
-    from . import advisor
+def load_target(target: str):
+    """``module:attr`` or ``path/to/file.py:attr`` -> the object."""
+    import torch
 
-    return advisor.command(args)
+    from bench.measure.pair import one_line
+
+    if ":" not in target:
+        raise ValueError(f"advise takes MODULE:FUNCTION (e.g. mymodel:f), not {target!r}")
+    where, _, attr = target.rpartition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a console script does not put the cwd on the path
+    try:
+        if where.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+            if spec is None or not Path(where).is_file():
+                raise ImportError(f"no file {where}")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(where)
+    except Exception as exc:  # noqa: BLE001 - the user's module: one line
+        raise ValueError(f"cannot import {where!r}: {one_line(exc)}") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n)))
+            raise ValueError(f"{where} has no {attr!r}; callables there: {', '.join(public[:20]) or 'none'}")
+        obj = getattr(obj, part)
+    if isinstance(obj, type):
+        if not issubclass(obj, torch.nn.Module):
+            raise ValueError(f"{target} is a class but not an nn.Module; give a function or a module class")
+        try:
+            obj = obj()
+        except TypeError as exc:
+            raise ValueError(f"{target} cannot be built without arguments ({exc}); "
+                             "give a module-level function or instance instead") from None
+    if not callable(obj):
+        raise ValueError(f"{target} is a {type(obj).__name__}, not a function or module")
+    return obj
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(v <= 0 for v in shape):
+        raise ValueError(f"--input-shape takes positive sizes such as 64 or 3,32,32, not {text!r}")
+    return shape
+
+
+def build_inputs(obj, shape, batch, wrt, device, dtype, seed: int = 0):
+    """The function, inputs, kind and float64 twin that ``jacbench advise`` measures."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    full = ((batch,) if batch else ()) + shape
+    x64 = torch.randn(full, generator=gen, dtype=torch.float64)
+    x = x64.to(device, dtype)
+    is_module = isinstance(obj, torch.nn.Module)
+    if is_module:
+        obj = obj.to(device, dtype).eval()
+    if wrt == "params":
+        if not is_module:
+            raise ValueError("--wrt params needs an nn.Module (module:Class or an instance)")
+        names = [k for k, p in obj.named_parameters() if p.is_floating_point()]
+        if not names:
+            raise ValueError("the module has no floating-point parameters")
+        obj64 = copy.deepcopy(obj).to("cpu", torch.float64)
+
+        def over(module, inp):
+            def f(*params):
+                return torch.func.functional_call(module, dict(zip(names, params)), (inp,))
+            f.__name__ = f"{type(module).__name__}-params"
+            return f
+
+        params = tuple(dict(obj.named_parameters())[k].detach() for k in names)
+        params64 = tuple(dict(obj64.named_parameters())[k].detach() for k in names)
+        return over(obj, x), params, "params", (over(obj64, x64), params64)
+    return obj, (x,), ("batched" if batch else "vector"), None
+
+
+def cmd_advise(args) -> int:
+    """``jacbench advise MODULE:FUNCTION --input-shape ...``: print the ranked table and the
+    recommendation; 0 with a recommendation, 1 where the function cannot be measured."""
+    import torch
+
+    from bench import advisor
+    from bench.analysis.formats import fmt_time
+    from bench.sweep import machine
+
+    machine.devices(args.device)  # a one-line error where CUDA is asked for and absent
+    torch.set_num_threads(args.threads or machine.default_threads())
+    obj = load_target(args.target)
+    dtype = getattr(torch, args.dtype)
+    if args.batch is not None and args.batch <= 0:
+        raise ValueError(f"--batch takes a positive size, not {args.batch}")
+    fn, inputs, kind, float64 = build_inputs(obj, parse_shape(args.input_shape), args.batch, args.wrt, args.device, dtype)
+    names = advisor.candidates(kind, args.strategies, args.device)
+    print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}, "
+          f"{torch.get_num_threads()} threads); compiled ones take seconds to compile", file=sys.stderr)
+
+    def progress(row) -> None:
+        med, _ = advisor._median_iqr(row)
+        print(f"  {row.strategy:<24} {row.status:<11} {fmt_time(med) if med else row.reason[:90]}", file=sys.stderr)
+
+    advice = advisor.advise(fn, *inputs, strategies=args.strategies, kind=kind, float64=float64, name=args.target,
+                    progress=progress, output=args.output)
+    print(advice)
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0 if advice.best or advice.fastest else 1
 
 
 # --- summary -------------------------------------------------------------------------------
 
 def cmd_summary(args) -> int:
-    from . import results, summary
+    from bench.analysis import results
+    from bench.render import summary
 
     paths = args.results or results.latest()
     if not paths:
@@ -299,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .journal import JournalError, RunError, Terminated
-    from .results import ResultsError, ResultsWarning
+    from bench.analysis.journal import JournalError, RunError, Terminated
+    from bench.analysis.results import ResultsError, ResultsWarning
 
     plain = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *rest, **kw: (  # ours are one line, like errors

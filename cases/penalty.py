@@ -9,7 +9,7 @@ batch, and the loss is ``mse(y, target) + lam * penalty`` with either
 * ``frobenius``: ``||J_b||_F^2`` (a smoothness penalty, as in Hoffman, Roberts & Yaida 2019).
 
 One step is the forward pass, the Jacobian with ``create_graph=True``, the penalty and the
-backward pass to the parameters (``bench.training`` runs it). The built function is the
+backward pass to the parameters (``bench.kinds.penalty`` runs it). The built function is the
 :class:`PenaltyModel` itself; its inputs are the batch and its targets.
 """
 

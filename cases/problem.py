@@ -10,16 +10,17 @@ build is what the correctness gate uses as its reference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
-Kind = Literal["vector", "multi", "batched", "params", "penalty"]
-#: vector: one input tensor -> one output tensor; multi: several input tensors, one block
-#: each; params: the inputs are a network's parameters (a multi-input Jacobian built with
-#: torch.func.functional_call); batched: x of shape [B, ...] -> per-sample Jacobians
-#: [B, m, n]; penalty: a training step whose loss holds a Jacobian penalty.
-KINDS: tuple[str, ...] = ("vector", "multi", "batched", "params", "penalty")
+#: A problem's calling convention. The built-in ones: vector: one input tensor -> one output
+#: tensor; multi: several input tensors, one block each; params: the inputs are a network's
+#: parameters (a multi-input Jacobian built with torch.func.functional_call); batched: x of
+#: shape [B, ...] -> per-sample Jacobians [B, m, n]; penalty: a training step whose loss holds
+#: a Jacobian penalty. How each is run and checked is ``bench.kinds``'s, where a new one is
+#: added; here a kind is a name.
+Kind = str
 
 #: Profiles, smallest first. A problem belongs to its tier's profile and every larger one.
 PROFILES: tuple[str, ...] = ("quick", "standard", "full")
@@ -79,7 +80,7 @@ class Problem:
     Attributes:
         name: stable kebab-case id, e.g. ``mlp-in32-out512-w256-d3``.
         family: the group it is reported under, e.g. ``mlp``.
-        kind: the calling convention (see :data:`KINDS`).
+        kind: the calling convention (see :data:`Kind`).
         n: number of input elements the Jacobian is taken with respect to (per sample, for
             a batched problem).
         m: number of output elements (per sample, for a batched problem).

@@ -11,7 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from bench.analysis.schema import Row
+from bench.measure.pair import measure
+from bench.measure.timing import Policy
+from bench.sweep.plan import Pair, Settings
+
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Timing that exercises the machinery in the least time: tests check outcomes, never times.
+QUICK = Settings(profile="quick", policy=Policy(warmup=0, min_rounds=2, max_time=0.01))
+#: The statuses of a pair that passed the gate and was timed: ``disturbed`` is the machine's
+#: doing, not the pair's, so a test that is not about the load accepts either (CI machines are busy).
+TIMED = frozenset({"ok", "disturbed"})
+#: The same, as the advisor's settings.
+ADVISE = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=3, max_time=0.02))
 
 TINY_CASES = "seed-article,seed-article-multi,seed-linear,graph-break-powers,mlp-in128-out128-w64-d1"
 TINY_STRATEGIES = "manual-backward,functional,jacrev,jacfwd,fd-forward,fd-forward-loop"
@@ -25,6 +38,19 @@ def run_cli(*args, timeout=600, check=False, **kw) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"jacbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def measured(problem: str, strategy: str, dtype: str = "float32", device: str = "cpu") -> Row:
+    """One registered pair, gated and measured with :data:`QUICK` timing."""
+    return measure(Pair(device, dtype, problem, strategy), QUICK)
+
+
+def checked(problem: str, strategy: str, dtype: str = "float32", device: str = "cpu") -> Row:
+    """:func:`measured`, which must have passed the gate and been timed."""
+    row = measured(problem, strategy, dtype, device)
+    assert row.status == "ok", (problem, strategy, row.status, row.reason)
+    assert row.error <= row.tolerance
+    return row
 
 
 @contextlib.contextmanager

@@ -15,14 +15,11 @@ import torch
 from torch import nn
 
 import bench
-from bench import advisor
-from bench import strategies
-from bench.plan import Settings
-from bench.timing import Policy
+from .conftest import ADVISE, ROOT, burning, run_cli
+from bench import advisor, cli, strategies
+from bench.measure.timing import Policy
+from bench.sweep.plan import Settings
 
-from .conftest import ROOT, burning, run_cli
-
-FAST = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=3, max_time=0.02))
 FEW = "jacrev,jacfwd,functional,structured,fd-forward"
 
 
@@ -53,7 +50,7 @@ class SmallNet(nn.Sequential):
 
 def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     x = torch.linspace(-1, 1, 6)
-    advice = bench.advise(small_fn, x, strategies=FEW, settings=FAST, output=tmp_path / "advice.html")
+    advice = bench.advise(small_fn, x, strategies=FEW, settings=ADVISE, output=tmp_path / "advice.html")
     by_name = {r.strategy: r for r in advice.rows}
     assert set(by_name) == set(FEW.split(","))
     assert by_name["structured"].status == "unsupported"  # a plain function has no nn.Sequential
@@ -72,7 +69,7 @@ def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
 
 def test_advise_a_module_uses_its_structure_and_a_float64_copy():
     net = SmallNet()
-    advice = bench.advise(net, torch.linspace(-1, 1, 6), strategies="jacrev,structured", settings=FAST)
+    advice = bench.advise(net, torch.linspace(-1, 1, 6), strategies="jacrev,structured", settings=ADVISE)
     assert {r.strategy: r.status for r in advice.rows} == {"jacrev": "ok", "structured": "ok"}
     assert advice.reference.startswith("float64")
     assert next(net.parameters()).dtype == torch.float32  # the user's module is left alone
@@ -83,11 +80,11 @@ def test_advise_a_module_uses_its_structure_and_a_float64_copy():
 def test_ranking_follows_the_measured_times(temporary_strategy):
     def slow(fn, xs, create_graph=False):
         time.sleep(0.004)
-        return strategies.jacrev(fn, xs)
+        return strategies.textbook.jacrev(fn, xs)
 
-    temporary_strategy("test-fast", lambda fn, xs, create_graph=False: strategies.jacrev(fn, xs))
+    temporary_strategy("test-fast", lambda fn, xs, create_graph=False: strategies.textbook.jacrev(fn, xs))
     temporary_strategy("test-slow", slow)
-    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-slow,test-fast", settings=FAST)
+    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-slow,test-fast", settings=ADVISE)
     assert [r.strategy for r in advice.rows] == ["test-fast", "test-slow"]
     assert advice.best == "test-fast"
     fast, slow_med = (advisor._median_iqr(r)[0] for r in advice.rows)
@@ -95,8 +92,8 @@ def test_ranking_follows_the_measured_times(temporary_strategy):
 
 
 def test_a_wrong_strategy_is_never_recommended(temporary_strategy):
-    temporary_strategy("test-wrong", lambda fn, xs, create_graph=False: tuple(2 * b for b in strategies.jacrev(fn, xs)))
-    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-wrong,jacrev", settings=FAST)
+    temporary_strategy("test-wrong", lambda fn, xs, create_graph=False: tuple(2 * b for b in strategies.textbook.jacrev(fn, xs)))
+    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-wrong,jacrev", settings=ADVISE)
     assert advice.row("test-wrong").status == "wrong" and advice.best == "jacrev"
     assert advice.rows[-1].strategy == "test-wrong"
 
@@ -105,7 +102,7 @@ def test_a_wrong_strategy_is_never_recommended(temporary_strategy):
 
 
 def test_a_graph_breaking_function_is_diagnosed_not_measured():
-    advice = bench.advise(graph_breaking_fn, torch.ones(3), settings=FAST)
+    advice = bench.advise(graph_breaking_fn, torch.ones(3), settings=ADVISE)
     cut = "cut from the autograd graph by torch.tensor([...]) at test_advise.py:"
     assert cut in advice.diagnosis, advice.diagnosis
     assert advice.rows == [] and advice.best is None
@@ -122,7 +119,7 @@ def test_a_graph_breaking_function_is_diagnosed_not_measured():
     (lambda x: x, torch.ones(2, dtype=torch.long), "needs floating-point inputs"),
 ])
 def test_unusable_functions_get_a_one_line_diagnosis(fn, x, expected):
-    advice = bench.advise(fn, x, settings=FAST)
+    advice = bench.advise(fn, x, settings=ADVISE)
     assert expected in advice.diagnosis and "\n" not in advice.diagnosis
     assert advice.rows == []
 
@@ -131,7 +128,7 @@ def test_a_partly_cut_graph_is_caught_by_finite_differences():
     def partly_cut(x):
         return torch.cat([x ** 2, (3 * x[:1]).detach()])  # the last row loses its derivative
 
-    advice = bench.advise(partly_cut, torch.ones(3, dtype=torch.float64), strategies="jacrev", settings=FAST)
+    advice = bench.advise(partly_cut, torch.ones(3, dtype=torch.float64), strategies="jacrev", settings=ADVISE)
     assert ".detach() at test_advise.py:" in advice.diagnosis and advice.best is None and not advice.rows
 
 
@@ -141,13 +138,13 @@ def test_a_function_that_cannot_run_in_float64_falls_back_honestly():
     def closure(x):
         return torch.tanh(w @ x)
 
-    advice = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev,jacfwd", settings=FAST)
+    advice = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev,jacfwd", settings=ADVISE)
     assert advice.reference.startswith("float32 autograd loops through the function itself")
     assert any(w.startswith("no float64 reference: it does not run on float64") for w in advice.warnings)
     assert not any("central differences" in w for w in advice.warnings)  # no false alarm
     assert all(r.status == "ok" for r in advice.rows)
     # a float64 twin given by the user restores the float64 reference
-    twin = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev", settings=FAST,
+    twin = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev", settings=ADVISE,
                         float64=(lambda x: torch.tanh(w.double() @ x), (torch.linspace(-1, 1, 6),)))
     assert twin.reference.startswith("float64") and not twin.warnings
 
@@ -161,7 +158,7 @@ def test_jacobian_auto_uses_the_measured_choice_cached_per_signature(monkeypatch
 
     def counting(fn, *inputs, **kw):
         calls.append(tuple(x.shape for x in inputs))
-        return real(fn, *inputs, strategies="jacrev,jacfwd", settings=FAST, **kw)
+        return real(fn, *inputs, strategies="jacrev,jacfwd", settings=ADVISE, **kw)
 
     monkeypatch.setattr(advisor, "advise", counting)
 
@@ -211,7 +208,7 @@ def test_jacobian_auto_with_create_graph_picks_a_differentiable_strategy(monkeyp
 
 def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
     x = torch.linspace(-1, 1, 6)
-    advice = bench.advise(small_fn, x, strategies="jacrev,jacfwd", settings=FAST)
+    advice = bench.advise(small_fn, x, strategies="jacrev,jacfwd", settings=ADVISE)
     monkeypatch.setattr(advisor, "advise", lambda *a, **k: pytest.fail("measured again"))
     torch.testing.assert_close(bench.jacobian(small_fn, x), torch.func.jacrev(small_fn)(x))
     assert advisor.memo(small_fn, "advise")[advisor.signature((x,))][0] == advice.best
@@ -221,16 +218,16 @@ def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
 
 
 def test_params_and_batched_inputs_for_the_command():
-    fn, inputs, kind, float64 = advisor.build_inputs(SmallNet(), (6,), 4, "params", "cpu", torch.float32)
+    fn, inputs, kind, float64 = cli.build_inputs(SmallNet(), (6,), 4, "params", "cpu", torch.float32)
     assert kind == "params" and len(inputs) == 4 and fn(*inputs).shape == (4, 3)
     fn64, inputs64 = float64
     assert fn64(*inputs64).dtype == torch.float64
-    advice = bench.advise(fn, *inputs, kind=kind, float64=float64, strategies="jacrev,functional", settings=FAST)
+    advice = bench.advise(fn, *inputs, kind=kind, float64=float64, strategies="jacrev,functional", settings=ADVISE)
     assert advice.best and advice.reference.startswith("float64")
-    _, inputs, kind, _ = advisor.build_inputs(small_fn, (6,), 5, "input", "cpu", torch.float32)
+    _, inputs, kind, _ = cli.build_inputs(small_fn, (6,), 5, "input", "cpu", torch.float32)
     assert kind == "batched" and inputs[0].shape == (5, 6)
     with pytest.raises(ValueError, match="needs an nn.Module"):
-        advisor.build_inputs(small_fn, (6,), None, "params", "cpu", torch.float32)
+        cli.build_inputs(small_fn, (6,), None, "params", "cpu", torch.float32)
 
 
 def test_cli_advise_end_to_end(tmp_path):
@@ -250,11 +247,11 @@ def test_cli_errors_are_one_line():
                           (("tests.test_advise:nothing",), "has no 'nothing'"),
                           (("tests.test_advise",), "takes MODULE:FUNCTION")):
         with pytest.raises(ValueError, match=message):
-            advisor._load_target(*args)
+            cli.load_target(*args)
     with pytest.raises(ValueError, match="--input-shape takes positive sizes"):
-        advisor._shape("3,-1")
-    assert advisor._shape("3,32,32") == (3, 32, 32)
-    assert isinstance(advisor._load_target("tests.test_advise:SmallNet"), SmallNet)
+        cli.parse_shape("3,-1")
+    assert cli.parse_shape("3,32,32") == (3, 32, 32)
+    assert isinstance(cli.load_target("tests.test_advise:SmallNet"), SmallNet)
 
 
 def test_import_bench_imports_no_torch_until_advise_is_used():
@@ -267,7 +264,7 @@ def test_import_bench_imports_no_torch_until_advise_is_used():
 
 
 def _row(name, samples, peak):
-    from bench.measure import Row
+    from bench.analysis.schema import Row
 
     return Row("p", name, "cpu", "float32", status="ok", samples=list(samples), peak_bytes=peak, error=0.0,
                disturbed=0.0)

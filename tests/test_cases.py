@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import cases
-from bench import accuracy, strategies
+
+from bench import kinds, strategies
+from bench.gate import accuracy
 
 PROBLEMS = cases.problems()
 
@@ -19,7 +21,7 @@ def test_names_are_unique_kebab_case_ids():
 
 def test_every_problem_is_well_formed():
     for p in PROBLEMS:
-        assert p.kind in cases.KINDS and p.family and p.description, p
+        assert p.kind in kinds.KINDS and p.family and p.description, p
         assert p.tier in range(len(cases.PROFILES))
         assert p.n > 0 and p.m > 0
         assert hash(p) == hash(cases.get(p.name))  # frozen and hashable: usable as a group key
@@ -58,16 +60,16 @@ def _autograd_twin(problem):
 @pytest.mark.parametrize("problem", [p for p in PROBLEMS if p.analytic and p.m <= 2048], ids=lambda p: p.name)
 def test_analytic_jacobian_agrees_with_float64_reverse_mode(problem):
     # (larger problems are checked by their family's tests at a smaller size)
-    analytic = accuracy.reference(problem)
+    analytic = kinds.reference(problem)
     twin = _autograd_twin(problem).build("cpu", torch.float64)
-    reverse = accuracy.flatten(accuracy._reverse_loop(twin.fn, twin.inputs), analytic.jacobian.shape[0])
+    reverse = accuracy.flatten(accuracy.reverse_loop(twin.fn, twin.inputs), analytic.jacobian.shape[0])
     torch.testing.assert_close(analytic.jacobian, reverse, rtol=1e-12, atol=1e-12)
 
 
 def test_article_jacobian_is_the_articles_matrix():
     expected = torch.tensor([[1.0, 1, 0], [5, 0, 3], [0, 48, 0]], dtype=torch.float64)
-    assert torch.equal(accuracy.reference(cases.get("seed-article")).jacobian, expected)
-    assert torch.equal(accuracy.reference(cases.get("seed-article-multi")).jacobian, expected)
+    assert torch.equal(kinds.reference(cases.get("seed-article")).jacobian, expected)
+    assert torch.equal(kinds.reference(cases.get("seed-article-multi")).jacobian, expected)
     built = cases.get("seed-article").build("cpu", torch.float32)
     for name in ("manual-backward", "grad-loop", "functional", "jacrev", "jacfwd"):
         (block,) = strategies.get(name)(built.fn, built.inputs)
@@ -80,7 +82,7 @@ def test_forum_linear_map_jacobian_is_w1():
     assert x.shape == (2, 1)
     w1 = torch.func.jacrev(built.fn)(x).reshape(2, 2)
     assert torch.equal(built.fn(torch.eye(2, dtype=torch.float64)), w1)  # w1 @ I = w1
-    assert torch.equal(accuracy.reference(cases.get("seed-linear")).jacobian, w1)
+    assert torch.equal(kinds.reference(cases.get("seed-linear")).jacobian, w1)
 
 
 def test_mlp_ladder_crosses_the_forward_reverse_crossover():

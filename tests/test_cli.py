@@ -5,8 +5,9 @@ import re
 import pytest
 import torch
 
-from bench import results
-from tests.conftest import run_cli
+from tests.conftest import TIMED, run_cli
+
+from bench.analysis import results
 
 
 def test_list_shows_problems_and_strategies_with_cost_models():
@@ -76,7 +77,7 @@ def test_end_to_end_sweep_through_the_cli(tmp_path):
     assert not (tmp_path / ".partial").exists() or not list((tmp_path / ".partial").iterdir())
     frame = results.load(files)
     cpu = frame[frame.device == "cpu"]
-    assert len(cpu) == 2 * 2 * 2 and set(cpu.status) == {"ok"}
+    assert len(cpu) == 2 * 2 * 2 and set(cpu.status) <= TIMED
     assert set(cpu.dtype) == {"float32", "float64"} and (cpu.threads == 1).all()
     summary = run_cli("summary", *files, check=True).stdout
     assert "seed-newton" in summary and "x vs functional" in summary

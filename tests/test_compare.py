@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import cli, compare, results
 from tests.conftest import ROOT
+
+from bench import cli
+from bench.analysis import compare, results
+from bench.render import compare as shown
 
 POLICY = {"warmup": 1, "min_rounds": 5, "max_rounds": 1000, "max_time": 0.4, "precision": 0.03,
           "min_round_time": 0.0002}
@@ -46,7 +49,7 @@ def write_results(path: Path, rows, *, torch="2.13.0", machine="box", device="cp
                 "first_call_s": 0.01, "peak_bytes": r["peak"], "jac_bytes": 256, "fallback": False,
                 "fallback_ops": [], "work": {"fevals": 1, "vjps": 8, "jvps": 0, "flops": 0}, "schema": 1}
         rec = {"group": f"{r['device']} {r['dtype']} {r['problem']}", "name": f"test_pair[{pair}]",
-               "fullname": f"bench/sweep.py::test_pair[{pair}]", "params": {"pair": pair}, "param": pair,
+               "fullname": f"bench/sweep/suite.py::test_pair[{pair}]", "params": {"pair": pair}, "param": pair,
                "extra_info": info, "options": {}}
         if r["data"] is not None:
             data = [float(x) for x in r["data"]]
@@ -145,7 +148,7 @@ def test_stalled_samples_get_a_warning(tmp_path):
     b = write_results(tmp_path / "b.json", [row("p", "jacrev", data=stalled)], torch="2.13.0")
     c = compare.compare([a, b])
     assert c.table.iloc[0]["stalled"] and any("stalled, not just noisy" in w for w in c.warnings)
-    assert "(stalled)" in compare.render_text(c)
+    assert "(stalled)" in shown.render_text(c)
     assert not compare.compare(known_shifts(tmp_path)).table["stalled"].any()
 
 
@@ -162,20 +165,20 @@ def test_a_burst_of_interference_is_not_a_regression(tmp_path):
 
 
 def test_verdict_rules():
-    assert compare.verdict(1.2, 0.001, 40, 40, 0.10, 0.05) == "slower"
-    assert compare.verdict(1.05, 1e-9, 40, 40, 0.10, 0.05) == "no significant change"  # significant, too small
-    assert compare.verdict(1 / 1.2, 0.001, 40, 40, 0.10, 0.05) == "faster"
-    assert compare.verdict(0.95, 1e-9, 40, 40, 0.10, 0.05) == "no significant change"
-    assert compare.verdict(1.5, 0.2, 40, 40, 0.10, 0.05) == "no significant change"  # large but not significant
-    assert compare.verdict(1.5, 0.1, 3, 3, 0.10, 0.05) == "inconclusive"
-    assert compare.verdict(1.2, 0.001, 40, 40, 0.10, 0.05, low_ratio=1.18) == "slower"
-    assert compare.verdict(1.2, 0.001, 40, 40, 0.10, 0.05, low_ratio=1.02) == "no significant change"
-    assert compare.verdict(0.8, 0.001, 40, 40, 0.10, 0.05, low_ratio=0.99) == "no significant change"
-    assert compare.verdict(1.5, 0.1, 3, 3, 0.10, 0.05, low_ratio=1.0) == "no significant change"
+    assert compare.judge(1.2, 0.001, 40, 40, 0.10, 0.05) == "slower"
+    assert compare.judge(1.05, 1e-9, 40, 40, 0.10, 0.05) == "no significant change"  # significant, too small
+    assert compare.judge(1 / 1.2, 0.001, 40, 40, 0.10, 0.05) == "faster"
+    assert compare.judge(0.95, 1e-9, 40, 40, 0.10, 0.05) == "no significant change"
+    assert compare.judge(1.5, 0.2, 40, 40, 0.10, 0.05) == "no significant change"  # large but not significant
+    assert compare.judge(1.5, 0.1, 3, 3, 0.10, 0.05) == "inconclusive"
+    assert compare.judge(1.2, 0.001, 40, 40, 0.10, 0.05, low_ratio=1.18) == "slower"
+    assert compare.judge(1.2, 0.001, 40, 40, 0.10, 0.05, low_ratio=1.02) == "no significant change"
+    assert compare.judge(0.8, 0.001, 40, 40, 0.10, 0.05, low_ratio=0.99) == "no significant change"
+    assert compare.judge(1.5, 0.1, 3, 3, 0.10, 0.05, low_ratio=1.0) == "no significant change"
     # a row whose own spread is 15% needs more than 15% to count, whatever the threshold
-    assert compare.verdict(1.12, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.12, noise=0.15) == "no significant change"
-    assert compare.verdict(1.25, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.2, noise=0.15) == "slower"
-    assert compare.verdict(1.25, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.05, noise=0.15) == "no significant change"
+    assert compare.judge(1.12, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.12, noise=0.15) == "no significant change"
+    assert compare.judge(1.25, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.2, noise=0.15) == "slower"
+    assert compare.judge(1.25, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.05, noise=0.15) == "no significant change"
     assert compare.min_p(3, 3) == pytest.approx(0.1) and compare.min_p(5, 5) < 0.01
 
 
@@ -305,8 +308,8 @@ def test_two_runs_of_one_environment_are_two_sides(tmp_path):
 
 def test_compare_never_imports_torch(tmp_path):
     base, new = known_shifts(tmp_path)
-    code = ("import sys; from bench import compare; c = compare.compare(sys.argv[1:3]); "
-            "compare.write_html(c, sys.argv[3]); print(compare.render_text(c)); "
+    code = ("import sys; from bench.analysis import compare; from bench.render import compare as shown; c = compare.compare(sys.argv[1:3]); "
+            "shown.write_html(c, sys.argv[3]); print(shown.render_text(c)); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     proc = subprocess.run([sys.executable, "-c", code, str(base), str(new), str(tmp_path / "o.html")], cwd=ROOT,
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
@@ -332,5 +335,5 @@ def test_a_change_that_does_not_come_back_in_a_re_measurement_is_not_reproduced(
     assert "2 significant changes were re-measured in 1 fresh interleaved run of both sides: 1 reproduced" \
         in confirmed.notes[-1]
     assert len(compare.failures(confirmed, "slower")) == 1
-    page = compare.html(confirmed)
+    page = shown.html(confirmed)
     assert "Not reproduced" in page and "(0/1)" in page

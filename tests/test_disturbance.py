@@ -11,9 +11,12 @@ import time
 
 import pytest
 
-from bench import load, results, summary, visits
-from bench.journal import Journal
 from tests.conftest import ROOT, burning, run_cli
+
+from bench.analysis import load, results, visits
+from bench.analysis.journal import Journal
+from bench.analysis.picks import best_per_problem
+from bench.render import summary
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +59,7 @@ def _first_timing(row) -> dict | None:
 
 
 def _picks(path) -> dict:
-    best = summary.best_per_problem(results.load([path]))
+    best = best_per_problem(results.load([path]))
     return dict(zip(best["problem"], best["exact_strategy"]))
 
 

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 import cases
-from bench import accuracy
-from bench.measure import measure
-from bench.plan import Pair, Settings
-from bench.timing import Policy
-from cases import decoder, hidden, lsq, nets, shapes, sparse
+from cases import decoder, hidden, lsq, nets, sparse
 
-FAST = Settings(profile="quick", policy=Policy(warmup=0, min_rounds=2, max_time=0.01))
+from .conftest import measured
+from bench import kinds
+from bench.gate import accuracy
+
 FAMILIES = {  # family -> name prefix
     "shape": "shape-", "cnn": "cnn-", "transformer": "transformer-", "rnn": "lstm-", "decoder": "decoder-",
     "hidden": "hidden-", "lsq": "lsq-", "sparse": "sparse-", "ops": "ops-",
@@ -25,11 +24,11 @@ OURS = [p for p in cases.problems() if p.family in FAMILIES]
 
 def reverse_mode(problem: cases.Problem) -> torch.Tensor:
     built = problem.build("cpu", torch.float64)
-    return accuracy.flatten(accuracy._reverse_loop(built.fn, built.inputs), problem.m)
+    return accuracy.flatten(accuracy.reverse_loop(built.fn, built.inputs), problem.m)
 
 
 def assert_analytic_agrees(problem: cases.Problem):
-    analytic = accuracy.reference(problem).jacobian
+    analytic = kinds.reference(problem).jacobian
     torch.testing.assert_close(analytic, reverse_mode(problem), rtol=1e-12, atol=1e-12 * analytic.abs().max().item())
 
 
@@ -107,7 +106,7 @@ def test_networks_cover_cnn_transformer_and_lstm_ladders():
 
 def test_lstm_jacobian_is_causal():
     problem = cases.get("lstm-len16-in8-h32")
-    jac = accuracy.reference(problem).jacobian.reshape(16, 32, 16, 8)
+    jac = kinds.reference(problem).jacobian.reshape(16, 32, 16, 8)
     later_inputs = torch.triu(torch.ones(16, 16, dtype=torch.bool), diagonal=1)  # input step > output step
     assert jac.permute(0, 2, 1, 3)[later_inputs].abs().max() == 0
     assert jac.permute(0, 2, 1, 3)[~later_inputs].abs().max() > 0
@@ -195,10 +194,6 @@ OPS = [p.name for p in cases.select("ops-*")]
 LOOPS = ("grad-loop", "functional", "manual-backward")
 
 
-def _row(problem: str, strategy: str, dtype="float32"):
-    return measure(Pair("cpu", dtype, problem, strategy), FAST)
-
-
 def _one_line_error(row, *fragments):
     assert row.status == "error", (row.strategy, row.status, row.reason)
     assert row.reason and "\n" not in row.reason and len(row.reason) <= 300
@@ -209,41 +204,41 @@ def _one_line_error(row, *fragments):
 @pytest.mark.parametrize("strategy", LOOPS)
 @pytest.mark.parametrize("problem", OPS)
 def test_reverse_mode_loops_stay_ok_on_every_op_problem(problem, strategy):
-    row = _row(problem, strategy)
+    row = measured(problem, strategy)
     assert row.status == "ok", (problem, strategy, row.reason)
     assert not row.fallback  # loops never go through vmap
 
 
 @pytest.mark.parametrize("problem, op", [("ops-slogdet-k8", "linalg"), ("ops-solve-k8-r4", "linalg")])
 def test_linalg_falls_back_in_the_legacy_vmap_and_the_row_says_so(problem, op):
-    row = _row(problem, "functional-vectorized")
+    row = measured(problem, "functional-vectorized")
     assert row.status == "ok", row.reason
     assert row.fallback and any(op in o for o in row.fallback_ops), row.fallback_ops
-    jacrev = _row(problem, "jacrev")
+    jacrev = measured(problem, "jacrev")
     assert jacrev.status == "ok" and not jacrev.fallback  # torch.func has the batching rules
 
 
 def test_custom_function_without_jvp_fails_forward_mode_with_a_clear_reason():
     name = "ops-custom-fn-n64-m64"
     for strategy in ("jacfwd", "functional-forward"):
-        _one_line_error(_row(name, strategy), "jvp")
+        _one_line_error(measured(name, strategy), "jvp")
     for strategy in ("jacrev", "functional-vectorized", "fd-forward"):
-        assert _row(name, strategy).status == "ok", strategy  # reverse mode and vmap still work
+        assert measured(name, strategy).status == "ok", strategy  # reverse mode and vmap still work
 
 
 def test_legacy_custom_function_is_refused_by_torch_func_but_not_by_autograd():
     name = "ops-custom-fn-legacy-n64-m64"
     for strategy in ("jacrev", "jacfwd", "fd-forward"):
-        _one_line_error(_row(name, strategy), "setup_context")
+        _one_line_error(measured(name, strategy), "setup_context")
     for strategy in ("functional", "functional-vectorized", "fd-forward-loop"):
-        assert _row(name, strategy).status == "ok", strategy
+        assert measured(name, strategy).status == "ok", strategy
 
 
 def test_writes_into_an_unbatched_buffer_break_vmapped_evaluation_only():
     name = "ops-inplace-buffer-n128"
-    _one_line_error(_row(name, "fd-forward"), "vmap")
+    _one_line_error(measured(name, "fd-forward"), "vmap")
     for strategy in ("jacrev", "fd-forward-loop"):
-        assert _row(name, strategy).status == "ok", strategy
+        assert measured(name, strategy).status == "ok", strategy
 
 
 @pytest.mark.parametrize("problem", ["ops-dropout-eval-n64-m64", "ops-batchnorm-eval-1x16x16-out10",
@@ -251,7 +246,7 @@ def test_writes_into_an_unbatched_buffer_break_vmapped_evaluation_only():
                                      "ops-softplus-n64-m64"])
 def test_vmap_friendly_ops_are_right_under_torch_func(problem):
     for strategy in ("jacrev", "jacfwd"):
-        row = _row(problem, strategy)
+        row = measured(problem, strategy)
         assert row.status == "ok", (strategy, row.reason)
         assert row.error <= row.tolerance
 
@@ -260,4 +255,4 @@ def test_eval_mode_makes_dropout_and_batchnorm_deterministic():
     for name in ("ops-dropout-eval-n64-m64", "ops-batchnorm-eval-1x16x16-out10"):
         built = cases.get(name).build("cpu", torch.float64)
         assert torch.equal(built.fn(*built.inputs), built.fn(*built.inputs))
-    assert math.isfinite(accuracy.reference(cases.get("ops-batchnorm-eval-1x16x16-out10")).scale)
+    assert math.isfinite(kinds.reference(cases.get("ops-batchnorm-eval-1x16x16-out10")).scale)

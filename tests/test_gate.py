@@ -3,22 +3,22 @@ tolerances with ceilings, state a pair leaves behind, and a reference that fails
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 
-import bench
 import cases
-from bench import accuracy, measure, results, strategies, summary
-from bench.plan import Settings
-from bench.timing import Policy
 
+import bench
 from . import fooling
-from .conftest import run_cli
+from .conftest import ADVISE, TIMED, run_cli
+from bench import kinds, strategies
+from bench.analysis import results
+from bench.analysis.picks import best_per_problem, family_picks
+from bench.gate import accuracy
+from bench.measure import pair
 
-FAST = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=3, max_time=0.02))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 SPOILED_CASES = "mlp-in128-out128-w256-d2,multi-affine-in8-out4,penalty-identity-h16-out16-b8"
 PENALTY_ONLY = {"bad-detached-penalty", "bad-penalty-grads"}  # right Jacobians, wrong penalties
@@ -55,11 +55,11 @@ def test_every_spoiled_strategy_is_caught_in_every_dtype(spoiled_sweep):
             assert row.reason and math.isnan(row.median), row
             checked += 1
         else:
-            assert row.status == "ok", (row.strategy, row.dtype, row.problem, row.reason)
+            assert row.status in TIMED, (row.strategy, row.dtype, row.problem, row.reason)
     assert checked == 9 * 2 * 4 - 2 + 2 * 4  # 9 vector spoilers on 2 problems, 4 dtypes; 2 penalty spoilers
     # the honest strategies beside them pass in every dtype
     honest = frame[frame["strategy"].isin(["jacrev", "functional", "grad-loop"])]
-    assert set(honest["status"]) == {"ok"}, honest[honest["status"] != "ok"][["problem", "dtype", "reason"]]
+    assert set(honest["status"]) <= TIMED, honest[~honest["status"].isin(TIMED)][["problem", "dtype", "reason"]]
 
 
 def test_the_gate_names_what_is_wrong(spoiled_sweep):
@@ -98,12 +98,12 @@ def spoiled():
 def test_no_spoiled_strategy_is_picked_by_summary_or_report(spoiled_sweep, tmp_path):
     path, frame = spoiled_sweep
     wrong = frame[frame["status"] == "wrong"]
-    picks = summary.family_picks(frame)
+    picks = family_picks(frame)
     assert len(picks.dropna(subset=["exact_strategy"])) == 4 * 3  # every dtype and family has a pick
     for pick in picks.itertuples():
         spoilt = set(wrong[(wrong["dtype"] == pick.dtype) & (wrong["family"] == pick.family)]["strategy"])
         assert pick.strategy not in spoilt and pick.exact_strategy not in spoilt, (pick, spoilt)
-    best = summary.best_per_problem(frame)
+    best = best_per_problem(frame)
     for column in [c for c in best.columns if c.endswith("strategy")]:
         assert not best[column].isin(ALWAYS_WRONG).any(), best[column]
     text = run_cli("summary", path, check=True).stdout
@@ -121,9 +121,9 @@ def test_no_spoiled_strategy_is_picked_by_summary_or_report(spoiled_sweep, tmp_p
 def test_advise_recommends_no_spoiled_strategy(dtype, spoiled):
     x = torch.linspace(-1, 1, 6, dtype=getattr(torch, dtype))
     advice = bench.advise(lambda v: torch.tanh(v[:4] * 2) + v[2:] ** 2, x, strategies="bad-*,jacrev",
-                          settings=FAST, name="smooth")
+                          settings=ADVISE, name="smooth")
     status = {r.strategy: r.status for r in advice.rows}
-    assert status["jacrev"] == "ok" and advice.best and status[advice.best] == "ok", advice.recommendation
+    assert status["jacrev"] in TIMED and advice.best and status[advice.best] == "ok", advice.recommendation
     for name, got in status.items():
         if name.startswith("bad-") and must_fail(name, dtype, "vector"):
             assert got == "wrong", (name, dtype, got)
@@ -162,14 +162,14 @@ def test_each_misbehaving_function_is_diagnosed_in_the_sweep(misbehaving_sweep, 
 def test_each_misbehaving_function_is_diagnosed_by_advise_and_jacobian(name):
     fn, status, words = fooling.EXPECTED[name]
     x = fooling.point(torch.float32, name=name)
-    advice = bench.advise(fn, x, strategies="jacrev,functional,fd-central", settings=FAST, name=name)
+    advice = bench.advise(fn, x, strategies="jacrev,functional,fd-central", settings=ADVISE, name=name)
     assert torch.is_grad_enabled()  # whatever f leaks stays inside
     if status == "disputed":
         assert advice.best is None and advice.fastest is None and not advice.rows
         assert all(w in advice.diagnosis for w in words), advice.diagnosis
         assert advice.recommendation.startswith("no recommendation")
         with pytest.raises(ValueError) as caught:
-            bench.jacobian(fn, x, settings=FAST, strategies="jacrev,functional")
+            bench.jacobian(fn, x, settings=ADVISE, strategies="jacrev,functional")
         assert all(w in str(caught.value) for w in words), str(caught.value)
         # a named strategy: autograd's answer is refused (or the strategy fails on f), and
         # finite differences, which f's cuts do not fool, return f's true Jacobian or nothing
@@ -210,7 +210,7 @@ def test_a_strategy_right_on_the_reference_but_wrong_on_f_is_refused_by_jacobian
 
 
 def test_tolerances_stop_at_their_ceilings():
-    ref = accuracy.reference(cases.get("seed-trig"))
+    ref = kinds.reference(cases.get("seed-trig"))
     assert accuracy.tolerance(torch.float16, 0, ref) == accuracy.CEILING[torch.float16] < 0.01
     assert accuracy.tolerance(torch.bfloat16, 0, ref) == accuracy.CEILING[torch.bfloat16] < 0.1
     assert accuracy.tolerance(torch.float32, 0, ref) == 1000 * torch.finfo(torch.float32).eps
@@ -226,10 +226,10 @@ def test_finite_differences_beyond_the_ceiling_are_wrong(temporary_problem):
         return cases.Built(lambda v: torch.logsumexp(v, 0, keepdim=True), (x,))
 
     problem = temporary_problem(cases.Problem("gate-logsumexp-512", "gate", "vector", n=512, m=1, builder=builder))
-    row = measure.measure_problem(problem, strategies.get("fd-forward"), "cpu", "float32", FAST)
+    row = pair.measure_problem(problem, strategies.get("fd-forward"), "cpu", "float32", ADVISE)
     assert row.status == "wrong" and row.tolerance == accuracy.FD_CEILING, (row.error, row.tolerance)
     assert row.error > accuracy.FD_CEILING
-    central = measure.measure_problem(problem, strategies.get("fd-central"), "cpu", "float32", FAST)
+    central = pair.measure_problem(problem, strategies.get("fd-central"), "cpu", "float32", ADVISE)
     assert central.status == "ok" and central.error < accuracy.FD_CEILING
 
 
@@ -249,14 +249,14 @@ def test_a_pair_that_changes_global_state_is_told_and_later_pairs_are_unaffected
 
     temporary_strategy("careless", careless)
     problem = cases.get("seed-trig")
-    row = measure.measure_problem(problem, strategies.get("careless"), "cpu", "float32", FAST)
+    row = pair.measure_problem(problem, strategies.get("careless"), "cpu", "float32", ADVISE)
     assert row.status == "ok"
     for words in ("grad mode disabled", "the default dtype float64", "threads", "deterministic algorithms on",
                   "restored before the next pair"):
         assert words in row.reason, row.reason
     assert torch.is_grad_enabled() and torch.get_default_dtype() == dtype
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
-    after = measure.measure_problem(problem, strategies.get("fd-forward"), "cpu", "float32", FAST)
+    after = pair.measure_problem(problem, strategies.get("fd-forward"), "cpu", "float32", ADVISE)
     assert after.status == "ok" and after.reason == ""
 
 
@@ -269,7 +269,7 @@ def test_a_failed_reference_names_the_reference_not_the_strategy(temporary_probl
 
     problem = temporary_problem(cases.Problem("gate-no-reference", "gate", "vector", n=4, m=2, builder=builder))
     for name in ("fd-forward", "jacrev"):
-        row = measure.measure_problem(problem, strategies.get(name), "cpu", "float32", FAST)
+        row = pair.measure_problem(problem, strategies.get(name), "cpu", "float32", ADVISE)
         assert row.status == "disputed", row
         assert row.reason.startswith("the float64 reference could not be computed: RuntimeError"), row.reason
 
@@ -277,5 +277,5 @@ def test_a_failed_reference_names_the_reference_not_the_strategy(temporary_probl
 def test_the_registered_references_all_pass_their_audit():
     for problem in cases.problems():
         if problem.in_profile("quick"):
-            ref = accuracy.reference(problem)
+            ref = kinds.reference(problem)
             assert ref.disputed is None and ref.note == "", (problem.name, ref.disputed, ref.note)

@@ -5,30 +5,26 @@ import pytest
 import torch
 
 import cases
-from bench import accuracy, ntk, strategies, training
-from bench.measure import measure
-from bench.plan import Pair, Settings
-from bench.timing import Policy
 
-QUICK = Settings(profile="quick", policy=Policy(warmup=0, min_rounds=2, max_time=0.01))
+from .conftest import measured
+from bench import kinds, strategies
+from bench.kinds import penalty
+from bench.strategies import ntk
+
 PER_SAMPLE = ["batch-loop", "batch-full-diagonal", "batch-sum-trick", "batch-grad-batched", "vmap-jacrev",
               "vmap-jacfwd"]
 
 
-def row(problem, strategy, dtype="float32"):
-    return measure(Pair("cpu", dtype, problem, strategy), QUICK)
-
-
 @pytest.mark.parametrize("strategy", PER_SAMPLE)
 def test_per_sample_strategies_agree_with_the_float64_reference(strategy):
-    r = row("batch-mlp-in32-out8-w64-b8", strategy)
+    r = measured("batch-mlp-in32-out8-w64-b8", strategy)
     assert r.status == "ok", r.reason
     assert r.jac_bytes == 8 * 8 * 32 * 4  # the [B, m, n] stack
 
 
 def test_the_interacting_batch_flags_the_sum_trick():
     name = "batch-bn-train-in16-out4-b8"
-    rows = {s: row(name, s) for s in PER_SAMPLE}
+    rows = {s: measured(name, s) for s in PER_SAMPLE}
     assert rows["batch-full-diagonal"].status == "ok"  # the definition: always right
     for s in ("batch-sum-trick", "batch-grad-batched"):  # sum the off-diagonal blocks in
         assert rows[s].status == "wrong" and rows[s].error > 0.1, (s, rows[s].reason)
@@ -42,14 +38,14 @@ def test_batched_reference_is_the_diagonal_of_the_full_jacobian():
     (x,) = built.inputs
     full = torch.autograd.functional.jacobian(built.fn, x)  # (B, m, B, n)
     diag = torch.stack([full[b, :, b] for b in range(x.shape[0])])
-    torch.testing.assert_close(accuracy.reference(p).jacobian, diag.reshape(-1, x.shape[1]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(kinds.reference(p).jacobian, diag.reshape(-1, x.shape[1]), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("strategy", ["manual-backward", "grad-loop", "grad-batched", "functional",
                                       "functional-vectorized", "jacrev", "jacfwd", "fd-central-loop"])
 @pytest.mark.parametrize("problem", ["params-mlp-in8-out4-w32-d2-b8-all", "params-mlp-in8-out4-w32-d2-b8-layer1"])
 def test_parameter_jacobians_agree_with_the_reference(problem, strategy):
-    r = row(problem, strategy)
+    r = measured(problem, strategy)
     assert r.status == "ok", r.reason
 
 
@@ -58,15 +54,15 @@ def test_parameter_blocks_follow_the_parameters_and_the_ntk_is_j_jt():
     built = p.build("cpu", torch.float64)
     blocks = strategies.get("jacrev")(built.fn, built.inputs)
     assert [b.shape for b in blocks] == [torch.Size([8, 4]) + x.shape for x in built.inputs]
-    j = accuracy.reference(p).jacobian
+    j = kinds.reference(p).jacobian
     torch.testing.assert_close(ntk.kernel(blocks, 32), j @ j.T)
-    assert row(p.name, "ntk-jacrev").status == "ok"
+    assert measured(p.name, "ntk-jacrev").status == "ok"
 
 
 def test_strategies_without_a_kind_say_so():
-    r = row("seed-article-multi", "batch-sum-trick")
+    r = measured("seed-article-multi", "batch-sum-trick")
     assert r.status == "unsupported" and "does not handle multi problems" in r.reason
-    r = row("batch-mlp-in32-out8-w64-b8", "jacrev")
+    r = measured("batch-mlp-in32-out8-w64-b8", "jacrev")
     assert r.status == "unsupported" and "does not handle batched problems" in r.reason
 
 
@@ -76,22 +72,22 @@ EXACT_WITH_GRAPH = ["grad-loop", "grad-batched", "functional", "functional-vecto
 @pytest.mark.parametrize("problem", ["penalty-identity-h16-out16-b8", "penalty-frobenius-h32-out8-b8"])
 @pytest.mark.parametrize("strategy", EXACT_WITH_GRAPH)
 def test_exact_penalty_steps_agree_with_the_float64_step(problem, strategy):
-    r = row(problem, strategy)
+    r = measured(problem, strategy)
     assert r.status == "ok", r.reason
     assert r.error <= 1e3 * torch.finfo(torch.float32).eps and r.samples
 
 
 @pytest.mark.parametrize("strategy", ["manual-backward", "fd-forward", "functional-forward"])
 def test_strategies_that_cannot_build_a_graph_are_unsupported_or_fail_loudly(strategy):
-    r = row("penalty-identity-h16-out16-b8", strategy)
+    r = measured("penalty-identity-h16-out16-b8", strategy)
     assert r.status in ("unsupported", "error") and r.reason, r
 
 
 def test_estimators_report_their_error_over_draws_and_shrink_with_projections():
-    one, eight = row("penalty-frobenius-h32-out8-b8", "penalty-proj1"), row("penalty-frobenius-h32-out8-b8", "penalty-proj8")
+    one, eight = measured("penalty-frobenius-h32-out8-b8", "penalty-proj1"), measured("penalty-frobenius-h32-out8-b8", "penalty-proj8")
     for r in (one, eight):
         assert r.status == "ok", r.reason
-        assert r.notes["draws"] == training.DRAWS
+        assert r.notes["draws"] == penalty.DRAWS
         assert 0 < r.notes["penalty_rel_error"] < 1 and r.error == r.notes["grad_rel_error"]
     assert eight.notes["penalty_rel_error"] < one.notes["penalty_rel_error"]
     assert eight.work["vjps"] > one.work["vjps"]
@@ -99,10 +95,10 @@ def test_estimators_report_their_error_over_draws_and_shrink_with_projections():
 
 def test_a_penalty_that_silently_detaches_is_wrong(temporary_strategy):
     def detached(fn, inputs, create_graph=False):
-        return tuple(b.detach() for b in strategies.jacrev(fn, inputs))
+        return tuple(b.detach() for b in strategies.textbook.jacrev(fn, inputs))
 
     temporary_strategy("test-detached", detached, create_graph=True)
-    r = row("penalty-identity-h16-out16-b8", "test-detached")
+    r = measured("penalty-identity-h16-out16-b8", "test-detached")
     assert r.status == "wrong" and "does not reach the parameters" in r.reason
 
 
@@ -110,12 +106,12 @@ def test_the_penalty_step_moves_the_parameters_as_a_float64_finite_difference_gr
     p = cases.get("penalty-identity-h16-out16-b8")
     built = p.build("cpu", torch.float64)
     model, (x, y) = built.fn, built.inputs
-    grads = training.step(model, x, y, strategies.get("jacrev"))[1:]
+    grads = penalty.step(model, x, y, strategies.get("jacrev"))[1:]
     params = list(model.parameters())
 
     def loss():
         with torch.enable_grad():
-            return training.step(model, x, y, strategies.get("grad-loop"))[0] * model.lam + (
+            return penalty.step(model, x, y, strategies.get("grad-loop"))[0] * model.lam + (
                 (model(x) - y) ** 2).mean()
 
     # central finite differences of the loss along the step's own gradient direction

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import cli, compare, matrix, plan, results
 from tests.conftest import run_cli
+
+from bench import cli
+from bench.analysis import compare, results
+from bench.sweep import matrix, plan
 
 CASES = "seed-article,seed-linear,seed-trig"
 STRATEGIES = "manual-backward,jacrev,functional"
@@ -39,7 +42,7 @@ def test_bad_options_are_one_line_errors_and_start_nothing(argv, fragment, tmp_p
 
 
 def test_environments_from_versions_and_interpreters(tmp_path):
-    envs = matrix.environments("2.12.1, 2.13.0", ["mine=/opt/py/bin/python"], tmp_path)
+    envs = matrix.venvs("2.12.1, 2.13.0", ["mine=/opt/py/bin/python"], tmp_path)
     assert [e.name for e in envs] == ["torch-2.12.1", "torch-2.13.0", "mine"]
     assert envs[0].python == str(tmp_path / "torch-2.12.1" / "bin" / "python") and envs[0].torch == "2.12.1"
     assert envs[2].python == "/opt/py/bin/python" and envs[2].torch is None
@@ -67,7 +70,7 @@ def test_a_ready_venv_is_reused_and_a_wrong_one_reinstalled(tmp_path):
     def installer(venv, version, stream):
         calls.append((venv, version))
 
-    ready, wanted = matrix.environments("2.13.0 0.0.2", None, tmp_path)
+    ready, wanted = matrix.venvs("2.13.0 0.0.2", None, tmp_path)
     assert matrix.ensure(ready, installer=installer)["torch"] == "2.13.0+cpu" and calls == []
     stale.parent.parent.rename(tmp_path / "torch-0.0.2")  # a venv of another torch under the wanted name
     with pytest.raises(ValueError, match="did not give a working torch 0.0.2"):
@@ -76,7 +79,7 @@ def test_a_ready_venv_is_reused_and_a_wrong_one_reinstalled(tmp_path):
 
 
 def test_a_real_interpreter_passes_the_probe():
-    found = matrix.probe(matrix.Environment("here", sys.executable))
+    found = matrix.probe(matrix.Venv("here", sys.executable))
     assert found["torch"] == torch.__version__ and found["cuda"] == torch.cuda.is_available()
 
 
@@ -90,7 +93,7 @@ def test_real_matrix_of_the_same_torch_twice_compares_every_pair(tmp_path):
     assert re.findall(r"^round (\d)/2: (\w)$", proc.stderr, re.M) == [("1", "a"), ("1", "b"), ("2", "b"), ("2", "a")]
     files = [next((tmp_path / "results" / name).glob("*.json")) for name in ("a", "b")]  # one directory each
     for name, f in zip("ab", files):
-        assert results.environment(results.read(f))["environment"] == name
+        assert results.origin(results.read(f))["environment"] == name
     pairs = plan.make("standard", devices=["cpu"], problems=[CASES], strategy_patterns=[STRATEGIES])
     c = compare.compare(files)
     if "confirming" in proc.stderr:  # what the sweep flagged was re-measured, and the report says how it went

@@ -4,20 +4,23 @@ import time
 
 import pytest
 import torch
+from torch import nn
 
 import cases
-from bench import memory, strategies
-from bench.measure import measure, measure_problem
-from bench.plan import Pair, Settings
-from bench.timing import Policy
 from tests.conftest import burning
 
-QUICK = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
+from bench import kinds, strategies
+from bench.measure import memory
+from bench.measure.pair import measure, measure_problem
+from bench.measure.timing import Policy
+from bench.sweep.plan import Pair, Settings
+
+TIMED = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
 MLP = "mlp-in128-out128-w64-d1"
 
 
 def test_an_ok_row_carries_time_memory_work_and_accuracy():
-    row = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK)
+    row = measure(Pair("cpu", "float32", MLP, "jacrev"), TIMED)
     assert row.status == "ok", row.reason
     assert len(row.samples) >= 3 and all(s > 0 for s in row.samples)
     assert row.first_call_s > 0
@@ -29,10 +32,10 @@ def test_an_ok_row_carries_time_memory_work_and_accuracy():
 
 
 def test_work_is_counted_not_assumed():
-    loop = measure(Pair("cpu", "float32", MLP, "grad-loop"), QUICK).work
-    fwd = measure(Pair("cpu", "float32", MLP, "jacfwd"), QUICK).work
-    fd = measure(Pair("cpu", "float32", MLP, "fd-central"), QUICK).work
-    fd_loop = measure(Pair("cpu", "float32", MLP, "fd-forward-loop"), QUICK).work
+    loop = measure(Pair("cpu", "float32", MLP, "grad-loop"), TIMED).work
+    fwd = measure(Pair("cpu", "float32", MLP, "jacfwd"), TIMED).work
+    fd = measure(Pair("cpu", "float32", MLP, "fd-central"), TIMED).work
+    fd_loop = measure(Pair("cpu", "float32", MLP, "fd-forward-loop"), TIMED).work
     assert (loop["vjps"], loop["vjps_calls"]) == (128, 128)
     assert (fwd["jvps"], fwd["jvps_calls"], fwd["vjps"]) == (128, 1, 0)
     assert (fd["fevals"], fd["fevals_calls"]) == (256, 1)
@@ -41,8 +44,8 @@ def test_work_is_counted_not_assumed():
 
 def test_a_wrong_result_is_recorded_with_its_error_and_never_timed(temporary_strategy):
     temporary_strategy("test-transposed", lambda fn, xs, create_graph=False:
-                       tuple(b.T for b in strategies.jacrev(fn, xs)))
-    row = measure(Pair("cpu", "float32", MLP, "test-transposed"), QUICK)
+                       tuple(b.T for b in strategies.textbook.jacrev(fn, xs)))
+    row = measure(Pair("cpu", "float32", MLP, "test-transposed"), TIMED)
     assert row.status == "wrong" and row.error > 0.1
     assert "exceeds the tolerance" in row.reason
     assert row.samples == [] and row.peak_bytes is None
@@ -53,19 +56,19 @@ def test_an_exception_is_an_error_with_a_one_line_reason(temporary_strategy):
         raise ValueError("boom\nsecond line")
 
     temporary_strategy("test-boom", boom)
-    row = measure(Pair("cpu", "float32", MLP, "test-boom"), QUICK)
+    row = measure(Pair("cpu", "float32", MLP, "test-boom"), TIMED)
     assert (row.status, row.reason) == ("error", "ValueError: boom")
 
 
 def test_a_real_cpu_out_of_memory_is_oom_and_leaves_the_next_pair_unaffected(temporary_strategy, monkeypatch):
     temporary_strategy("test-oom", lambda fn, xs, create_graph=False: torch.empty(2**48))
-    before = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
-    monkeypatch.setattr(memory, "spoiled", False)
-    row = measure(Pair("cpu", "float32", MLP, "test-oom"), QUICK)
+    before = measure(Pair("cpu", "float32", MLP, "jacrev"), TIMED).peak_bytes
+    monkeypatch.setattr(memory, "_spoiled", [False])
+    row = measure(Pair("cpu", "float32", MLP, "test-oom"), TIMED)
     assert row.status == "oom", row.reason
     assert "can't allocate memory" in row.reason
-    assert memory.spoiled  # a sweep goes on in a fresh process
-    after = measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes
+    assert memory.spoiled()  # a sweep goes on in a fresh process
+    after = measure(Pair("cpu", "float32", MLP, "jacrev"), TIMED).peak_bytes
     assert after == before
 
 
@@ -95,18 +98,18 @@ def test_a_call_of_too_many_ops_to_profile_is_still_timed_with_its_memory_said_u
         t = torch.zeros(())
         for _ in range(100_000):
             t = t + 1
-        return strategies.jacrev(fn, xs)
+        return strategies.textbook.jacrev(fn, xs)
 
     temporary_strategy("test-many-ops", many_ops)
     _let_the_recording_grow_by(32 * 2**20, monkeypatch)
-    monkeypatch.setattr(memory, "spoiled", False)
-    row = measure(Pair("cpu", "float32", MLP, "test-many-ops"), QUICK)
+    monkeypatch.setattr(memory, "_spoiled", [False])
+    row = measure(Pair("cpu", "float32", MLP, "test-many-ops"), TIMED)
     assert row.status == "ok", row.reason
     assert row.samples and row.peak_bytes is None
     assert row.notes["memory"].startswith("peak memory not measured: recording every op of this call took more")
-    assert memory.spoiled  # the sweep goes on in a fresh process
+    assert memory.spoiled()  # the sweep goes on in a fresh process
     monkeypatch.undo()
-    assert measure(Pair("cpu", "float32", MLP, "jacrev"), QUICK).peak_bytes >= 128 * 128 * 4
+    assert measure(Pair("cpu", "float32", MLP, "jacrev"), TIMED).peak_bytes >= 128 * 128 * 4
 
 
 def test_an_allocation_that_fails_only_under_the_profiler_leaves_the_row_timed_with_memory_unmeasured(
@@ -114,33 +117,33 @@ def test_an_allocation_that_fails_only_under_the_profiler_leaves_the_row_timed_w
     def fails_when_recorded(fn, xs, create_graph=False):  # right, but its recording cannot be held
         if torch.autograd.profiler._is_profiler_enabled:
             torch.empty(2**48)  # a real allocation failure: 1 PiB
-        return strategies.jacrev(fn, xs)
+        return strategies.textbook.jacrev(fn, xs)
 
     temporary_strategy("test-fails-when-recorded", fails_when_recorded)
-    monkeypatch.setattr(memory, "spoiled", False)
-    row = measure(Pair("cpu", "float32", MLP, "test-fails-when-recorded"), QUICK)
+    monkeypatch.setattr(memory, "_spoiled", [False])
+    row = measure(Pair("cpu", "float32", MLP, "test-fails-when-recorded"), TIMED)
     assert row.status == "ok", row.reason
     assert row.samples and row.peak_bytes is None
     assert row.notes["memory"] == ("peak memory not measured: an allocation failed while the profiler recorded "
                                    "this call (RuntimeError)")
-    assert memory.spoiled
+    assert memory.spoiled()
 
 
 def test_a_call_that_holds_a_lot_itself_is_profiled_all_the_same(temporary_strategy, monkeypatch):
     def big(fn, xs, create_graph=False):  # few ops, 256 MB of its own
         torch.ones(2**26).sum()
-        return strategies.jacrev(fn, xs)
+        return strategies.textbook.jacrev(fn, xs)
 
     temporary_strategy("test-big", big)
     _let_the_recording_grow_by(32 * 2**20, monkeypatch)
-    row = measure(Pair("cpu", "float32", MLP, "test-big"), QUICK)
+    row = measure(Pair("cpu", "float32", MLP, "test-big"), TIMED)
     assert row.status == "ok" and "memory" not in row.notes
     assert row.peak_bytes >= 2**28
 
 
 def test_unsupported_kind_is_recorded_without_running(temporary_strategy):
     temporary_strategy("test-multi-only", lambda fn, xs, create_graph=False: 1 / 0, kinds={"multi"})
-    row = measure(Pair("cpu", "float32", MLP, "test-multi-only"), QUICK)
+    row = measure(Pair("cpu", "float32", MLP, "test-multi-only"), TIMED)
     assert row.status == "unsupported" and "does not handle vector problems" in row.reason
 
 
@@ -153,7 +156,7 @@ def test_vmap_fallback_is_recorded(temporary_problem):
         return Built(lambda x: torch.linalg.slogdet(a + x.reshape(4, 4))[1].reshape(1), (s.randn(16, gen=s.generator()) * 0.1,))
 
     temporary_problem(Problem("test-slogdet", "test", "vector", n=16, m=1, builder=build))
-    row = measure(Pair("cpu", "float64", "test-slogdet", "functional-vectorized"), QUICK)
+    row = measure(Pair("cpu", "float64", "test-slogdet", "functional-vectorized"), TIMED)
     assert row.status == "ok" and row.fallback
     assert any("linalg" in op or "diag" in op for op in row.fallback_ops), row.fallback_ops
 
@@ -204,7 +207,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.cuda
 @cuda
 def test_cuda_pair_is_measured_and_gated():
-    row = measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK)
+    row = measure(Pair("cuda", "float32", MLP, "jacrev"), TIMED)
     assert row.status == "ok", row.reason
     assert row.peak_bytes >= row.jac_bytes and row.samples
 
@@ -212,14 +215,14 @@ def test_cuda_pair_is_measured_and_gated():
 @pytest.mark.cuda
 @cuda
 def test_cuda_out_of_memory_is_oom_and_the_next_peak_is_unaffected(temporary_strategy, monkeypatch):
-    monkeypatch.setattr(memory, "spoiled", False)
+    monkeypatch.setattr(memory, "_spoiled", [False])
     free, _ = torch.cuda.mem_get_info()
     temporary_strategy("test-cuda-oom", lambda fn, xs, create_graph=False:
                        torch.empty(2 * free // 4 + 2**30, device="cuda"))
-    before = measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK).peak_bytes
-    row = measure(Pair("cuda", "float32", MLP, "test-cuda-oom"), QUICK)
+    before = measure(Pair("cuda", "float32", MLP, "jacrev"), TIMED).peak_bytes
+    row = measure(Pair("cuda", "float32", MLP, "test-cuda-oom"), TIMED)
     assert row.status == "oom", row.reason
-    assert measure(Pair("cuda", "float32", MLP, "jacrev"), QUICK).peak_bytes == before
+    assert measure(Pair("cuda", "float32", MLP, "jacrev"), TIMED).peak_bytes == before
 
 
 def test_rounds_timed_beside_cpu_burners_are_flagged_disturbed():
@@ -232,3 +235,18 @@ def test_rounds_timed_beside_cpu_burners_are_flagged_disturbed():
                               settings)
     assert row.status == "ok" and len(row.delay) == len(row.switches) == len(row.samples) == len(row.cpu) >= 20
     assert sum(row.delay) > 0 and row.disturbed > 0.25, (row.delay, row.samples)
+
+
+def test_an_unregistered_problem_goes_through_measure_problem():
+    def build(s):
+        net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(s.device, s.dtype).requires_grad_(False)
+        gen = s.generator()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(s.randn(*p.shape, gen=gen))  # drawn in float64, then cast: the same net in both dtypes
+        return cases.Built(net, (s.cast(torch.linspace(-1, 1, 4, dtype=torch.float64)),), module=net)
+
+    problem = cases.Problem("adhoc-test-net", "test", "vector", n=4, m=3, builder=build)
+    row = measure_problem(problem, strategies.get("structured"), "cpu", "float32", TIMED)
+    assert row.status == "ok", row.reason
+    assert kinds.reference(problem).jacobian.shape == (3, 4)

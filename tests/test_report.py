@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, results
 from tests.conftest import ROOT
+
+from bench.analysis import results
+from bench.render import report
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"  # gitignored (build/)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -136,7 +138,7 @@ def test_renders_1000_rows_without_torch(sweep_1000, tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
         start = time.perf_counter()
-        from bench import report
+        from bench.render import report
         report.write([{str(sweep_1000)!r}], {str(out)!r})
         print(f"{{time.perf_counter() - start:.2f}}")
         assert "torch" not in sys.modules, "the report imported torch"
@@ -259,7 +261,7 @@ def test_hostile_page_is_inert_in_chromium(browser, hostile_page):
 
 
 def test_axis_ticks_are_spread_so_their_labels_do_not_run_together():
-    from bench.figures import _spread
+    from bench.render.figures import _spread
 
     ticks = [-12.6, -9.6, -8.0, -6.6, -5.6, -4.6, -3.6, -2.0, 0.0, 2.0, 4.0, 8.0, 12.0]  # log2 n:m of real sweeps
     kept = _spread(ticks)
@@ -273,7 +275,7 @@ def test_labels_of_points_in_a_row_do_not_overprint():
     from matplotlib.figure import Figure
     from matplotlib.text import Annotation, Text
 
-    from bench.figures import _label_points
+    from bench.render.figures import _label_points
 
     fig = Figure(figsize=(4, 3), layout="constrained")
     FigureCanvasAgg(fig)

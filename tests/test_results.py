@@ -10,9 +10,10 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import results
-from bench.journal import Journal
 from tests.conftest import run_cli
+
+from bench.analysis import results
+from bench.analysis.journal import Journal
 
 
 def test_loader_gives_one_tidy_row_per_pair(tiny_results):

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from bench import compare, plan, results
-from tests.conftest import run_cli
+from tests.conftest import TIMED, run_cli
 from tests.test_compare import row, samples, write_results
+
+from bench.analysis import compare, results
+from bench.sweep import plan
 
 CASES = "seed-article,seed-linear,seed-trig"
 STRATEGIES = "jacrev,jacfwd,fd-forward"
@@ -72,6 +74,6 @@ def test_real_sharded_runs_merge_into_exactly_the_whole(tmp_path):
     whole = plan.make("quick", devices=["cpu"], problems=[CASES], strategy_patterns=[STRATEGIES])
     got = sorted(merged[["device", "dtype", "problem", "strategy"]].itertuples(index=False, name=None))
     assert got == sorted((p.device, p.dtype, p.problem, p.strategy) for p in whole)  # each pair exactly once
-    assert set(merged["machine"]) == {"testbox0", "testbox1"} and set(merged["status"]) == {"ok"}
+    assert set(merged["machine"]) == {"testbox0", "testbox1"} and set(merged["status"]) <= TIMED
     (side,) = compare.group(files)
     assert len(side.frame) == len(whole)

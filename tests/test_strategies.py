@@ -4,13 +4,13 @@ import pytest
 import torch
 
 import cases
-from bench import accuracy, strategies
-from bench.measure import measure
-from bench.plan import Pair, Settings
-from bench.timing import Policy
+
+from .conftest import measured
+from bench import kinds, strategies
+from bench.gate import accuracy
+from bench.strategies import differences
 
 SEEDS = [p for p in cases.problems() if p.family == "seed"]
-FAST = Settings(profile="quick", policy=Policy(warmup=0, min_rounds=2, max_time=0.01))
 # Strategies of the small profiles (compiled ones, in the full profile, have their own tests).
 CHEAP = [name for name, s in strategies.STRATEGIES.items() if s.tier <= 1]
 
@@ -20,7 +20,7 @@ CHEAP = [name for name, s in strategies.STRATEGIES.items() if s.tier <= 1]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_strategy_matches_the_analytic_jacobian(strategy, problem, dtype):
     s = strategies.get(strategy)
-    reason = s.unsupported(problem.kind)
+    reason = kinds.unsupported(s, problem.kind)
     if reason:
         assert "does not handle" in reason
         return
@@ -34,7 +34,7 @@ def test_strategy_matches_the_analytic_jacobian(strategy, problem, dtype):
     assert isinstance(blocks, tuple) and len(blocks) == len(built.inputs)
     for block, x in zip(blocks, built.inputs):
         assert block.shape == out.shape + x.shape  # NOTE: [Jacobian layout]
-    verdict = accuracy.check(blocks, accuracy.reference(problem), dtype, s.fd_order)
+    verdict = accuracy.check(blocks, kinds.reference(problem), dtype, s.fd_order)
     assert verdict.ok, verdict.reason
     if s.exact:
         assert verdict.error <= 20 * torch.finfo(dtype).eps
@@ -51,7 +51,7 @@ def test_multi_input_blocks_are_the_columns():
 
 @pytest.mark.parametrize("problem", cases.select(tags="graph-break"), ids=lambda p: p.name)
 def test_graph_break_problems_are_flagged(problem):
-    rows = {s: measure(Pair("cpu", "float32", problem.name, s), FAST) for s in CHEAP}
+    rows = {s: measured(problem.name, s) for s in CHEAP}
     for name, row in rows.items():
         s = strategies.get(name)
         if row.status == "unsupported":
@@ -72,7 +72,7 @@ def test_graph_break_problems_are_flagged(problem):
 def test_fd_steps_are_exactly_representable_and_scale_with_x():
     x = torch.tensor([0.0, 1e-3, 3.0, -250.0, 1e6], dtype=torch.float32)
     for order in (1, 2):
-        up, down = strategies.fd_steps(x, order)
+        up, down = differences.fd_steps(x, order)
         assert torch.equal((x + up) - x, up)
         k = 0.5 if order == 1 else 1 / 3
         nominal = torch.finfo(torch.float32).eps ** k * x.abs().clamp(min=1)
@@ -82,7 +82,7 @@ def test_fd_steps_are_exactly_representable_and_scale_with_x():
 
 
 def test_fd_tolerance_follows_the_step():
-    ref = accuracy.reference(cases.get("seed-trig"))
+    ref = kinds.reference(cases.get("seed-trig"))
     t32 = [accuracy.tolerance(torch.float32, k, ref) for k in (0, 1, 2)]
     t64 = [accuracy.tolerance(torch.float64, k, ref) for k in (0, 1, 2)]
     assert t32[0] < t32[2] < t32[1]  # exact < central < forward
@@ -97,11 +97,11 @@ def test_every_strategy_states_its_cost_model():
 
 
 def test_unsupported_kind_gives_a_reason_not_an_exception():
-    reason = strategies.get("jacrev").unsupported("batched")
+    reason = kinds.unsupported(strategies.get("jacrev"), "batched")
     assert "does not handle batched problems" in reason
-    assert strategies.get("jacrev").unsupported("vector") is None
-    assert strategies.get("jacrev").unsupported("penalty") is None  # create_graph: J can sit in a loss
-    assert "no create_graph" in strategies.get("manual-backward").unsupported("penalty")
+    assert kinds.unsupported(strategies.get("jacrev"), "vector") is None
+    assert kinds.unsupported(strategies.get("jacrev"), "penalty") is None  # create_graph: J can sit in a loss
+    assert "no create_graph" in kinds.unsupported(strategies.get("manual-backward"), "penalty")
     assert all(check() for check in strategies.FEATURES.values())  # this torch has them all
 
 

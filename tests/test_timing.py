@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from bench.stats import summarize
-from bench.timing import Policy, measure
+from bench.analysis.stats import summarize
+from bench.measure.timing import Policy, measure
 
 
 class FakeClock:
@@ -149,7 +149,7 @@ def test_without_a_run_queue_delay_switches_and_cpu_share_decide():
 
 
 def test_disturbance_rule_and_spread():
-    from bench.stats import disturbed, spread
+    from bench.analysis.stats import disturbed, spread
 
     assert disturbed(0.01, 0.01, 0, 0.002) and not disturbed(0.01, 0.002, 9, 0.0005)  # the delay decides
     assert not disturbed(1.0, 1.0, 3, None)  # three switches in a second-long round: housekeeping
@@ -164,7 +164,7 @@ def test_disturbance_rule_and_spread():
 def test_ratio_intervals_tell_a_tie_from_a_margin_deterministically():
     import random
 
-    from bench.stats import ratio
+    from bench.analysis.stats import ratio
 
     rng = random.Random(7)
     a = [1.0 + 0.1 * rng.random() for _ in range(25)]

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import visits
-from bench.timing import Policy, measure
 from tests.test_timing import FakeClock
+
+from bench.analysis import visits
+from bench.measure.timing import Policy, measure
 
 
 def test_each_visit_takes_its_share_of_the_rounds_the_cap_and_the_precision():

@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from bench import memory, strategies
+from bench import strategies
+from bench.measure import memory
 
 if os.environ.get("JACBENCH_TEST_PROFILER_MB"):
     available = memory.proc_bytes("/proc/meminfo", "MemAvailable")
@@ -40,7 +41,7 @@ def _hang_after_first_call(fn, inputs, create_graph=False):
     if _first_call_done:
         _hang(fn, inputs)
     _first_call_done = True
-    return strategies.jacrev(fn, inputs)
+    return strategies.textbook.jacrev(fn, inputs)
 
 
 def _cpu_oom(fn, inputs, create_graph=False):
@@ -52,7 +53,7 @@ def _slow(fn, inputs, create_graph=False):
     """Cost: one jacrev after a pause (JACBENCH_TEST_DELAY seconds), so a sweep can be killed mid-way."""
     time.sleep(float(os.environ.get("JACBENCH_TEST_DELAY", "0.05")))
     strategies.note(pid=os.getpid())
-    return strategies.jacrev(fn, inputs)
+    return strategies.textbook.jacrev(fn, inputs)
 
 
 def _many_ops(fn, inputs, create_graph=False):
@@ -61,7 +62,7 @@ def _many_ops(fn, inputs, create_graph=False):
     for _ in range(100_000):
         t = t + 1
     strategies.note(pid=os.getpid())
-    return strategies.jacrev(fn, inputs)
+    return strategies.textbook.jacrev(fn, inputs)
 
 
 for name, compute in [("test-crash", _crash), ("test-hang", _hang), ("test-hang-later", _hang_after_first_call),

@@ -1,0 +1,151 @@
+"""Statistics of raw timing samples. Pure Python: loading and reporting use it without torch.
+
+NOTE: [Median precision]
+    The sweep reports medians. The half-width of an approximate 95% confidence interval of
+    the median is ``1.57 * IQR / sqrt(n)`` (McGill, Tukey and Larsen's notch, the one box
+    plots draw). Timing stops once that half-width is below a target fraction of the
+    median, or once the time cap is spent, whichever comes first (``bench.measure.timing.measure``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+NOISE_WARNING = 0.10  # IQR / median above this marks a row as noisy
+
+#: NOTE: [Disturbance]
+#:     A round of timing was disturbed when the process's threads were ready to run and had
+#:     to wait for a CPU that something else held. Linux counts that wait per thread: the
+#:     run-queue delay of ``/proc/<pid>/task/<tid>/schedstat``. Each round records it beside
+#:     the wall time, with the process's CPU time and involuntary context switches. Measured
+#:     on an idle 2-core machine with rounds of ten 300x300 matmuls: the delay was 0 in 80%
+#:     of rounds and at most 1.2% of a round's wall time. With two CPU-burning processes
+#:     beside it, it was 42-68% of the wall time with 1 torch thread (in 80% of rounds) and
+#:     86-150% with 2 threads (in every round); the wall time's 90th/10th percentile spread
+#:     grew from 1.1-1.25 to 2.8-10. So a round is disturbed when its threads waited longer
+#:     than :data:`DELAY_SHARE` of its wall time.
+#:
+#:     Where the kernel keeps no run-queue delay, a round is disturbed when it had at least
+#:     :data:`SWITCHES` involuntary switches at more than :data:`SWITCH_RATE` a second, or
+#:     when the process got less than :data:`CPU_SHARE` of one CPU over the round (its main
+#:     thread was off the CPU for most of it). Switches alone mislead: on the idle machine a
+#:     2-thread round of 10-50 ms often has 1 or 2 of them (housekeeping that costs
+#:     microseconds). The CPU test applies where calls keep the CPU busy (the CPU device); a
+#:     CUDA call that waits in a blocking synchronize is judged by switches alone.
+#:
+#:     Not seen by any of these: time a hypervisor steals from the virtual CPU, and other
+#:     processes' use of the memory bandwidth; the load sampled across the run shows the first.
+DELAY_SHARE = 0.10
+SWITCHES = 3
+SWITCH_RATE = 100.0
+CPU_SHARE = 0.5
+STALL_SPREAD = 3.0  # samples spread wider than this (p90 / p10) were stalled, not merely noisy
+DISTURBED_SHARE = 0.25  # a row with more of its rounds disturbed than this is itself disturbed
+RETIMES = 2  # a disturbed row is timed again, later in the run, at most this many times
+
+
+def is_disturbed(share: float | None) -> bool:
+    """Whether a row whose rounds were disturbed in this ``share`` is itself disturbed."""
+    return share is not None and share == share and share > DISTURBED_SHARE
+
+
+def disturbed(wall: float, cpu: float | None, switches: int | None, delay: float | None = None, *,
+              busy_cpu: bool = True) -> bool:
+    """Whether a timed round of ``wall`` seconds was disturbed, given the process's CPU
+    seconds, involuntary switches and run-queue delay over it (NOTE: [Disturbance]).
+    Unknown evidence (None) counts as undisturbed."""
+    if delay is not None:
+        return delay > DELAY_SHARE * wall
+    if switches is not None and switches >= SWITCHES and switches > SWITCH_RATE * wall:
+        return True
+    return busy_cpu and cpu is not None and wall > 0 and cpu < CPU_SHARE * wall
+
+
+def spread(samples) -> float:
+    """The 90th over the 10th percentile of a row's samples: near 1 on a quiet machine."""
+    data = sorted(float(s) for s in samples)
+    if len(data) == 1:
+        lo = hi = data[0]
+    else:
+        q = statistics.quantiles(data, n=10, method="inclusive")
+        lo, hi = q[0], q[-1]
+    return hi / lo if lo > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+    mean: float
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr / self.median if self.median > 0 else math.inf
+
+    @property
+    def ci_half(self) -> float:
+        """Half-width of the median's ~95% confidence interval (NOTE: [Median precision])."""
+        return 1.57 * self.iqr / math.sqrt(self.n)
+
+    @property
+    def noisy(self) -> bool:
+        return self.rel_iqr > NOISE_WARNING
+
+
+def summarize(samples) -> Summary:
+    data = sorted(float(s) for s in samples)
+    if not data:
+        raise ValueError("no samples")
+    if len(data) == 1:
+        q1 = med = q3 = data[0]
+    else:
+        q1, med, q3 = statistics.quantiles(data, n=4, method="inclusive")
+    return Summary(len(data), med, q1, q3, data[0], data[-1], statistics.fmean(data))
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """How many times slower ``b`` is than ``a`` (the ratio of their medians), with a 95%
+    bootstrap interval of that ratio."""
+
+    value: float
+    low: float
+    high: float
+
+    @property
+    def tie(self) -> bool:
+        """The interval holds 1: the two cannot be told apart within the noise."""
+        return self.low <= 1.0 <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f}x (95% interval {self.low:.2f}-{self.high:.2f}x)"
+
+
+def ratio(a, b, *, resamples: int = 2000, seed: int = 0) -> Ratio:
+    """median(b) / median(a), with a percentile bootstrap 95% interval that resamples each
+    row's rounds independently (``scipy.stats.bootstrap``); deterministic for a seed."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    value = float(np.median(b) / np.median(a))
+    if len(a) < 2 or len(b) < 2:
+        return Ratio(value, value, value)
+
+    def statistic(x, y, axis=-1):
+        return np.median(y, axis=axis) / np.median(x, axis=axis)
+
+    result = bootstrap((a, b), statistic, n_resamples=resamples, method="percentile", vectorized=True,
+                       random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return Ratio(value, float(min(low, value)), float(max(high, value)))

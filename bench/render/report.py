@@ -1,0 +1,457 @@
+"""The HTML report: one self-contained page that answers "which strategy should I use?".
+
+``write(paths, out)`` is a pure function of result files: it loads them (``bench.analysis.results``),
+takes the numbers from ``bench.analysis.picks`` (NOTE: [Recommendation rules]) and the
+figures from ``figures``,
+and renders ``templates/report.html.j2``. The page fetches nothing: styles and scripts are
+inline and figures are PNG data URIs. Every string from a results file reaches the page
+through Jinja2's autoescape. No torch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.analysis import load, results
+from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
+from bench.analysis.picks import (BASELINES, approximate, best_per_problem, failures, family_picks, noisy, platforms,
+                                  timed)
+from bench.analysis.schema import STATUSES
+from bench.analysis.stats import NOISE_WARNING
+from bench.render import figures as figs, html
+from bench.render.summary import drift_text, platform_label
+
+# --- tables as data: the template renders them all the same way -----------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    value: object = None  # what the column sorts by, where it is not the text
+    cls: str = ""
+    note: str = ""        # a second, smaller line
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    tip: str = ""
+    num: bool = False
+
+
+@dataclass
+class Table:
+    columns: list[Column]
+    rows: list[list[Cell]] = field(default_factory=list)
+
+
+def _num(v):
+    return "" if missing(v) else repr(float(v))
+
+
+def time_cell(s) -> Cell:
+    return Cell(fmt_time(s), _num(s), "num")
+
+
+def spread_cell(median, iqr) -> Cell:
+    if missing(median):
+        return time_cell(median)
+    rel = "" if missing(iqr) or not median else f" \u00b1{100 * iqr / median:.0f}%"
+    return Cell(fmt_time(median) + rel, _num(median), "num")
+
+
+def ratio_cell(x) -> Cell:
+    return Cell(fmt_ratio(x), _num(x), "num")
+
+
+def interval_cell(rec, name: str) -> Cell:
+    """A ratio with its 95% interval; sorts by the ratio."""
+    return Cell(fmt_interval(rec[name], rec[f"{name}_low"], rec[f"{name}_high"]), _num(rec[name]), "num")
+
+
+def bytes_cell(b) -> Cell:
+    return Cell(fmt_bytes(b), _num(b), "num")
+
+
+def error_cell(e) -> Cell:
+    return Cell(fmt_error(e), _num(e), "num")
+
+
+def text_cell(t, cls: str = "") -> Cell:
+    return Cell("" if missing(t) else str(t), None, cls)
+
+
+def int_cell(v) -> Cell:
+    return Cell("-" if missing(v) else f"{int(v)}", _num(v), "num")
+
+
+def status_cell(s) -> Cell:
+    return Cell(str(s), None, f"status-{s}")
+
+
+# --- the environment -----------------------------------------------------------------------
+
+def _duration(s) -> str:
+    if missing(s):
+        return "-"
+    s = float(s)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def origin_table(docs, frame: pd.DataFrame) -> Table:
+    """One column per results file: what it ran on and how."""
+    fields = [("machine", "machine"), ("device", "device"), ("device name", "device_name"),
+              ("torch", "torch_build"), ("CUDA", "cuda"), ("cuDNN", "cudnn"), ("CPU", "cpu"),
+              ("threads", "threads"), ("Python", "python"), ("git commit", "commit"), ("dtypes", None),
+              ("profile", None), ("pairs", None), ("wall time", None), ("started", None), ("run id", None),
+              ("shard", None), ("measured ceilings", None)]
+    table = Table([Column("")] + [Column(Path(p).name) for p, _ in docs])
+    for label, key in fields:
+        row = [Cell(label, None, "muted")]
+        for path, doc in docs:
+            env = doc.get("machine_info", {}).get("jacbench", {}) or {}
+            jb = doc["jacbench"]
+            if key == "torch_build":
+                v = env.get("torch_build") or env.get("torch")
+            elif key == "cpu":
+                v = env.get("cpu")
+                if env.get("cpu_count"):
+                    v = f"{v} ({env['cpu_count']} logical CPUs)"
+            elif key == "commit":
+                c = env.get("commit") or {}
+                v = (c.get("id") or "unknown")[:12] + (" (with uncommitted changes)" if c.get("dirty") else "")
+            elif key is not None:
+                v = env.get(key)
+            elif label == "dtypes":
+                mine = frame[frame["file"] == str(path)] if "file" in frame else frame.iloc[0:0]
+                v = ", ".join(sorted(mine["dtype"].astype(str).unique()))
+            elif label == "profile":
+                v = jb.get("profile")
+            elif label == "pairs":
+                v = jb.get("pairs")
+            elif label == "wall time":
+                v = _duration(jb.get("wall_s"))
+            elif label == "started":
+                v = jb.get("started")
+            elif label == "run id":
+                v = jb.get("run_id")
+            elif label == "shard":
+                v = jb.get("shard") or "whole run"
+            else:
+                v = "; ".join(
+                    f"{dt}: {c['matmul_flops'] / 1e9:.3g} GFLOP/s matmul, {c['bandwidth'] / 1e9:.3g} GB/s copy"
+                    for dt, c in (jb.get("ceilings") or {}).items()
+                    if isinstance(c, dict) and c.get("matmul_flops") and c.get("bandwidth"))
+            row.append(text_cell("-" if v is None or v == "" else v))
+        table.rows.append(row)
+    return table
+
+
+# --- recommendations -----------------------------------------------------------------------
+
+@dataclass
+class Headline:
+    family: str
+    problems: int
+    solved: int
+    exact: dict | None
+    overall: dict | None
+    others: list[tuple[str, int]]
+
+
+def headlines(picks: pd.DataFrame, best: pd.DataFrame) -> list[Headline]:
+    out = []
+    for _, p in picks.iterrows():
+        fam_best = best[best["family"] == p["family"]]
+        exact = overall = None
+        if isinstance(p["exact_strategy"], str):
+            exact = {"strategy": p["exact_strategy"], "geo": fmt_ratio(p["exact_geo_slowdown"]),
+                     "worst": fmt_ratio(p["exact_worst_slowdown"]), "wins": int(p["exact_wins"]),
+                     "of": int(p["exact_of"]), "covered": int(p["exact_covered"]),
+                     "error": fmt_error(p["exact_max_error"]), "mem": fmt_ratio(p["exact_mem_ratio"]),
+                     **{b: fmt_interval(p[f"exact_vs {b}"], p[f"exact_vs {b}_low"], p[f"exact_vs {b}_high"])
+                        for b in BASELINES}}
+        if isinstance(p["strategy"], str) and (exact is None or p["strategy"] != exact["strategy"]):
+            overall = {"strategy": p["strategy"], "geo": fmt_ratio(p["geo_slowdown"]),
+                       "error": fmt_error(p["max_error"]), "approximate": bool(p["approximate"])}
+        winners = fam_best["exact_strategy"].dropna()
+        winners = winners[winners != (exact or {}).get("strategy")]
+        others = list(winners.value_counts().items())[:3]
+        out.append(Headline(str(p["family"]), int(p["problems"]), int(p["solved"]), exact, overall, others))
+    return out
+
+
+def family_table(picks: pd.DataFrame) -> Table:
+    t = Table([
+        Column("family"), Column("solved", "problems some strategy solved / problems run", True),
+        Column("use (exact)", "the exact strategy with the smallest typical slowdown (NOTE: Recommendation rules)"),
+        Column("typical", "geometric-mean slowdown vs each problem's fastest strategy", True),
+        Column("worst", "largest slowdown vs a problem's fastest", True),
+        Column("wins", "problems where it was the fastest exact strategy", True),
+        *[Column(f"\u00d7 vs {b}", f"geometric-mean speedup over {b} on the same problems, with its 95% interval",
+                 True) for b in BASELINES],
+        Column("mem / J", "peak memory as a multiple of the Jacobian's size (geo. mean)", True),
+        Column("max error", "largest error vs the float64 reference over the family", True),
+        Column("fastest incl. FD", "the pick when finite differences may be used"),
+        Column("typical", "its geometric-mean slowdown", True),
+        Column("its max error", "", True),
+    ])
+    for _, p in picks.iterrows():
+        has = isinstance(p["exact_strategy"], str)
+        t.rows.append([
+            text_cell(p["family"], "name"), Cell(f"{p['solved']}/{p['problems']}", _num(p["solved"]), "num"),
+            text_cell(p["exact_strategy"] if has else "no exact one", "strong" if has else "bad"),
+            ratio_cell(p["exact_geo_slowdown"]), ratio_cell(p["exact_worst_slowdown"]),
+            Cell(f"{int(p['exact_wins'])}/{int(p['exact_of'])}" + (" (one problem)" if p["exact_of"] == 1 else "")
+                 if has else "-", _num(p["exact_wins"]), "num"),
+            *[interval_cell(p, f"exact_vs {b}") for b in BASELINES],
+            ratio_cell(p["exact_mem_ratio"]), error_cell(p["exact_max_error"]),
+            text_cell(p["strategy"] if isinstance(p["strategy"], str) else "-", "name"),
+            ratio_cell(p["geo_slowdown"]), error_cell(p["max_error"]),
+        ])
+    return t
+
+
+def problem_table(best: pd.DataFrame) -> Table:
+    t = Table([
+        Column("family"), Column("problem"), Column("n", "inputs", True), Column("m", "outputs", True),
+        Column("best exact", "fastest exact strategy; ~ names rivals within the noise (a tie goes to the exact "
+                             "strategy that needs less memory)"),
+        Column("margin", "how many times faster than the runner-up, with the 95% bootstrap interval; a tie when "
+                         "the interval holds 1", True),
+        Column("median", "median time per Jacobian, \u00b1 its IQR relative to the median", True),
+        *[Column(f"\u00d7 vs {b}", f"{b}'s median / this median, with the 95% bootstrap interval", True)
+          for b in BASELINES],
+        Column("peak mem", "peak memory of one call", True), Column("error", "vs the float64 reference", True),
+        Column("fastest incl. FD", "where finite differences beat every exact strategy: which, how fast and how "
+                                   "accurate (sorts by its median)", True),
+    ])
+    for _, b in best.iterrows():
+        has = isinstance(b["exact_strategy"], str)
+        name = b["exact_strategy"] if has else "no exact one"
+        tie = f"~ {b['exact_tied_with']}" if has and b["exact_tied_with"] else ""
+        fd = b["approximate"] and isinstance(b["strategy"], str)
+        t.rows.append([
+            text_cell(b["family"], "name"), text_cell(b["problem"], "name"), int_cell(b["n"]), int_cell(b["m"]),
+            Cell(name, None, "strong" if has else "bad", b["exact_tie_break"] or tie),
+            Cell("tie" if has and b["exact_tied_with"] else
+                 f"{fmt_interval(b['exact_margin'], b['exact_margin_low'], b['exact_margin_high'])}",
+                 _num(b["exact_margin"]), "num", f"vs {b['exact_runner_up']}" if has and b["exact_runner_up"] else ""),
+            spread_cell(b["exact_median"], b["exact_iqr"]),
+            *[interval_cell(b, f"exact_vs {base}") for base in BASELINES],
+            bytes_cell(b["exact_peak_bytes"]), error_cell(b["exact_error"]),
+            Cell(b["strategy"], _num(b["median"]), "name",
+                 f"{fmt_time(b['median'])}, error {fmt_error(b['error'])}") if fd
+            else Cell("= best exact", _num(b["exact_median"]), "muted"),
+        ])
+    return t
+
+
+# --- failures, noise, every row ------------------------------------------------------------
+
+@dataclass
+class Group:
+    strategy: str
+    counts: str
+    table: Table
+    open: bool
+
+
+def failure_overview(frame: pd.DataFrame) -> Table:
+    """Strategies x statuses: how many pairs of each strategy ended how."""
+    statuses = [s for s in STATUSES if (frame["status"] == s).any()]
+    t = Table([Column("strategy")] + [Column(s, "", True) for s in statuses])
+    for strategy, g in frame.groupby("strategy", sort=False):
+        counts = g["status"].value_counts()
+        t.rows.append([text_cell(strategy)] + [
+            Cell(str(int(counts.get(s, 0))) if counts.get(s, 0) else "", str(int(counts.get(s, 0))),
+                 f"num status-{s}") for s in statuses])
+    return t
+
+
+def failure_groups(frame: pd.DataFrame, many_contexts: bool) -> list[Group]:
+    """Every row that is not ok, by strategy; rows that failed for the same reason share a line
+    that names each of their problems."""
+    bad = failures(frame)
+    groups = []
+    for strategy, g in bad.groupby("strategy", sort=False):
+        cols = [Column("status"), Column("pairs", "", True), Column("problems"), Column("reason")]
+        if many_contexts:
+            cols.insert(1, Column("context"))
+        t = Table(cols)
+        g = g.assign(_context=[platform_label(r) for _, r in g.iterrows()])
+        for (status, context, reason), same in g.groupby(["status", "_context", "reason"], sort=False, dropna=False):
+            row = [status_cell(status), int_cell(len(same)), text_cell(", ".join(same["problem"]), "problems"),
+                   text_cell(reason, "reason")]
+            if many_contexts:
+                row.insert(1, text_cell(context))
+            t.rows.append(row)
+        counts = ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().items())
+        only_unsupported = (g["status"] == "unsupported").all()
+        groups.append(Group(str(strategy), counts, t, len(t.rows) <= 6 and not only_unsupported))
+    # strategies that broke come first; those that merely do not apply to some problems last
+    groups.sort(key=lambda gr: all(r[0].text == "unsupported" for r in gr.table.rows))
+    return groups
+
+
+def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
+    loud = noisy(frame)
+    cols = [Column("problem"), Column("strategy"), Column("IQR / median", "", True), Column("median", "", True),
+            Column("IQR", "", True), Column("rounds", "samples taken", True),
+            Column("p90 / p10", "how far apart the rounds lie: above 3x, the calls stalled", True),
+            Column("disturbed", "share of rounds in which the process was switched out or short of CPU", True),
+            Column("precise", "did the median reach the profile's target precision before the time cap?")]
+    if many_contexts:
+        cols.insert(2, Column("context"))
+    t = Table(cols)
+    for _, r in loud.iterrows():
+        row = [text_cell(r["problem"]), text_cell(r["strategy"]),
+               Cell(fmt_pct(r["rel_iqr"]), _num(r["rel_iqr"]), "num"), time_cell(r["median"]),
+               time_cell(r["iqr"]), int_cell(r["rounds"]), ratio_cell(r.get("stall")),
+               Cell(fmt_pct(r.get("disturbed")), _num(r.get("disturbed")), "num"),
+               text_cell("-" if missing(r.get("precise")) else "yes" if bool(r.get("precise")) else "no")]
+        if many_contexts:
+            row.insert(2, text_cell(platform_label(r)))
+        t.rows.append(row)
+    return t
+
+
+def all_rows(frame: pd.DataFrame) -> Table:
+    t = Table([Column("problem"), Column("family"), Column("n", "", True), Column("m", "", True),
+               Column("strategy"), Column("device"), Column("dtype"), Column("torch"), Column("status"),
+               Column("median", "", True), Column("IQR/med", "", True), Column("rounds", "", True),
+               Column("first call", "first call: tracing, caches, compilation", True),
+               Column("peak mem", "", True), Column("mem / J", "", True), Column("error", "", True),
+               Column("tolerance", "", True), Column("f evals", "", True), Column("VJPs", "", True),
+               Column("JVPs", "", True), Column("vmap fallback")])
+    for _, r in frame.iterrows():
+        t.rows.append([
+            text_cell(r["problem"]), text_cell(r["family"]), int_cell(r["n"]), int_cell(r["m"]),
+            text_cell(r["strategy"]), text_cell(r["device"]), text_cell(r["dtype"]), text_cell(r["torch"]),
+            status_cell(r["status"]), time_cell(r["median"]), Cell(fmt_pct(r["rel_iqr"]), _num(r["rel_iqr"]), "num"),
+            int_cell(r["rounds"]), time_cell(r["first_call_s"]), bytes_cell(r["peak_bytes"]),
+            ratio_cell(r["mem_ratio"]), error_cell(r["error"]), error_cell(r["tolerance"]),
+            int_cell(r.get("fevals")), int_cell(r.get("vjps")), int_cell(r.get("jvps")),
+            text_cell(r.get("fallback_ops") or ""),
+        ])
+    return t
+
+
+# --- figures, guarded --------------------------------------------------------------------
+
+@dataclass
+class Failed:
+    """A figure that could not be drawn; shown on the page instead of hiding the problem."""
+    title: str
+    message: str
+    failed: bool = True
+
+
+def _figure(title: str, fn, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - one broken figure must not cost the whole report
+        print(f"jacbench report: figure {title!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return Failed(title, f"{type(exc).__name__}: {exc}")
+
+
+# --- the page ------------------------------------------------------------------------------
+
+@dataclass
+class Section:
+    label: str
+    key: dict
+    rows: int
+    headlines: list
+    families: Table
+    problems: Table
+    scaling: list = field(default_factory=list)
+    no_scaling: list = field(default_factory=list)
+    crossover: object = None
+    findings: list = field(default_factory=list)
+    heatmaps: list = field(default_factory=list)
+    tradeoffs: list = field(default_factory=list)
+    noise: object = None
+    drift: str = ""
+
+
+def _context(key: dict, g: pd.DataFrame, styles, columns: list[str]) -> Section:
+    ok = timed(g)
+    best = best_per_problem(g)
+    picks = family_picks(g)
+    ctx = Section(platform_label(key), key, len(g), headlines(picks, best), family_table(picks), problem_table(best),
+                  drift=drift_text(g))
+    families = list(dict.fromkeys(g["family"]))
+    for fam in families:
+        f = _figure(f"scaling {fam}", figs.scaling, ok, fam, styles)
+        if f is None:
+            if fam in set(ok["family"]):
+                ctx.no_scaling.append(fam)
+        else:
+            ctx.scaling.append(f)
+    cross = _figure("crossover", figs.crossover, ok, styles)
+    if isinstance(cross, tuple):
+        ctx.crossover, ctx.findings = cross
+    elif cross is not None:
+        ctx.crossover = cross
+    vmax = float(ok["slowdown"].clip(upper=1000).max()) if len(ok) else 2.0
+    for fam in families:
+        f = _figure(f"heatmap {fam}", figs.heatmap, g, ok, fam, columns, vmax)
+        if f is not None:
+            ctx.heatmaps.append(f)
+        f = _figure(f"trade-offs {fam}", figs.tradeoffs, ok, fam, styles)
+        if f is not None:
+            ctx.tradeoffs.append(f)
+    ctx.noise = _figure("noise", figs.noise, ok, styles, columns)
+    return ctx
+
+
+def build(frame: pd.DataFrame, docs) -> str:
+    """The page for a loaded frame and its parsed files ``[(path, doc), ...]``."""
+    started = time.perf_counter()
+    frame = frame.copy()
+    frame["approximate"] = approximate(frame) if len(frame) else []
+    strategies = list(dict.fromkeys(frame["strategy"]))
+    styles = figs.Styles(strategies, set(frame.loc[frame["approximate"].astype(bool), "strategy"]))
+    ok_all = timed(frame)
+    columns = figs.strategy_order(ok_all) if len(ok_all) else []
+    columns += [s for s in strategies if s not in columns]
+    ctxs = [_context(key, g, styles, columns) for key, g in platforms(frame)]
+    many = len(ctxs) > 1
+    counts = [(s, int((frame["status"] == s).sum())) for s in STATUSES if (frame["status"] == s).any()]
+    return html.render(
+        "report.html.j2",
+        title="jacbench report",
+        files=[Path(p).name for p, _ in docs],
+        env=origin_table(docs, frame),
+        total=len(frame),
+        counts=counts,
+        contexts=ctxs,
+        many=many,
+        baselines=BASELINES,
+        noise_warning=f"{NOISE_WARNING:.0%}",
+        failures=failure_groups(frame, many),
+        failure_overview=failure_overview(frame),
+        n_failures=int((frame["status"] != "ok").sum()),
+        noise=noise_table(frame, many),
+        loads=[(Path(p).name, load.describe(doc["jacbench"].get("load") or []),
+                _figure("load", figs.load_timeline, doc["jacbench"].get("load") or [],
+                        frame[frame["file"] == str(p)] if "file" in frame else frame))
+               for p, doc in docs],
+        rows=all_rows(frame),
+        approximate_names=sorted(set(frame.loc[frame["approximate"].astype(bool), "strategy"])),
+        elapsed=lambda: f"{time.perf_counter() - started:.1f} s",
+    )
+
+
+def write(paths, out: Path) -> Path:
+    """Render the report of result files ``paths`` to ``out`` (one self-contained HTML file)."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    frame = results.load(paths)
+    docs = [(p, results.read(p)) for p in paths]
+    page = build(frame, docs)
+    return results.write_atomic(out, page)

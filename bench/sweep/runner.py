@@ -1,0 +1,421 @@
+"""Running a sweep so that nothing is lost: a supervised pytest child and its journal.
+
+The sweep runs in a child process (``pytest bench/sweep/suite.py -p bench.plugin``). This process
+watches the journal the child appends to, prints progress, and steps in when the child
+misbehaves:
+
+* a pair that runs past the per-pair time limit: the child is killed, the pair is recorded
+  as ``timeout``, and a new child carries on with the rest;
+* a child that dies (segfault, abort, the kernel's OOM killer): the pair it was running is
+  recorded as ``error`` or ``oom`` with the signal, and a new child carries on.
+
+When every pair has a result, the results file is assembled from the journal and written
+atomically, and the journal is removed. A run stopped with Ctrl-C or a plain ``kill``
+(SIGTERM, as a batch scheduler's time limit sends) journals the wall time it spent first; a
+run killed outright leaves its journal all the same. Running the same command again (or
+``jacbench run --resume``) finishes the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.analysis import load, visits
+from bench.analysis.journal import Journal, RunError, Terminated, find_unfinished
+from bench.analysis.results import assemble, file_name, write_atomic
+from bench.analysis.schema import Row, Status
+from bench.analysis.stats import RETIMES
+from bench.sweep import machine, plan as planning
+from bench.sweep.plan import Pair, Settings
+from bench.sweep.plugin import record
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP = Path(__file__).resolve().parent / "suite.py"
+POLL = 0.1
+
+
+def partial_dir(results_dir: Path) -> Path:
+    return Path(results_dir) / ".partial"
+
+
+def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Path,
+            selection: dict, *, fresh: bool = False, shard: str | None = None,
+            plugins: list[str] | None = None) -> tuple[Path, bool]:
+    """The journal for this plan: an unfinished one with the same fingerprint, or a new one.
+
+    Returns the journal path and whether it resumes earlier work.
+    """
+    ident = {"torch": machine.describe(device)["torch_build"], "device": device,
+             "machine": machine.machine_name()}
+    fingerprint = planning.fingerprint(pairs, settings, ident)
+    if not fresh:
+        for path in find_unfinished(partial_dir(results_dir), fingerprint):
+            return path, True
+    started = datetime.now()
+    run_id = uuid.uuid4().hex[:12]
+    name = file_name(machine.describe(device), started)
+    if (Path(results_dir) / name).exists() or (partial_dir(results_dir) / (Path(name).stem + ".journal.jsonl")).exists():
+        name = f"{Path(name).stem}-{run_id[:4]}.json"  # two runs started in the same second
+    header = {
+        "run_id": run_id,
+        "created": started.astimezone(timezone.utc).isoformat(),
+        "fingerprint": fingerprint,
+        "output": str(Path(results_dir) / name),
+        "device": device,
+        "settings": settings.as_dict(),
+        "selection": selection,
+        "shard": shard,
+        "plugins": plugins or [],
+        "pairs": [{"id": p.id, **p.__dict__, "row": planning.identity(p, settings.seed)} for p in pairs],
+    }
+    path = partial_dir(results_dir) / (Path(name).stem + ".journal.jsonl")
+    Journal.create(path, header)
+    return path, False
+
+
+def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stderr,
+            clock=time.monotonic, max_pairs: int | None = None) -> Path | None:
+    """Run the journal's pending pairs and write the results file once none is left.
+
+    Args:
+        python: the interpreter of the sweep child (another torch environment, say).
+        max_pairs: run at most this many pending pairs, in plan order, then return None if
+            pairs remain (environments interleave this way, a slice of the plan at a time).
+    """
+    with _exclusive(journal_path), _terminate_as_interrupt():
+        return _execute(journal_path, python, stream, clock, max_pairs)
+
+
+class _terminate_as_interrupt:
+    """While a run executes, SIGTERM raises :class:`Terminated` instead of ending the process
+    on the spot, so the run's ``finally`` journals the wall time this piece spent. Only where
+    Python lets a handler be set (the main thread) and none was set outside Python."""
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGTERM)
+        if self.previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._raise)
+        else:
+            self.previous = None
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Terminated()
+
+
+def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
+    journal = Journal.read(journal_path)
+    target = set(journal.remaining()[:max_pairs] if max_pairs is not None else journal.remaining())
+    _warn_if_code_changed(journal, stream)
+    progress = Progress(len(journal.pairs), journal.results, pace=journal.pace, stream=stream, clock=clock)
+    log = Path(journal_path).with_suffix(".log")
+    began = clock()
+    try:
+        journal = _run(journal_path, target, progress, python, log, clock)
+        policy = journal.header["settings"]["policy"]
+        last = policy.get("visits", 1) + RETIMES
+        while not journal.remaining() and journal.passes < last:
+            _mark_busy(journal, journal_path)
+            again = [p for p in journal.pairs if visits.wanted(journal.results[p], policy)]
+            if not again:
+                break
+            disturbed = sum(visits.disturbed(journal.results[p]) for p in again)
+            stream.write(f"pass {journal.passes + 1} (of at most {last}): timing {len(again)} pairs again, in a "
+                         f"fresh process: {len(again) - disturbed} for another visit, {disturbed} whose timing "
+                         f"other work disturbed (their rounds waited for a CPU, or the machine was busy)\n")
+            journal.append({"type": "retime", "pairs": again, "round": journal.passes + 1})
+            journal = _run(journal_path, set(again), Progress(len(again), {}, stream=stream, clock=clock,
+                                                              label=f"pass {journal.passes + 1} "), python, log, clock)
+        if not journal.remaining():
+            _mark_busy(journal, journal_path)
+            for pair in journal.pairs:
+                final = visits.settled(journal.results[pair])
+                if final is not None:
+                    journal.append({"type": "result", "pair": pair, "record": final, "replaces": True})
+    finally:  # an interrupted piece of a run counts towards its wall time too
+        progress.close()
+        journal.append({"type": "wall", "seconds": clock() - began, "pairs": progress.done - progress.done_before})
+    if journal.remaining():
+        return None
+    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s,
+                                                                load=load.read(load.path(journal_path))))
+    for path in (journal_path, log, load.path(journal_path)):
+        Path(path).unlink(missing_ok=True)
+    return out
+
+
+def _mark_busy(journal: Journal, journal_path) -> None:
+    """Mark the visits during which the sampled load says the machine was busy (NOTE: [Visits])."""
+    samples = load.read(load.path(journal_path))
+    for pair in journal.pairs:
+        marked = visits.annotated(journal.results[pair], samples)
+        if marked is not None:
+            journal.append({"type": "result", "pair": pair, "record": marked, "replaces": True})
+
+
+def _run(journal_path, target: set, progress, python, log, clock) -> Journal:
+    """Run the target pairs still pending, with a fresh process after each crash or timeout."""
+    journal = Journal.read(journal_path)
+    settings = Settings.from_dict(journal.header["settings"])
+    pairs = journal.planned()
+    identities = {p["id"]: p.get("row") for p in journal.header["pairs"]}
+    sampler = load.Sampler(load.path(journal_path))
+    while target & set(journal.remaining()):
+        pending = len(target & set(journal.remaining()))
+        outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs,
+                                      clock, pending, sampler)
+        journal = Journal.read(journal_path)
+        if not target & set(journal.remaining()):
+            break
+        if current is None or current not in journal.remaining():
+            if outcome == "ended" and len(target & set(journal.remaining())) < pending:
+                continue  # it finished a pair and asked for a fresh process
+            raise RunError(f"the sweep process {outcome} with {len(journal.remaining())} pairs left and none "
+                           f"running; see {log}: {_tail(log)}")
+        status, reason = _blame(outcome, settings.pair_timeout)
+        entry = {"type": "result", "pair": current}
+        if current in journal.retiming:  # a later visit failed: the earlier visits stand, and say so
+            before = journal.results[current]
+            info = {**before["extra_info"], "revisit_failed": True, "reason": f"timing it again in a later visit: {reason}"}
+            entry.update(record=record(pairs[current], info, before.get("stats"), before.get("options")),
+                         replaces=True)
+        else:
+            info = _untimed_info(pairs[current], identities[current], settings, status, reason, journal.checked.get(current))
+            entry["record"] = record(pairs[current], info)
+        journal.append(entry)
+        progress.finished(pairs[current], info)
+    return journal
+
+
+class _exclusive:
+    """An exclusive lock on a journal for as long as one process is running it.
+
+    The lock belongs to this process's open file, so it is released however the process
+    ends, and a second ``jacbench run`` on the same journal is refused instead of racing.
+    """
+
+    def __init__(self, journal_path):
+        self.path = Path(str(journal_path) + ".lock")
+
+    def __enter__(self):
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise RunError(f"another jacbench process is running {self.path.with_suffix('')}") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        self.file.close()
+        return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the runner dies, however it dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit,
+               sampler: "load.Sampler") -> tuple[str, str | None]:
+    """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
+    cmd = [python, "-m", "pytest", str(SWEEP), "-p", "bench.sweep.plugin", f"--jacbench-journal={journal_path}",
+           f"--jacbench-max-pairs={limit}",
+           "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(ROOT), "-W", "ignore::DeprecationWarning"]
+    path = [str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")]  # the cwd, for --plugin modules
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as log_file:
+        # Its own session, so a timeout kills the child with any workers it started (compile
+        # workers); and death with the parent, so a killed runner leaves no orphan measuring on.
+        child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                 start_new_session=True, preexec_fn=_die_with_parent)
+    offset = Path(journal_path).stat().st_size
+    current, last_event = None, clock()
+    try:
+        while True:
+            offset, entries = _read_new(journal_path, offset)
+            for e in entries:
+                if e["type"] != "checked":  # the per-pair limit counts from the pair's start
+                    last_event = clock()
+                if e["type"] == "start":
+                    current = e["pair"]
+                    progress.running(pairs[current])
+                elif e["type"] == "result":
+                    current = None
+                    progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
+            sampler.sample(child.pid)
+            code = child.poll()
+            if code is not None:
+                offset, entries = _read_new(journal_path, offset)
+                for e in entries:
+                    if e["type"] == "result":
+                        current = None
+                        progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
+                    elif e["type"] == "start":
+                        current = e["pair"]
+                return _exit_text(code), current
+            if clock() - last_event > timeout:
+                _kill(child)
+                if current is None:
+                    current = next(iter(Journal.read(journal_path).remaining()), None)
+                return Status.TIMEOUT, current
+            time.sleep(POLL)
+    except BaseException:
+        _kill(child)
+        raise
+
+
+def _read_new(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    entries = [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
+    return offset + end, entries
+
+
+def _kill(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
+
+
+def _exit_text(code: int) -> str:
+    if code in (0, 1):
+        return "ended"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _blame(outcome: str, timeout: float) -> tuple[str, str]:
+    if outcome == "timeout":
+        return Status.TIMEOUT, f"stopped after the per-pair limit of {timeout:g} s"
+    if outcome == "killed by SIGKILL":
+        return Status.OOM, "the sweep process was killed by SIGKILL during this pair (likely the kernel's OOM killer)"
+    return Status.ERROR, f"the sweep process crashed during this pair ({outcome})"
+
+
+def _untimed_info(pair: Pair, planned: dict | None, settings: Settings, status: str, reason: str,
+                  checked: dict | None = None) -> dict:
+    """The row of a pair the child could not finish: what its gate found, if it got past it,
+    else its planned identity (a journal from before identities were planned names the pair only)."""
+    if checked is not None:
+        return {**checked, "status": status, "reason": f"{reason}, after its first call passed the accuracy check"}
+    row = Row(**planned) if planned else Row(pair.problem, pair.strategy, pair.device, pair.dtype, seed=settings.seed)
+    row.status, row.reason = status, reason
+    return row.info()
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-400:] or "(empty log)"
+
+
+def _warn_if_code_changed(journal: Journal, stream) -> None:
+    """A run resumed by other code than it started with says so: its file records the first
+    commit only, and the pairs measured before and after may not be comparable."""
+    started = (((journal.env or {}).get("machine_info") or {}).get("jacbench") or {}).get("commit") or {}
+    now = machine.git_commit()
+    if started.get("id") and now["id"] and started["id"] != now["id"]:
+        stream.write(f"jacbench: warning: this run started at commit {started['id'][:10]} and resumes at "
+                     f"{now['id'][:10]}; if the measuring code changed, start over with --fresh\n")
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """One line per finished pair: count, status, pair, time, elapsed, ETA, status tallies.
+
+    On a terminal, a transient line also names the pair now running.
+    """
+
+    def __init__(self, total: int, done: dict, *, pace: tuple[float, int] = (0.0, 0), stream=sys.stderr,
+                 clock=time.monotonic, label: str = ""):
+        self.total, self.stream, self.clock, self.label = total, stream, clock, label
+        self.done_before, self.pace = len(done), pace
+        self.seen = set(done)
+        self.counts = Counter(r["extra_info"]["status"] for r in done.values())
+        self.started = clock()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self._transient = False
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def session_elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def eta(self) -> float | None:
+        """At the pace of the whole run so far, with the earlier pieces whose time is known
+        (``pace``: their seconds and pairs): the first pair of a resumed run does not set the
+        pace of the rest alone."""
+        timed = self.done - self.done_before + self.pace[1]
+        if timed == 0:
+            return None
+        return (self.session_elapsed() + self.pace[0]) / timed * (self.total - self.done)
+
+    def running(self, pair: Pair) -> None:
+        if self.tty:
+            self._clear()
+            self.stream.write(f"  running {pair.label()} ...")
+            self.stream.flush()
+            self._transient = True
+
+    def finished(self, pair: Pair, info: dict) -> None:
+        if pair.id in self.seen:
+            return
+        self.seen.add(pair.id)
+        self.counts[info["status"]] += 1
+        self._clear()
+        width = len(str(self.total))
+        eta = self.eta()
+        tallies = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1]))
+        detail = info.get("reason", "")[:60] if info["status"] != "ok" else ""
+        self.stream.write(
+            f"{self.label}[{self.done:>{width}}/{self.total}] {info['status']:<11} {pair.label()}"
+            f"{'  ' + detail if detail else ''}  | {_clock_text(self.session_elapsed())} elapsed, "
+            f"ETA {_clock_text(eta) if eta is not None else '?'} | {tallies}\n")
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self._transient:
+            self.stream.write("\r\033[K")
+            self._transient = False
+
+    def close(self) -> None:
+        self._clear()
