@@ -6,6 +6,7 @@ import argparse
 import copy
 import importlib
 import importlib.util
+import math
 import os
 import signal
 import sys
@@ -35,6 +36,24 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes seconds, such as 120, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def globs(text: str) -> str:
+    """An argparse type: name globs, not an empty string (which would mean no filter)."""
+    if not text.strip(" ,"):
+        raise argparse.ArgumentTypeError("takes name globs such as 'mlp-*', not an empty string")
+    return text
 
 
 # --- list ----------------------------------------------------------------------------------
@@ -308,6 +327,8 @@ def cmd_summary(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="jacbench", description="Benchmark every way of computing Jacobians in PyTorch.")
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("JACBENCH_DEBUG")),
+                        help="show the traceback of a failure (also: JACBENCH_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("list", help="problems and strategies, with filters")
@@ -323,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a sweep; one results file per device")
     p.add_argument("--profile", default="standard", help=PROFILES)
-    p.add_argument("--cases", action="append", help="problem name globs, e.g. 'mlp-*' (comma-separated or repeated)")
+    p.add_argument("--cases", action="append", type=globs,
+                   help="problem name globs, e.g. 'mlp-*' (comma-separated or repeated)")
     p.add_argument("--tags", action="append", help="keep problems with any of these tags")
     p.add_argument("--strategies", action="append", help="strategy name globs")
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
@@ -331,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", help="run shard i of n, e.g. 2/4")
-    p.add_argument("--pair-timeout", type=float, help="seconds before a pair is stopped (default: the profile's)")
+    p.add_argument("--pair-timeout", type=seconds, help="seconds before a pair is stopped (default: the profile's)")
     p.add_argument("--resume", nargs="?", const="latest", help="finish an unfinished run (default: the latest)")
     p.add_argument("--fresh", action="store_true", help="start over even if this run was left unfinished")
     p.add_argument("--results-dir", default="results")
@@ -384,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="per-sample Jacobians over a batch of this size")
     p.add_argument("--wrt", choices=("input", "params"), default="input")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--dtype", default="float32", help="float32, float64, float16 or bfloat16")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
     p.add_argument("--strategies", action="append")
     p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("-o", "--output", help="also write an HTML report here")
@@ -402,11 +424,21 @@ def main(argv=None) -> int:
         f"jacbench: warning: {message}\n" if issubclass(category, ResultsWarning) else plain(message, category, *rest, **kw))
     try:
         return args.fn(args)
-    except (ValueError, ResultsError, JournalError, RunError) as e:
-        return fail(str(e))
+    except (ValueError, ResultsError, JournalError, RunError, OSError) as e:
+        if args.debug:
+            raise
+        return fail(_one_line(e))
     except KeyboardInterrupt as e:
         print("\ninterrupted; run the same command again (or `jacbench run --resume`) to finish", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
+def _one_line(e: Exception) -> str:
+    """A failure as one line: an OS error names the path it concerns."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+        return f"{where}: {e.strerror}" if where else e.strerror
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 if __name__ == "__main__":

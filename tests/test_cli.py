@@ -37,6 +37,12 @@ def test_list_filters():
     (["run", "--plugin", "no.such.module", "--device", "cpu"], "cannot import plugin 'no.such.module'"),
     (["list", "--kinds", "matrix"], "unknown kind 'matrix'; choose from"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["run", "--pair-timeout", "nan", "--device", "cpu"], "--pair-timeout: must be a positive number of seconds, not nan"),
+    (["run", "--pair-timeout", "0", "--device", "cpu"], "--pair-timeout: must be a positive number of seconds, not 0"),
+    (["run", "--pair-timeout", "-1", "--device", "cpu"], "--pair-timeout: must be a positive number of seconds"),
+    (["run", "--cases", "", "--device", "cpu"], "--cases: takes name globs such as 'mlp-*', not an empty string"),
+    (["advise", "tests.test_advise:SmallNet", "--input-shape", "6", "--dtype", "float8"],
+     "argument --dtype: invalid choice: 'float8' (choose from 'float32', 'float64', 'float16', 'bfloat16')"),
 ])
 def test_bad_input_is_a_one_line_error_naming_the_choices(argv, fragment, tmp_path):
     proc = run_cli(*argv, "--results-dir", tmp_path) if argv[0] == "run" else run_cli(*argv)
@@ -44,6 +50,18 @@ def test_bad_input_is_a_one_line_error_naming_the_choices(argv, fragment, tmp_pa
     assert fragment in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not list(tmp_path.iterdir())  # nothing started
+
+
+def test_a_path_that_cannot_be_written_is_one_line_naming_it_and_debug_shows_the_traceback():
+    # /proc takes no new entries, even from root: a real unwritable place on any Linux machine
+    argv = ("run", "--device", "cpu", "--profile", "quick", "--cases", "seed-trig", "--strategies", "jacrev",
+            "--results-dir", "/proc/jacbench-cannot-be-here")
+    proc = run_cli(*argv)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "jacbench: error: /proc/jacbench-cannot-be-here: No such file or directory"
+    debug = run_cli("--debug", *argv)
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+    assert "FileNotFoundError" in run_cli(*argv, env={"JACBENCH_DEBUG": "1"}).stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
