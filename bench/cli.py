@@ -295,7 +295,8 @@ def cmd_advise(args) -> int:
     dtype = getattr(torch, args.dtype)
     if args.batch is not None and args.batch <= 0:
         raise ValueError(f"--batch takes a positive size, not {args.batch}")
-    fn, inputs, kind, float64 = build_inputs(obj, parse_shape(args.input_shape), args.batch, args.wrt, args.device, dtype)
+    fn, inputs, kind, float64 = build_inputs(obj, parse_shape(args.input_shape), args.batch, args.wrt, args.device,
+                                             dtype)
     names = advisor.candidates(kind, args.strategies, args.device)
     print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}, "
           f"{torch.get_num_threads()} threads); compiled ones take seconds to compile", file=sys.stderr)

@@ -308,7 +308,8 @@ def test_two_runs_of_one_environment_are_two_sides(tmp_path):
 
 def test_compare_never_imports_torch(tmp_path):
     base, new = known_shifts(tmp_path)
-    code = ("import sys; from bench.analysis import compare; from bench.render import compare as shown; c = compare.compare(sys.argv[1:3]); "
+    code = ("import sys; from bench.analysis import compare; from bench.render import compare as shown; "
+            "c = compare.compare(sys.argv[1:3]); "
             "shown.write_html(c, sys.argv[3]); print(shown.render_text(c)); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     proc = subprocess.run([sys.executable, "-c", code, str(base), str(new), str(tmp_path / "o.html")], cwd=ROOT,

@@ -35,7 +35,8 @@ def test_the_import_contract_holds():
     ("bench/analysis/stats.py", "from bench.sweep import plan", "reading and rendering never import torch"),
     ("bench/analysis/stats.py", "from bench.render import html", "rendering reads the analysis"),
     ("bench/gate/state.py", "from bench.measure import pair", "each stage imports only the stages below it"),
-    ("bench/strategies/registry.py", "from bench.strategies import textbook", "the strategy registry imports no strategy"),
+    ("bench/strategies/registry.py", "from bench.strategies import textbook",
+     "the strategy registry imports no strategy"),
     ("cases/problem.py", "import bench", "cases never imports bench"),
     ("bench/analysis/stats.py", "from bench.analysis import picks", "no import cycles"),
 ])

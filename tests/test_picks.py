@@ -1,4 +1,4 @@
-"""The numbers behind the recommendations (NOTE: [Recommendation rules] in bench.summary) and
+"""The numbers behind the recommendations (NOTE: [Recommendation rules] in bench.analysis.picks) and
 the plain-text summary of a real sweep."""
 
 import math

@@ -99,7 +99,7 @@ def flatten(blocks, m: int) -> torch.Tensor:
 
 
 def reverse_loop(fn, inputs):
-    """The Jacobian as one ``(m, N)`` matrix, by float64-able reverse-mode autograd, row by row."""
+    """The Jacobian as one block ``(J,)``, J of shape ``(m, N)``, by reverse-mode autograd row by row."""
     xs = tuple(x.detach().requires_grad_(True) for x in inputs)
     with torch.enable_grad():
         out = fn(*xs).reshape(-1)
@@ -113,7 +113,7 @@ def reverse_loop(fn, inputs):
 
 
 def forward_loop(fn, inputs):
-    """The Jacobian as one ``(m, N)`` matrix, by forward-mode dual numbers, column by column."""
+    """The Jacobian as one block ``(J,)``, J of shape ``(m, N)``, by forward-mode dual numbers column by column."""
     import torch.autograd.forward_ad as fwAD
 
     cols = []

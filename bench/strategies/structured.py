@@ -201,7 +201,7 @@ def _sequential(fn) -> nn.Sequential:
     if not isinstance(module, nn.Sequential):
         what = "no nn.Module" if module is None else f"a {type(module).__name__}, not an nn.Sequential"
         raise Unsupported(f"structured accumulation needs an nn.Sequential; this function has {what}")
-    # The work probe wraps fn (bench.work); the chain is the module's all the same.
+    # The work probe wraps fn (bench.measure.counting); the chain is the module's all the same.
     if fn is not module and not probing():
         raise Unsupported("structured accumulation needs fn to be the nn.Sequential itself, not a function of it")
     return module

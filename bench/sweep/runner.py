@@ -1,6 +1,6 @@
 """Running a sweep so that nothing is lost: a supervised pytest child and its journal.
 
-The sweep runs in a child process (``pytest bench/sweep/suite.py -p bench.plugin``). This process
+The sweep runs in a child process (``pytest bench/sweep/suite.py -p bench.sweep.plugin``). This process
 watches the journal the child appends to, prints progress, and steps in when the child
 misbehaves:
 
