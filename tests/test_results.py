@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-from bench.analysis import results
+from bench.analysis import files, results
 from bench.analysis.journal import Journal
 
 
@@ -114,14 +114,14 @@ def test_cli_reports_a_broken_file_in_one_line(tiny_results, tmp_path):
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "r.json"
-    results.write_atomic(target, {"a": 1})
+    files.write_atomic(target, {"a": 1})
 
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(json, "dump", explode)
     with pytest.raises(OSError):
-        results.write_atomic(target, {"a": 2})
+        files.write_atomic(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
 
@@ -129,7 +129,7 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
 def test_atomic_write_makes_files_others_can_read(tmp_path):
     umask = os.umask(0o022)
     try:
-        path = results.write_atomic(tmp_path / "r.html", "<p>report</p>")
+        path = files.write_atomic(tmp_path / "r.html", "<p>report</p>")
     finally:
         os.umask(umask)
     assert path.read_text() == "<p>report</p>" and stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -1,4 +1,4 @@
-"""Result files: assembling them from a journal, writing them atomically, loading them tidy.
+"""Result files: assembling them from a journal, loading them tidy (bench.analysis.files writes them).
 
 A results file is a pytest-benchmark JSON file (``pytest-benchmark compare`` reads it) with
 one more top-level section, ``jacbench``. Timed pairs are pytest-benchmark ``benchmarks``
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,37 +71,6 @@ def assemble(journal: Journal, wall_s: float | None = None, load: list | None = 
             "untimed": untimed,
         },
     }
-
-
-def write_atomic(path: Path, content: dict | str) -> Path:
-    """Write ``content`` (a JSON document, or text) so that ``path`` is either the old file or
-    the whole new one, never half; readable like any file the user makes (mkstemp's 0600 would
-    hide results and reports from a web server or a colleague)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if isinstance(content, str):
-                f.write(content)
-            else:
-                json.dump(content, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def read(path: Path) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import results
+from bench.analysis import files
 from bench.analysis.compare import CHANGED, VERDICTS, Comparison, api_matrix, is_number, pivot, strategy_pivot
 from bench.analysis.formats import fmt_bytes, fmt_time
 
@@ -298,4 +298,4 @@ def html(comparison: Comparison) -> str:
 
 
 def write_html(comparison: Comparison, out: Path) -> Path:
-    return results.write_atomic(out, html(comparison))
+    return files.write_atomic(out, html(comparison))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import load, results
+from bench.analysis import files, load, results
 from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
 from bench.analysis.picks import (BASELINES, approximate, best_per_problem, failures, family_picks, noisy, platforms,
                                   timed)
@@ -454,4 +454,4 @@ def write(paths, out: Path) -> Path:
     frame = results.load(paths)
     docs = [(p, results.read(p)) for p in paths]
     page = build(frame, docs)
-    return results.write_atomic(out, page)
+    return files.write_atomic(out, page)

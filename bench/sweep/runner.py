@@ -34,7 +34,8 @@ from pathlib import Path
 
 from bench.analysis import load, visits
 from bench.analysis.journal import Journal, RunError, Terminated, find_unfinished
-from bench.analysis.results import assemble, file_name, write_atomic
+from bench.analysis.files import write_atomic
+from bench.analysis.results import assemble, file_name
 from bench.analysis.schema import Row, Status
 from bench.analysis.stats import RETIMES
 from bench.sweep import machine, plan as planning
