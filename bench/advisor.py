@@ -42,7 +42,7 @@ import torch
 import cases
 
 from bench import kinds, strategies as registry
-from bench.analysis import load, stats, visits
+from bench.analysis import files, load, stats, visits
 from bench.analysis.schema import Row, Status, status_rank
 from bench.analysis.stats import RETIMES, Ratio
 from bench.gate import accuracy, audit, state
@@ -131,10 +131,7 @@ class Advice:
 
     def to_html(self, path) -> Path:
         """Write this advice as a self-contained HTML page."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_html(self))
-        return path
+        return files.write_atomic(path, _html(self))
 
 
 def _median_iqr(row: Row) -> tuple[float | None, float | None]:

@@ -25,6 +25,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+#: The exit status of a fault of jacbench's own (EX_SOFTWARE); a user's fault exits with 2.
+INTERNAL = 70
+
+
 def fail(message: str) -> int:
     print(f"jacbench: error: {message}", file=sys.stderr)
     return 2
@@ -92,12 +96,15 @@ def cmd_list(args) -> int:
 # --- run -----------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from bench.analysis.journal import Journal, find_unfinished
+    from bench.analysis import files
+    from bench.analysis.journal import Journal, find_unfinished, running
     from bench.sweep import machine, plan as planning, runner
     from bench.sweep.plan import Settings
 
     results_dir = Path(args.results_dir)
     plugins = planning.load_plugins(args.plugin)
+    if args.report:
+        files.writable(args.report)  # before the sweep, not after it
     written = []
     if args.resume is not None:
         selection_given = any(getattr(args, k) for k in ("cases", "tags", "strategies", "shard", "dtype"))
@@ -105,9 +112,11 @@ def cmd_run(args) -> int:
             raise ValueError("--resume continues a run as it was planned; drop the selection options")
         if args.resume == "latest":
             found = find_unfinished(runner.partial_dir(results_dir))
-            if not found:
-                raise ValueError(f"no unfinished run under {runner.partial_dir(results_dir)}")
-            journals = [found[0]]
+            idle = [p for p in found if not running(p)]
+            if not idle:
+                raise ValueError(f"no unfinished run under {runner.partial_dir(results_dir)}"
+                                 + (f" that is not running now ({len(found)} running)" if found else ""))
+            journals = idle[:1]
         else:
             journals = [Path(args.resume)]
         for path in journals:
@@ -115,6 +124,7 @@ def cmd_run(args) -> int:
             print(f"resuming {path}", file=sys.stderr)
             written.append(runner.execute(path))
     else:
+        files.directory(results_dir)  # before planning, and before the note on the load
         profile = planning.profile(args.profile)
         settings = Settings(profile=args.profile, policy=profile.policy,
                             pair_timeout=args.pair_timeout or profile.pair_timeout,
@@ -128,6 +138,11 @@ def cmd_run(args) -> int:
                 _warn_if_busy(settings.threads)
             path, resumed = runner.prepare(pairs, settings, device, results_dir, selection,
                                            fresh=args.fresh, shard=args.shard, plugins=plugins)
+            others = [p for p in find_unfinished(runner.partial_dir(results_dir)) if p != path and running(p)]
+            if others:
+                print(f"note: {len(others)} other run{'s are' if len(others) > 1 else ' is'} going on in "
+                      f"{results_dir} ({others[0].name}); runs that share the machine disturb each other's timings",
+                      file=sys.stderr)
             done = len(Journal.read(path).results)
             again = (f", then a pass timing them again for each of {settings.policy.visits - 1} more visits"
                      if settings.policy.visits > 1 else "")
@@ -159,8 +174,10 @@ def _warn_if_busy(threads: int) -> None:
 
 
 def _report(paths, out: Path) -> int:
+    from bench.analysis import files
     from bench.render import report
 
+    files.writable(out)  # before the work of rendering
     report.write(paths, out)
     print(f"wrote {out}")
     return 0
@@ -173,9 +190,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.analysis import compare
+    from bench.analysis import compare, files
     from bench.render import compare as shown
 
+    if args.output:
+        files.writable(args.output)
     comparison = compare.compare(args.results, threshold=args.threshold, alpha=args.alpha,
                                  memory_threshold=args.memory_threshold)
     for w in comparison.warnings:
@@ -286,10 +305,13 @@ def cmd_advise(args) -> int:
     import torch
 
     from bench import advisor
+    from bench.analysis import files
     from bench.analysis.formats import fmt_time
     from bench.sweep import machine
 
     machine.devices(args.device)  # a one-line error where CUDA is asked for and absent
+    if args.output:
+        files.writable(args.output)
     torch.set_num_threads(args.threads or machine.default_threads())
     obj = load_target(args.target)
     dtype = getattr(torch, args.dtype)
@@ -432,6 +454,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         print("\ninterrupted; run the same command again (or `jacbench run --resume`) to finish", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    except Exception as e:  # a fault of jacbench's own: one line too, and how to see the rest
+        if args.debug:
+            raise
+        print(f"jacbench: internal error: {type(e).__name__}: {_one_line(e)}; this is a bug in jacbench: "
+              f"run again with --debug for the traceback, and report it", file=sys.stderr)
+        return INTERNAL
+    finally:
+        warnings.formatwarning = plain
 
 
 def _one_line(e: Exception) -> str:

@@ -59,10 +59,11 @@ def test_a_path_that_cannot_be_written_is_one_line_naming_it_and_debug_shows_the
             "--results-dir", "/proc/jacbench-cannot-be-here")
     proc = run_cli(*argv)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "jacbench: error: /proc/jacbench-cannot-be-here: No such file or directory"
+    assert proc.stderr.strip() == ("jacbench: error: /proc/jacbench-cannot-be-here: cannot create directory: "
+                                   "No such file or directory")
     debug = run_cli("--debug", *argv)
     assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
-    assert "FileNotFoundError" in run_cli(*argv, env={"JACBENCH_DEBUG": "1"}).stderr
+    assert "OutputError: /proc/jacbench-cannot-be-here" in run_cli(*argv, env={"JACBENCH_DEBUG": "1"}).stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

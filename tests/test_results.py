@@ -82,8 +82,9 @@ def _variants(good: str) -> dict:
         "list": (json.dumps([1, 2, 3]), "not a jacbench results file"),
         "pytest-benchmark only": (json.dumps(no_section), "not a jacbench results file"),
         "future schema": (json.dumps(future), "schema 99"),
-        "record without status": (json.dumps(no_status), "record 0 lacks extra_info"),
-        "record without samples": (json.dumps(nan_samples), "no valid raw samples"),
+        "record without status": (json.dumps(no_status), "benchmarks[0].extra_info.status is missing"),
+        "record without samples": (json.dumps(nan_samples),
+                                   "benchmarks[0].stats.data is an empty list; a timed pair needs its raw samples"),
     }
 
 
@@ -135,9 +136,15 @@ def test_atomic_write_makes_files_others_can_read(tmp_path):
     assert path.read_text() == "<p>report</p>" and stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
+def _header(tmp_path, *pairs) -> dict:
+    return {"run_id": "x", "created": "2026-11-30T00:00:00+00:00", "output": str(tmp_path / "r.json"),
+            "device": "cpu", "settings": {},
+            "pairs": [{"id": p, "device": "cpu", "dtype": "float32", "problem": p, "strategy": "jacrev"} for p in pairs]}
+
+
 def test_journal_adds_up_the_wall_time_of_every_piece_of_a_run(tmp_path):
     path = tmp_path / "j.journal.jsonl"
-    j = Journal.create(path, {"run_id": "x", "pairs": [{"id": "a"}]})
+    j = Journal.create(path, _header(tmp_path, "a"))
     j.append({"type": "wall", "seconds": 2.5})  # a slice of an interleaved matrix, or a run that was resumed
     j.append({"type": "wall", "seconds": 4.0})
     assert j.wall_s == 6.5 and Journal.read(path).wall_s == 6.5
@@ -145,7 +152,7 @@ def test_journal_adds_up_the_wall_time_of_every_piece_of_a_run(tmp_path):
 
 def test_journal_ignores_and_trims_a_line_cut_short(tmp_path):
     path = tmp_path / "j.journal.jsonl"
-    j = Journal.create(path, {"run_id": "x", "pairs": [{"id": "a"}, {"id": "b"}]})
+    j = Journal.create(path, _header(tmp_path, "a", "b"))
     j.append({"type": "result", "pair": "a", "record": {"extra_info": {"status": "ok"}}})
     with open(path, "a") as f:
         f.write('{"type": "result", "pair": "b", "rec')  # killed mid-write

@@ -209,7 +209,8 @@ def _labels(envs: list[dict], files: list[list[Path]]) -> list[str]:
         differing = ["environment"]  # a matrix names its environments; the name says it
     elif "torch" in differing:
         differing = [f for f in differing if f not in ("torch_build", "environment")]
-    labels = [" ".join(_label_value(f, e.get(f)) for f in differing[:2]) for e in envs]
+    labels = [" ".join(_label_value(f, e.get(f)) for f in differing[:2] if e.get(f) is not None) or fs[0].stem
+              for e, fs in zip(envs, files)]  # a shard without pairs knows no device, no torch
     if len(set(labels)) < len(labels):  # same environment: runs told apart by when they started
         labels = [f"{lab} {str(e.get('started') or '')[:19].replace('T', ' ')}".strip() or fs[0].stem
                   for lab, e, fs in zip(labels, envs, files)]
@@ -413,7 +414,13 @@ def _checks(sides: list[Side], table: pd.DataFrame) -> tuple[list[str], list[str
     def differ(field_name):
         return [s for s in sides[1:] if str(s.env.get(field_name)) != str(base.env.get(field_name))]
 
+    for s in sides:
+        if not s.env["pairs"]:
+            warnings.append(f"{s.label} holds no pairs ({', '.join(str(f) for f in s.files)}): every row of the "
+                            f"other side is {'new' if s is base else 'missing'}")
     for s in differ("dtypes"):
+        if not s.env["dtypes"] or not base.env["dtypes"]:
+            continue  # said above
         warnings.append(f"dtypes differ: {base.label} has {', '.join(base.env['dtypes'])}, {s.label} has "
                         f"{', '.join(s.env['dtypes'])}; rows of a dtype one side lacks have no match")
     for s in differ("profile"):
@@ -442,9 +449,10 @@ def _checks(sides: list[Side], table: pd.DataFrame) -> tuple[list[str], list[str
                 lacking = ", ".join(f"{i}/{n}" for i in sorted(set(range(1, n + 1)) - have))
                 warnings.append(f"{s.label} holds shards {', '.join(s.env['shards'])} of {n}: "
                                 f"shard {lacking} is missing, so its rows are 'missing'")
-    if len({str(s.env["device_name"]) for s in sides}) > 1 and "device" in match_key(sides):
+    named = [s for s in sides if s.env["device_name"]]  # a shard without pairs ran nothing, on no hardware
+    if len({str(s.env["device_name"]) for s in named}) > 1 and "device" in match_key(sides):
         notes.append("the sides ran on different hardware: " + "; ".join(f"{s.label}: {s.env['device_name']}"
-                                                                         for s in sides))
+                                                                         for s in named))
     if table.empty or table["verdict"].isin(["missing", "new"]).all():
         warnings.append("no row matches between the base and the other files (different problems, "
                         "strategies, devices or dtypes)")

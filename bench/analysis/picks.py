@@ -93,10 +93,11 @@ def _ratio(a, b) -> Ratio:
     return visits.widened(ratio(sa, sb, resamples=999), None if missing(drift) else drift, *k)
 
 
-def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
+def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str, ratio_of=_ratio) -> dict:
     """The pick among ``g`` (a problem's ``ok`` rows, maybe a subset) as fields named with
     ``prefix``: its margin over the runner-up and its speedups over the baselines in
-    ``everyone`` (all its ``ok`` rows), each with a 95% interval (NOTE: [Recommendation rules])."""
+    ``everyone`` (all its ``ok`` rows), each with a 95% interval (NOTE: [Recommendation rules]).
+    ``ratio_of`` is :func:`_ratio`, or a memo of it over the problem's rows."""
     keys = ("strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
             "tied_with", "runner_up", "tie_break") + tuple(
         f"{r}{end}" for r in ("margin", *(f"vs {b}" for b in BASELINES)) for end in ("", "_low", "_high"))
@@ -108,7 +109,7 @@ def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
     for _, rival in g.iloc[1:].iterrows():
         if rival["median"] > TIE_REACH * fastest["median"]:
             break
-        if _ratio(fastest, rival).tie:
+        if ratio_of(fastest, rival).tie:
             tied.append(rival)
     # a tie goes to the exact strategy, then to the one needing less memory
     pool = [fastest, *tied]
@@ -122,10 +123,10 @@ def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str) -> dict:
          f"needs less memory ({fmt_bytes(best.get('peak_bytes'))} against {fmt_bytes(fastest.get('peak_bytes'))})"))
     runner = rest.iloc[0] if len(rest) else None
     rec["runner_up"] = runner["strategy"] if runner is not None else None
-    _put(rec, "margin", _ratio(best, runner) if runner is not None else None)
+    _put(rec, "margin", ratio_of(best, runner) if runner is not None else None)
     for base in BASELINES:
         b = everyone[everyone["strategy"] == base]
-        _put(rec, f"vs {base}", _ratio(best, b.iloc[0]) if len(b) and best["strategy"] != base else None)
+        _put(rec, f"vs {base}", ratio_of(best, b.iloc[0]) if len(b) and best["strategy"] != base else None)
     return {prefix + k: v for k, v in rec.items()}
 
 
@@ -138,6 +139,11 @@ def _or_inf(v) -> float:
     return math.inf if missing(v) else float(v)
 
 
+# the columns a pick reads from its rows (``_pick``, ``_ratio``)
+_PICKED = ["n", "m", "strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
+           "samples", "drift", "visits"]
+
+
 def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (machine, torch, device, dtype, family, problem) with a correct timed pair:
     the fastest strategy (``strategy``, ``median``, ``vs functional``, ...) and the fastest
@@ -145,16 +151,26 @@ def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
     On a platform, families keep their order and problems go by size n*m, then n."""
     group = PLATFORM + ["family", "problem"]
     ok = timed(frame)
+    ok = ok[[c for c in group + _PICKED if c in ok]]  # a row per rival is made below: only what it needs
     out = []
     for key, g in ok.groupby(group, sort=False, dropna=False):
         rec = dict(zip(group, key))
         rec.update(n=g["n"].iloc[0], m=g["m"].iloc[0], candidates=len(g))
-        rec.update(_pick(g, g, ""))
-        rec.update(_pick(g[~g["approximate"]], g, "exact_"))
+        memo = {}  # both picks often compare the same rows: each ratio is bootstrapped once
+
+        def ratio_of(a, b):
+            key = (a["strategy"], b["strategy"])
+            if key not in memo:
+                memo[key] = _ratio(a, b)
+            return memo[key]
+
+        rec.update(_pick(g, g, "", ratio_of))
+        rec.update(_pick(g[~g["approximate"]], g, "exact_", ratio_of))
         out.append(rec)
     best = pd.DataFrame(out)
-    if best.empty:
-        return best
+    if best.empty:  # no correct timed pair anywhere: no pick, but the columns a reader looks up
+        none = ok.iloc[:0]
+        return pd.DataFrame(columns=[*group, "n", "m", "candidates", *_pick(none, none, ""), *_pick(none, none, "exact_")])
     order = {f: i for i, f in enumerate(dict.fromkeys(best["family"]))}
     keys = pd.DataFrame({"family": best["family"].map(order), "size": best["n"] * best["m"], "n": best["n"]})
     return best.loc[keys.sort_values(["family", "size", "n"], kind="stable").index].reset_index(drop=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,7 +75,8 @@ def assemble(journal: Journal, wall_s: float | None = None, load: list | None = 
 
 
 def read(path: Path) -> dict:
-    """Parse and validate one results file, or raise a one-line :class:`ResultsError`."""
+    """Parse and validate one results file (NOTE: [Results schema]), or raise a one-line
+    :class:`ResultsError` naming the file and the field."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -84,26 +86,263 @@ def read(path: Path) -> dict:
         raise ResultsError(f"{path}: empty file, not a results file")
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: truncated or corrupt JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        del text  # a large file's text is as large again as its parse
+    except (json.JSONDecodeError, RecursionError) as e:
+        where = f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ResultsError(f"{path}: truncated or corrupt JSON{where}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jacbench"), dict):
         raise ResultsError(f"{path}: not a jacbench results file (no 'jacbench' section)")
     schema = doc["jacbench"].get("schema")
-    if not isinstance(schema, int) or schema > SCHEMA:
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA:
         raise ResultsError(f"{path}: results schema {schema!r} is not one this jacbench reads (<= {SCHEMA})")
-    if not isinstance(doc.get("benchmarks"), list) or not isinstance(doc["jacbench"].get("untimed"), list):
-        raise ResultsError(f"{path}: corrupt results file ('benchmarks' or 'jacbench.untimed' is not a list)")
-    for i, rec in enumerate(doc["benchmarks"] + doc["jacbench"]["untimed"]):
-        info = rec.get("extra_info") if isinstance(rec, dict) else None
-        if not isinstance(info, dict) or any(k not in info for k in REQUIRED):
-            raise ResultsError(f"{path}: record {i} lacks extra_info with {', '.join(REQUIRED)}")
-        if info["status"] not in STATUSES:
-            raise ResultsError(f"{path}: record {i} has unknown status {info['status']!r}")
-        if "stats" in rec:
-            data = rec["stats"].get("data") if isinstance(rec["stats"], dict) else None
-            if not data or not all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in data):
-                raise ResultsError(f"{path}: record {i} has no valid raw samples in stats.data")
+    try:
+        FILE.check(doc, "")
+    except Invalid as e:
+        raise ResultsError(f"{path}: {e}") from None
     return doc
+
+
+# --- what a results file holds -----------------------------------------------------------------
+
+#: NOTE: [Results schema]
+#:     A file is loaded only if every command (summary, report, compare) can use it, so
+#:     :func:`read` checks every field they read against :data:`FILE` and names the first
+#:     that breaks it, with its path (``benchmarks[3].stats.data[0] is 0; timings must be
+#:     positive seconds, at most a day``). Fields are typed as this code writes them; a
+#:     field a command can do without may be missing (older files lack the later ones, and
+#:     :func:`_frame` gives every row all the columns), but where it is there it must be
+#:     right. Unknown fields are left alone (pytest-benchmark's, a plugin's). Numbers must
+#:     be finite and within bounds no real run reaches, so that no command overflows:
+#:     a raw sample is a call's seconds, above 0 and at most :data:`DAY` (a call that
+#:     takes longer is not a timing); other durations at most :data:`LONG`; moments unix
+#:     times up to :data:`EPOCH_END`; counts and bytes whole and below 2**63 (int64, as
+#:     pandas keeps them); shares of rounds between 0 and 1.
+DAY = 86_400.0
+LONG = 1e7  # seconds, 116 days: longer than any run, pieces added up
+EPOCH_END = 1e10  # a unix time in the year 2286
+BIG = 2.0**63  # counts, bytes and FLOPs stay below this
+RATE = 1e21  # FLOP/s or bytes/s: a ceiling beyond any machine
+
+
+class Invalid(ValueError):
+    """A field that breaks :data:`FILE`: its path, what it is and the rule, as one line."""
+
+
+def _shown(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else ("infinite" if v > 0 else "-infinite") if math.isinf(v) else f"{v:g}"
+    if isinstance(v, int):
+        return str(v) if abs(v) < 10**15 else f"the {len(str(abs(v)))}-digit number {str(v)[:6]}..."
+    if isinstance(v, str):
+        return f"the string {json.dumps(v if len(v) <= 30 else v[:27] + '...')}"
+    if isinstance(v, list):
+        return "a list" if v else "an empty list"
+    if isinstance(v, dict):
+        return "an object" if v else "an empty object"
+    return type(v).__name__
+
+
+class Spec:
+    """One field's type and values; ``check(value, path)`` raises :class:`Invalid`."""
+
+    what = "a value"
+
+    def check(self, v, at: str) -> None:
+        raise NotImplementedError
+
+    def bad(self, v, at: str, rule: str | None = None):
+        return Invalid(f"{at} is {_shown(v)}; {rule or 'it must be ' + self.what}")
+
+
+class Anything(Spec):
+    def check(self, v, at):
+        pass
+
+
+class Num(Spec):
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` when ``above``), whole where ``whole``."""
+
+    def __init__(self, lo=-BIG, hi=BIG, *, above=False, whole=False, rule=""):
+        self.lo, self.hi, self.above, self.whole, self.rule = lo, hi, above, whole, rule
+        self.what = "a whole number" if whole else "a number"
+
+    def check(self, v, at):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.bad(v, at)
+        low = f"above {self.lo:g}" if self.above else f"at least {self.lo:g}"
+        rule = self.rule or f"it must be {self.what} {low} and at most {self.hi:g}"
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.bad(v, at, rule)
+        if self.whole and isinstance(v, float) and not v.is_integer():
+            raise self.bad(v, at)
+        if (v <= self.lo if self.above else v < self.lo) or v > self.hi:
+            raise self.bad(v, at, rule)
+
+
+class Str(Spec):
+    def __init__(self, *, choices=(), empty=True, pattern=None, rule=""):
+        self.choices, self.empty, self.pattern, self.rule = tuple(choices), empty, pattern, rule
+        self.what = "a string"
+
+    def check(self, v, at):
+        if not isinstance(v, str):
+            raise self.bad(v, at)
+        if self.choices and v not in self.choices:
+            raise self.bad(v, at, f"it must be one of {', '.join(self.choices)}")
+        if not (self.empty or v.strip()) or (self.pattern and not re.fullmatch(self.pattern, v)):
+            raise self.bad(v, at, self.rule or "it must not be empty")
+
+
+class Bool(Spec):
+    what = "true or false"
+
+    def check(self, v, at):
+        if not isinstance(v, bool):
+            raise self.bad(v, at)
+
+
+class Opt(Spec):
+    """``inner``, or null."""
+
+    def __init__(self, inner: Spec):
+        self.inner, self.what = inner, f"{inner.what} or null"
+
+    def check(self, v, at):
+        if v is not None:
+            self.inner.check(v, at)
+
+
+class Items(Spec):
+    """A list of ``item``s (at least ``least``); ``ordered``: in order of ``item[0]``."""
+
+    def __init__(self, item: Spec, *, least=0, rule="", ordered=False):
+        self.item, self.least, self.rule, self.ordered = item, least, rule, ordered
+        self.what = "a list"
+
+    def check(self, v, at):
+        if not isinstance(v, list):
+            raise self.bad(v, at)
+        if len(v) < self.least:
+            raise self.bad(v, at, self.rule or f"it must have at least {self.least} items")
+        for i, x in enumerate(v):
+            self.item.check(x, f"{at}[{i}]")
+        if self.ordered:
+            for i in range(1, len(v)):
+                if v[i][0] < v[i - 1][0]:
+                    raise Invalid(f"{at}[{i}] comes before {at}[{i - 1}]; {self.rule or 'it must be in time order'}")
+
+
+class Places(Spec):
+    """A list of fixed length: one spec per place."""
+
+    def __init__(self, *places: Spec):
+        self.places = places
+        self.what = f"a list of {len(places)} items"
+
+    def check(self, v, at):
+        if not isinstance(v, list) or len(v) != len(self.places):
+            raise self.bad(v, at)
+        for i, (x, spec) in enumerate(zip(v, self.places)):
+            spec.check(x, f"{at}[{i}]")
+
+
+class Obj(Spec):
+    """An object whose named fields, where present, are as given; ``required`` ones must be."""
+
+    what = "an object"
+
+    def __init__(self, fields: dict, required=()):
+        self.fields, self.required = fields, tuple(required)
+
+    def check(self, v, at):
+        if not isinstance(v, dict):
+            raise self.bad(v, at)
+        for k in self.required:
+            if k not in v:
+                raise Invalid(f"{at + '.' if at else ''}{k} is missing")
+        for k, spec in self.fields.items():
+            if k in v:
+                spec.check(v[k], f"{at + '.' if at else ''}{k}")
+
+
+class Each(Spec):
+    """An object of any keys, each value an ``item`` (the ceilings, per dtype)."""
+
+    what = "an object"
+
+    def __init__(self, item: Spec):
+        self.item = item
+
+    def check(self, v, at):
+        if not isinstance(v, dict):
+            raise self.bad(v, at)
+        for k, x in v.items():
+            self.item.check(x, f"{at}.{k}")
+
+
+TEXT, NAME = Str(), Str(empty=False)
+SAMPLE = Num(0.0, DAY, above=True, rule=f"timings must be positive seconds, at most a day ({DAY:g})")
+SECONDS = Num(0.0, LONG)
+WHEN = Num(0.0, EPOCH_END, rule=f"it must be a unix time, from 0 to {EPOCH_END:g}")
+COUNT = Num(0, BIG, whole=True)
+AMOUNT = Num(0.0, BIG)  # bytes, FLOPs: not always whole (scaled copies of a file)
+SHARE = Num(0.0, 1.0)
+CPUS = Num(0.0, 1e6)
+SIZE = Num(1, BIG, whole=True, rule="a size must be a whole number, at least 1")
+PER_ROUND = Items(Opt(Num(-LONG, LONG)))
+
+#: One visit of a pair (bench.analysis.visits.visit), kept or dropped as disturbed.
+VISIT = Obj({"median": SAMPLE, "rounds": Num(1, BIG, whole=True), "disturbed": Opt(SHARE),
+             "started": Opt(WHEN), "seconds": Opt(SECONDS), "busy": Opt(CPUS)},
+            required=("median", "rounds", "disturbed", "started", "seconds"))
+WORK = Obj({k: Opt(AMOUNT) for k in ("fevals", "fevals_calls", "vjps", "vjps_calls", "jvps", "jvps_calls", "flops")})
+#: A pair's ``extra_info``: what bench.analysis.schema.Row.info writes.
+INFO = Obj({
+    "problem": NAME, "strategy": NAME, "device": NAME, "dtype": NAME, "status": Str(choices=STATUSES),
+    "mode": TEXT, "fd_order": Num(0, 2, whole=True), "family": TEXT, "kind": TEXT, "n": SIZE, "m": SIZE,
+    "reason": TEXT, "error": Opt(Num(0.0, 1e300)), "tolerance": Opt(Num(0.0, 1e300)),
+    "first_call_s": Opt(SECONDS), "peak_bytes": Opt(AMOUNT), "jac_bytes": Opt(Num(0.0, BIG, above=True)),
+    "fallback": Bool(), "fallback_ops": Items(TEXT), "work": Opt(WORK), "notes": Obj({}),
+    "problem_flops": Opt(AMOUNT), "seed": Num(-BIG, BIG, whole=True), "precise": Bool(),
+    "cpu": PER_ROUND, "switches": PER_ROUND, "delay": PER_ROUND, "disturbed": Opt(SHARE),
+    "visits": Items(VISIT), "retimed": Items(VISIT), "started": Opt(WHEN), "seconds": Opt(SECONDS),
+    "revisit_failed": Bool(),
+}, required=(*REQUIRED, "n", "m"))  # sizes: in every row since the first version, and the figures' axes
+STATS = Obj({"data": Items(SAMPLE, least=1, rule="a timed pair needs its raw samples"),
+             "iterations": Num(1, BIG, whole=True)}, required=("data",))
+TIMED = Obj({"extra_info": INFO, "stats": STATS}, required=("extra_info", "stats"))
+UNTIMED = Obj({"extra_info": INFO, "stats": STATS}, required=("extra_info",))
+#: ``machine_info.jacbench``: bench.sweep.machine.describe.
+ENV = Obj({
+    "machine": NAME, "torch": NAME, "torch_build": Opt(TEXT), "cuda": Opt(TEXT), "cudnn": Opt(COUNT),
+    "device": Opt(TEXT), "device_kind": Opt(TEXT), "device_name": Opt(TEXT), "cpu": Opt(TEXT),
+    "cpu_count": Opt(SIZE), "threads": Opt(SIZE), "python": Opt(TEXT),
+    "commit": Opt(Obj({"id": Opt(TEXT), "dirty": Opt(Bool())})),
+})
+SETTINGS = Obj({"profile": Opt(TEXT), "policy": Opt(Obj({})), "pair_timeout": Opt(Num(0.0, LONG, above=True)),
+                "threads": Opt(SIZE), "seed": Opt(Num(-BIG, BIG, whole=True))})
+SELECTION = Obj({"environment": Opt(TEXT), **{k: Opt(Items(TEXT)) for k in ("cases", "tags", "strategies", "dtype")}})
+#: One load sample (bench.analysis.load.Sampler): unix time, CPUs other work used, CPU pressure.
+LOAD = Places(WHEN, CPUS, Opt(SHARE))
+FILE = Obj({
+    "machine_info": Obj({"jacbench": ENV}),
+    "version": Opt(TEXT),
+    "benchmarks": Items(TIMED),
+    "jacbench": Obj({
+        "run_id": Opt(TEXT), "profile": Opt(TEXT), "environment": Opt(TEXT), "settings": Opt(SETTINGS),
+        "selection": Opt(SELECTION),
+        "shard": Opt(Str(pattern=r"[1-9][0-9]*/[1-9][0-9]*", rule="a shard is i/n, e.g. 2/4")),
+        "pairs": Opt(COUNT), "started": Opt(TEXT), "wall_s": Opt(SECONDS),
+        "ceilings": Each(Obj({"matmul_flops": Opt(Num(0.0, RATE, above=True)),
+                              "bandwidth": Opt(Num(0.0, RATE, above=True)), "dtype": Opt(TEXT)})),
+        "load": Items(LOAD, ordered=True, rule="load samples must be in time order"),
+        "untimed": Items(UNTIMED),
+    }, required=("untimed",)),
+}, required=("benchmarks", "jacbench"))
 
 
 def rows(doc: dict, path: Path | str = "") -> list[dict]:
@@ -133,7 +372,7 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
         if "stats" in rec:
             data = rec["stats"]["data"]
             s = summarize(data)
-            row.update(samples=list(data), rounds=s.n, median=s.median, q1=s.q1, q3=s.q3, iqr=s.iqr,
+            row.update(samples=data, rounds=s.n, median=s.median, q1=s.q1, q3=s.q3, iqr=s.iqr,
                        rel_iqr=s.rel_iqr, ci_half=visits.interval(s.median, s.ci_half, info.get("visits"), moved),
                        drift=moved, min=s.min, mean=s.mean, noisy=s.noisy, stall=spread(data),
                        iterations=rec["stats"].get("iterations", 1))
@@ -151,11 +390,12 @@ COLUMNS = KEY + ["status", "reason", "median", "iqr", "rounds", "error", "tolera
                  "peak_bytes", "jac_bytes", "mem_ratio", "family", "kind", "n", "m"]
 
 
-def load(paths) -> pd.DataFrame:
+def load(paths, on_read=None) -> pd.DataFrame:
     """Result files -> one tidy DataFrame, one row per (problem, strategy, device, dtype,
-    torch, machine). All files are validated before any row is built, so a bad file gives
-    a :class:`ResultsError` and never a partial frame."""
-    frame = _frame(_read_all(paths))
+    torch, machine). A bad file gives a :class:`ResultsError` and never a partial frame.
+    ``on_read(path, doc)`` sees each parsed file before its rows are taken and it is let go
+    (a report keeps what it needs of the file; a large file is not held twice)."""
+    frame = _frame(_read_all(paths, on_read))
     dupes = frame.duplicated(KEY, keep="last")
     if dupes.any():
         # the same pair measured twice (overlapping files): the later file wins, and says so
@@ -168,23 +408,35 @@ def load(paths) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _read_all(paths) -> list[tuple[Path, dict]]:
+def _read_all(paths, on_read=None):
+    """(path, rows) of each file, read one at a time as they are asked for."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         raise ResultsError("no results files given")
-    return [(p, read(p)) for p in paths]
+    for p in paths:
+        doc = read(p)
+        if on_read is not None:
+            on_read(p, doc)
+        yield p, rows(doc, p)
 
 
-def _frame(docs: list[tuple[Path, dict]]) -> pd.DataFrame:
-    frame = pd.DataFrame([r for p, doc in docs for r in rows(doc, p)])
-    if frame.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    for col in ("median", "iqr", "rounds", "roofline", "flops_per_s", "noisy", "rel_iqr", "samples", "stall",
-                "disturbed", "started", "seconds"):
+#: Columns of a timed row (``rows``), which every frame has, timed rows or not.
+TIMED_COLUMNS = ("samples", "rounds", "median", "q1", "q3", "iqr", "rel_iqr", "ci_half", "drift", "min", "mean",
+                 "noisy", "stall", "iterations", "flops_per_s", "roofline")
+WORK_COLUMNS = ("fevals", "fevals_calls", "vjps", "vjps_calls", "jvps", "jvps_calls", "flops")
+
+
+def _frame(files) -> pd.DataFrame:
+    """The rows of files (:func:`_read_all`) as one frame with every column a command reads,
+    even where no file has it (an older file, a shard without pairs): missing values are None."""
+    frame = pd.DataFrame([r for _, file_rows in files for r in file_rows])
+    for col in dict.fromkeys([*COLUMNS, *(k for k in INFO.fields if k != "work"), *WORK_COLUMNS, *TIMED_COLUMNS,
+                              "fallback_ops", "device_name", "threads", "commit", "profile", "run_id", "file"]):
         if col not in frame:
             frame[col] = None
-    frame["retimed"] = [r if isinstance(r, list) else [] for r in frame.get("retimed", [None] * len(frame))]
-    frame["mem_ratio"] = frame["peak_bytes"] / frame["jac_bytes"]
+    frame["retimed"] = [r if isinstance(r, list) else [] for r in frame["retimed"]]
+    frame["mem_ratio"] = pd.to_numeric(frame["peak_bytes"], errors="coerce") / pd.to_numeric(
+        frame["jac_bytes"], errors="coerce")
     return frame
 
 
@@ -192,8 +444,7 @@ def merge(paths) -> pd.DataFrame:
     """Files that are parts of one whole (shards, machines, devices) -> one DataFrame keyed by
     :data:`KEY`. Unlike :func:`load`, a pair found in two files is not quietly resolved: it
     is a :class:`ResultsError` naming both files, so merged parts are exactly the whole."""
-    docs = _read_all(paths)
-    frame = _frame(docs)
+    frame = _frame(_read_all(paths))
     dupes = frame[frame.duplicated(KEY, keep=False)]
     if not dupes.empty:
         first = dupes.iloc[0]

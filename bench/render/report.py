@@ -19,8 +19,8 @@ import pandas as pd
 
 from bench.analysis import files, load, results
 from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
-from bench.analysis.picks import (BASELINES, approximate, best_per_problem, failures, family_picks, noisy, platforms,
-                                  timed)
+from bench.analysis.picks import (BASELINES, PLATFORM, approximate, best_per_problem, failures, family_picks, noisy,
+                                  platforms, timed)
 from bench.analysis.schema import STATUSES
 from bench.analysis.stats import NOISE_WARNING
 from bench.render import figures as figs, html
@@ -47,6 +47,26 @@ class Column:
 class Table:
     columns: list[Column]
     rows: list[list[Cell]] = field(default_factory=list)
+    total: int | None = None  # the rows there are, where the table shows only some (``capped``)
+    shown: str = ""           # which of them it shows, where it does not show them all
+
+
+# A table of more rows than this shows this many: a page of 100,000 rows takes gigabytes to
+# render and minutes to open, and no one reads it; the results files hold every row.
+MAX_ROWS = 5000
+
+
+def capped(frame: pd.DataFrame, which: str) -> tuple[pd.DataFrame, dict]:
+    """The first :data:`MAX_ROWS` rows of ``frame`` and the ``Table`` fields that say so;
+    ``which`` names them ("the noisiest")."""
+    if len(frame) <= MAX_ROWS:
+        return frame, {}
+    return frame.head(MAX_ROWS), {"total": len(frame), "shown": which}
+
+
+def context_labels(frame: pd.DataFrame) -> list[str]:
+    """:func:`platform_label` of every row, without a Series per row."""
+    return [platform_label(dict(zip(PLATFORM, key))) for key in zip(*(frame[c] for c in PLATFORM))]
 
 
 def _num(v):
@@ -283,7 +303,7 @@ def failure_groups(frame: pd.DataFrame, many_contexts: bool) -> list[Group]:
         if many_contexts:
             cols.insert(1, Column("context"))
         t = Table(cols)
-        g = g.assign(_context=[platform_label(r) for _, r in g.iterrows()])
+        g = g.assign(_context=context_labels(g))
         for (status, context, reason), same in g.groupby(["status", "_context", "reason"], sort=False, dropna=False):
             row = [status_cell(status), int_cell(len(same)), text_cell(", ".join(same["problem"]), "problems"),
                    text_cell(reason, "reason")]
@@ -299,7 +319,7 @@ def failure_groups(frame: pd.DataFrame, many_contexts: bool) -> list[Group]:
 
 
 def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
-    loud = noisy(frame)
+    loud, cap = capped(noisy(frame), "the noisiest")
     cols = [Column("problem"), Column("strategy"), Column("IQR / median", "", True), Column("median", "", True),
             Column("IQR", "", True), Column("rounds", "samples taken", True),
             Column("p90 / p10", "how far apart the rounds lie: above 3x, the calls stalled", True),
@@ -307,7 +327,7 @@ def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
             Column("precise", "did the median reach the profile's target precision before the time cap?")]
     if many_contexts:
         cols.insert(2, Column("context"))
-    t = Table(cols)
+    t = Table(cols, **cap)
     for _, r in loud.iterrows():
         row = [text_cell(r["problem"]), text_cell(r["strategy"]),
                Cell(fmt_pct(r["rel_iqr"]), _num(r["rel_iqr"]), "num"), time_cell(r["median"]),
@@ -321,13 +341,18 @@ def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
 
 
 def all_rows(frame: pd.DataFrame) -> Table:
+    """Every row, or where there are more than :data:`MAX_ROWS`, the first of those that ran:
+    unsupported pairs carry no numbers, and the failure tables count them."""
+    ran = frame["status"] != "unsupported"
+    frame, cap = capped(pd.concat([frame[ran], frame[~ran]]) if len(frame) > MAX_ROWS else frame,
+                        "the first that ran (in the files' order; unsupported pairs last)")
     t = Table([Column("problem"), Column("family"), Column("n", "", True), Column("m", "", True),
                Column("strategy"), Column("device"), Column("dtype"), Column("torch"), Column("status"),
                Column("median", "", True), Column("IQR/med", "", True), Column("rounds", "", True),
                Column("first call", "first call: tracing, caches, compilation", True),
                Column("peak mem", "", True), Column("mem / J", "", True), Column("error", "", True),
                Column("tolerance", "", True), Column("f evals", "", True), Column("VJPs", "", True),
-               Column("JVPs", "", True), Column("vmap fallback")])
+               Column("JVPs", "", True), Column("vmap fallback")], **cap)
     for _, r in frame.iterrows():
         t.rows.append([
             text_cell(r["problem"]), text_cell(r["family"]), int_cell(r["n"]), int_cell(r["m"]),
@@ -413,10 +438,9 @@ def _context(key: dict, g: pd.DataFrame, styles, columns: list[str]) -> Section:
 def build(frame: pd.DataFrame, docs) -> str:
     """The page for a loaded frame and its parsed files ``[(path, doc), ...]``."""
     started = time.perf_counter()
-    frame = frame.copy()
-    frame["approximate"] = approximate(frame) if len(frame) else []
+    approximate_names = sorted(set(frame.loc[approximate(frame), "strategy"])) if len(frame) else []
     strategies = list(dict.fromkeys(frame["strategy"]))
-    styles = figs.Styles(strategies, set(frame.loc[frame["approximate"].astype(bool), "strategy"]))
+    styles = figs.Styles(strategies, set(approximate_names))
     ok_all = timed(frame)
     columns = figs.strategy_order(ok_all) if len(ok_all) else []
     columns += [s for s in strategies if s not in columns]
@@ -443,15 +467,21 @@ def build(frame: pd.DataFrame, docs) -> str:
                         frame[frame["file"] == str(p)] if "file" in frame else frame))
                for p, doc in docs],
         rows=all_rows(frame),
-        approximate_names=sorted(set(frame.loc[frame["approximate"].astype(bool), "strategy"])),
+        approximate_names=approximate_names,
         elapsed=lambda: f"{time.perf_counter() - started:.1f} s",
     )
+
+
+def header(doc: dict) -> dict:
+    """A parsed results file without its records (``build`` reads them from the frame): its
+    environment, settings and load, all that the page takes from the file itself."""
+    return {**doc, "benchmarks": [], "jacbench": {**doc["jacbench"], "untimed": []}}
 
 
 def write(paths, out: Path) -> Path:
     """Render the report of result files ``paths`` to ``out`` (one self-contained HTML file)."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    frame = results.load(paths)
-    docs = [(p, results.read(p)) for p in paths]
+    docs = []
+    frame = results.load(paths, on_read=lambda path, doc: docs.append((path, header(doc))))
     page = build(frame, docs)
     return files.write_atomic(out, page)

@@ -213,10 +213,12 @@ def _renamed(path: Path, parent_torch: str) -> Path:
 
 def command(args) -> int:
     """``jacbench matrix``: prepare the environments, run the interleaved sweep, compare."""
-    from bench.analysis import compare
+    from bench.analysis import compare, files
     from bench.render import compare as shown
     from bench.sweep import machine, plan as planning, runner
 
+    if args.output:
+        files.writable(args.output)  # before hours of measuring, not after
     if args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1, not {args.rounds}")
     if args.confirm < 0:

@@ -18,6 +18,7 @@ from cases import PROFILES
 
 from bench import kinds, strategies
 from bench.analysis.schema import Pair, Row
+from bench.measure.pair import one_line
 from bench.measure.timing import Policy
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -71,8 +72,8 @@ def load_plugins(modules) -> list[str]:
     for name in names:
         try:
             importlib.import_module(name)
-        except ImportError as e:
-            raise ValueError(f"cannot import plugin {name!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - the user's module, broken in any way: one line
+            raise ValueError(f"cannot import plugin {name!r}: {one_line(e)}") from None
     return names
 
 

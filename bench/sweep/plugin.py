@@ -93,6 +93,10 @@ def _cap_address_space(fraction: float = 0.8) -> None:
         pass  # not Linux, or no /proc: no cap
 
 
+#: The sweep process's exit status when its journal cannot be written (EX_IOERR).
+UNWRITABLE = 74
+
+
 class Sweep:
     """The child process's view of a run: its plan, settings and journal."""
 
@@ -104,6 +108,14 @@ class Sweep:
         self.settings = Settings.from_dict(journal.header["settings"])
         self.pairs = journal.planned()
         self.device = journal.header["device"]
+
+    def write(self, entry: dict, durable: bool = True) -> None:
+        """Journal an entry; where the journal cannot take it (a full disk, say), stop the
+        sweep at once with :data:`UNWRITABLE`: the runner says so, and records no pair."""
+        try:
+            self.journal.append(entry, durable)
+        except OSError as e:
+            pytest.exit(f"cannot write the journal {self.journal.path}: {e.strerror or e}", returncode=UNWRITABLE)
 
     def start(self, config) -> None:
         import torch
@@ -119,7 +131,7 @@ class Sweep:
             commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
             dtypes = sorted({p.dtype for p in self.pairs.values()})
             ceilings = {dt: machine.ceilings(self.device, getattr(torch, dt)) for dt in dtypes}
-            self.journal.append({"type": "env", "machine_info": machine_info, "commit_info": commit_info,
+            self.write({"type": "env", "machine_info": machine_info, "commit_info": commit_info,
                                  "ceilings": ceilings, "pytest_benchmark": pytest_benchmark.__version__})
 
     def run(self, pair_id: str, benchmark) -> None:
@@ -128,9 +140,9 @@ class Sweep:
         pair = self.pairs[pair_id]
         before = self.journal.results.get(pair_id) if pair_id in self.journal.retiming else None
         started = time.time()
-        self.journal.append({"type": "start", "pair": pair_id, "time": started}, durable=False)
+        self.write({"type": "start", "pair": pair_id, "time": started}, durable=False)
         row = measure(pair, self.settings, iterations=before["stats"].get("iterations", 1) if before else None,
-                      on_checked=lambda row: self.journal.append(
+                      on_checked=lambda row: self.write(
                           {"type": "checked", "pair": pair_id, "info": row.info()}, durable=False))
         row.started, row.seconds = started, time.time() - started
         if row.status == Status.OK:
@@ -151,7 +163,7 @@ class Sweep:
         else:
             benchmark.skipped = True  # nothing was timed; silences "fixture was not used"
         entry = {"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)}
-        self.journal.append({**entry, "replaces": True} if before is not None else entry)
+        self.write({**entry, "replaces": True} if before is not None else entry)
         from bench.measure import memory
 
         if memory.spoiled():  # the runner starts a fresh process for the rest

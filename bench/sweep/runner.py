@@ -6,20 +6,21 @@ misbehaves:
 
 * a pair that runs past the per-pair time limit: the child is killed, the pair is recorded
   as ``timeout``, and a new child carries on with the rest;
-* a child that dies (segfault, abort, the kernel's OOM killer): the pair it was running is
-  recorded as ``error`` or ``oom`` with the signal, and a new child carries on.
+* a child that dies (segfault, abort, a signal): the pair it was running is recorded as
+  ``error`` with the signal, or as ``oom`` where the kernel's OOM killer's count of kills
+  rose meanwhile (its SIGKILL looks like anyone's), and a new child carries on.
 
 When every pair has a result, the results file is assembled from the journal and written
 atomically, and the journal is removed. A run stopped with Ctrl-C or a plain ``kill``
 (SIGTERM, as a batch scheduler's time limit sends) journals the wall time it spent first; a
 run killed outright leaves its journal all the same. Running the same command again (or
-``jacbench run --resume``) finishes the rest.
+``jacbench run --resume``) finishes the rest. One process at a time runs a journal (its
+:class:`~bench.analysis.journal.Lock`); a second is refused with the first one's name.
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import os
 import signal
@@ -32,15 +33,14 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.analysis import load, visits
-from bench.analysis.journal import Journal, RunError, Terminated, find_unfinished
-from bench.analysis.files import write_atomic
+from bench.analysis import files, load, visits
+from bench.analysis.journal import Journal, JournalError, Lock, RunError, Terminated, find_unfinished
 from bench.analysis.results import assemble, file_name
 from bench.analysis.schema import Row, Status
 from bench.analysis.stats import RETIMES
 from bench.sweep import machine, plan as planning
 from bench.sweep.plan import Pair, Settings
-from bench.sweep.plugin import record
+from bench.sweep.plugin import UNWRITABLE, record
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = Path(__file__).resolve().parent / "suite.py"
@@ -56,24 +56,26 @@ def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Pat
             plugins: list[str] | None = None) -> tuple[Path, bool]:
     """The journal for this plan: an unfinished one with the same fingerprint, or a new one.
 
-    Returns the journal path and whether it resumes earlier work.
+    Returns the journal path and whether it resumes earlier work. The journal is named after
+    the plan's fingerprint, so that two processes starting the same plan at once meet at one
+    journal, which only one of them runs; a different plan has a journal of its own.
     """
+    files.directory(results_dir)
     ident = {"torch": machine.describe(device)["torch_build"], "device": device,
              "machine": machine.machine_name()}
     fingerprint = planning.fingerprint(pairs, settings, ident)
+    path = partial_dir(results_dir) / f"{device}-{fingerprint}.journal.jsonl"
     if not fresh:
-        for path in find_unfinished(partial_dir(results_dir), fingerprint):
-            return path, True
+        earlier = [path] if path.exists() else find_unfinished(partial_dir(results_dir), fingerprint)
+        if earlier:  # (a journal of an older jacbench is named otherwise)
+            return earlier[0], True
     started = datetime.now()
     run_id = uuid.uuid4().hex[:12]
-    name = file_name(machine.describe(device), started)
-    if (Path(results_dir) / name).exists() or (partial_dir(results_dir) / (Path(name).stem + ".journal.jsonl")).exists():
-        name = f"{Path(name).stem}-{run_id[:4]}.json"  # two runs started in the same second
     header = {
         "run_id": run_id,
         "created": started.astimezone(timezone.utc).isoformat(),
         "fingerprint": fingerprint,
-        "output": str(Path(results_dir) / name),
+        "output": str(Path(results_dir) / file_name(machine.describe(device), started)),
         "device": device,
         "settings": settings.as_dict(),
         "selection": selection,
@@ -81,9 +83,26 @@ def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Pat
         "plugins": plugins or [],
         "pairs": [{"id": p.id, **p.__dict__, "row": planning.identity(p, settings.seed)} for p in pairs],
     }
-    path = partial_dir(results_dir) / (Path(name).stem + ".journal.jsonl")
-    Journal.create(path, header)
+    try:
+        if path.exists():  # --fresh over an earlier run of this plan, unless a process runs it now
+            with Lock(path):
+                Journal.create(path, header, replace=True)
+        else:
+            Journal.create(path, header)
+    except FileExistsError:  # the same plan, started by another process this very moment
+        return path, True
     return path, False
+
+
+def _output(journal: Journal) -> Path:
+    """Where the results go: the planned name, unless a results file of another run took it
+    (two runs started in the same second)."""
+    out = Path(journal.header["output"])
+    try:
+        taken = json.loads(out.read_text())["jacbench"]["run_id"] != journal.header["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        taken = out.exists()
+    return out.with_name(f"{out.stem}-{journal.header['run_id'][:6]}{out.suffix}") if taken else out
 
 
 def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stderr,
@@ -95,7 +114,7 @@ def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stde
         max_pairs: run at most this many pending pairs, in plan order, then return None if
             pairs remain (environments interleave this way, a slice of the plan at a time).
     """
-    with _exclusive(journal_path), _terminate_as_interrupt():
+    with Lock(journal_path), _terminate_as_interrupt():
         return _execute(journal_path, python, stream, clock, max_pairs)
 
 
@@ -127,7 +146,7 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
     _warn_if_code_changed(journal, stream)
     progress = Progress(len(journal.pairs), journal.results, pace=journal.pace, stream=stream, clock=clock)
     log = Path(journal_path).with_suffix(".log")
-    began = clock()
+    began, failed, done_before = clock(), None, len(journal.results)
     try:
         journal = _run(journal_path, target, progress, python, log, clock)
         policy = journal.header["settings"]["policy"]
@@ -150,12 +169,23 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
                 final = visits.settled(journal.results[pair])
                 if final is not None:
                     journal.append({"type": "result", "pair": pair, "record": final, "replaces": True})
+    except BaseException as e:
+        failed = e
+        raise
     finally:  # an interrupted piece of a run counts towards its wall time too
         progress.close()
-        journal.append({"type": "wall", "seconds": clock() - began, "pairs": progress.done - progress.done_before})
+        try:  # with every pair the sweep process journaled, whether or not this process saw it yet
+            journal = Journal.read(journal_path)
+            journal.append({"type": "wall", "seconds": clock() - began, "pairs": len(journal.results) - done_before})
+        except (OSError, JournalError):
+            if failed is None:  # else the failure that stopped the run is the one to tell
+                raise
+        if isinstance(failed, KeyboardInterrupt):
+            stream.write(f"stopped with {len(journal.results)} of {len(journal.pairs)} pairs done, "
+                         f"kept in {journal_path}\n")
     if journal.remaining():
         return None
-    out = write_atomic(Path(journal.header["output"]), assemble(journal, wall_s=journal.wall_s,
+    out = files.write_atomic(_output(journal), assemble(journal, wall_s=journal.wall_s,
                                                                 load=load.read(load.path(journal_path))))
     for path in (journal_path, log, load.path(journal_path)):
         Path(path).unlink(missing_ok=True)
@@ -183,6 +213,9 @@ def _run(journal_path, target: set, progress, python, log, clock) -> Journal:
         outcome, current = _supervise(journal_path, settings.pair_timeout, progress, python, log, pairs,
                                       clock, pending, sampler)
         journal = Journal.read(journal_path)
+        if outcome == _exit_text(UNWRITABLE):
+            raise RunError(f"the sweep process could not write the journal {journal_path} ({_tail(log)}); "
+                           f"free space or fix its permissions, then run the same command again")
         if not target & set(journal.remaining()):
             break
         if current is None or current not in journal.remaining():
@@ -203,31 +236,6 @@ def _run(journal_path, target: set, progress, python, log, clock) -> Journal:
         journal.append(entry)
         progress.finished(pairs[current], info)
     return journal
-
-
-class _exclusive:
-    """An exclusive lock on a journal for as long as one process is running it.
-
-    The lock belongs to this process's open file, so it is released however the process
-    ends, and a second ``jacbench run`` on the same journal is refused instead of racing.
-    """
-
-    def __init__(self, journal_path):
-        self.path = Path(str(journal_path) + ".lock")
-
-    def __enter__(self):
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.close()
-            raise RunError(f"another jacbench process is running {self.path.with_suffix('')}") from None
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        self.file.close()
-        return False
 
 
 def _die_with_parent() -> None:
@@ -252,6 +260,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
         child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                  start_new_session=True, preexec_fn=_die_with_parent)
     offset = Path(journal_path).stat().st_size
+    oom_kills = _oom_kills()
     current, last_event = None, clock()
     try:
         while True:
@@ -275,7 +284,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                         progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
                     elif e["type"] == "start":
                         current = e["pair"]
-                return _exit_text(code), current
+                return _exit_text(code, oom_kills), current
             if clock() - last_event > timeout:
                 _kill(child)
                 if current is None:
@@ -305,23 +314,38 @@ def _kill(child: subprocess.Popen) -> None:
         child.wait()
 
 
-def _exit_text(code: int) -> str:
+def _oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (Linux), or None."""
+    try:
+        with open("/proc/vmstat") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("oom_kill ")), None)
+    except OSError:
+        return None
+
+
+def _exit_text(code: int, oom_kills: int | None = None) -> str:
+    """How the child ended. A SIGKILL is the kernel's OOM killer's only where its count of
+    kills went up meanwhile; otherwise someone sent it, and it is recorded as that signal."""
     if code in (0, 1):
         return "ended"
+    if code == -signal.SIGKILL:
+        now = _oom_kills()
+        if oom_kills is not None and now is not None and now > oom_kills:
+            return "was killed by the kernel's OOM killer"
+        return "was killed by SIGKILL" + (" (the kernel's OOM killer did not act meanwhile)" if now is not None else "")
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
-            return f"killed by signal {-code}"
+            return f"was killed by signal {-code}"
     return f"exited with code {code}"
 
 
 def _blame(outcome: str, timeout: float) -> tuple[str, str]:
     if outcome == "timeout":
         return Status.TIMEOUT, f"stopped after the per-pair limit of {timeout:g} s"
-    if outcome == "killed by SIGKILL":
-        return Status.OOM, "the sweep process was killed by SIGKILL during this pair (likely the kernel's OOM killer)"
-    return Status.ERROR, f"the sweep process crashed during this pair ({outcome})"
+    oom = outcome == "was killed by the kernel's OOM killer"
+    return Status.OOM if oom else Status.ERROR, f"the sweep process {outcome} during this pair"
 
 
 def _untimed_info(pair: Pair, planned: dict | None, settings: Settings, status: str, reason: str,
