@@ -177,6 +177,13 @@ def test_an_output_in_a_place_that_takes_no_file_is_one_line(tiny_results, tmp_p
     assert (tmp_path / "FILE").read_text() == "mine"
 
 
+def test_a_relative_results_dir_is_the_one_in_the_users_directory(tmp_path):
+    """The sweep process runs in the repository; the paths it is given are the user's."""
+    run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-trig", "--strategies", "jacrev",
+            "--results-dir", "mine", cwd=tmp_path, check=True)
+    assert _pairs(tmp_path / "mine") == ["cpu-float32-seed-trig-jacrev"]
+
+
 def test_a_results_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "taken").write_text("mine")
     one_line(run_cli(*_sweep(tmp_path / "taken")), f"{tmp_path / 'taken'} is not a directory")

@@ -75,7 +75,7 @@ def prepare(pairs: list[Pair], settings: Settings, device: str, results_dir: Pat
         "run_id": run_id,
         "created": started.astimezone(timezone.utc).isoformat(),
         "fingerprint": fingerprint,
-        "output": str(Path(results_dir) / file_name(machine.describe(device), started)),
+        "output": str(Path(results_dir).absolute() / file_name(machine.describe(device), started)),
         "device": device,
         "settings": settings.as_dict(),
         "selection": selection,
@@ -114,6 +114,7 @@ def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stde
         max_pairs: run at most this many pending pairs, in plan order, then return None if
             pairs remain (environments interleave this way, a slice of the plan at a time).
     """
+    journal_path = Path(journal_path).absolute()  # the sweep process runs in the repository
     with Lock(journal_path), _terminate_as_interrupt():
         return _execute(journal_path, python, stream, clock, max_pairs)
 
