@@ -215,7 +215,9 @@ def _run(journal_path, target: set, progress, python, log, clock) -> Journal:
                                       clock, pending, sampler)
         journal = Journal.read(journal_path)
         if outcome == _exit_text(UNWRITABLE):
-            raise RunError(f"the sweep process could not write the journal {journal_path} ({_tail(log)}); "
+            said = [line for line in _lines(log) if "cannot write the journal" in line]
+            why = said[-1].rsplit(": ", 1)[-1].strip(" !") if said else f"see {log}"
+            raise RunError(f"the sweep process could not write the journal {journal_path} ({why}); "
                            f"free space or fix its permissions, then run the same command again")
         if not target & set(journal.remaining()):
             break
@@ -360,12 +362,15 @@ def _untimed_info(pair: Pair, planned: dict | None, settings: Settings, status: 
     return row.info()
 
 
-def _tail(log: Path, lines: int = 3) -> str:
+def _lines(log: Path) -> list[str]:
     try:
-        text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:])[-400:] or "(empty log)"
+        return ["(no log)"]
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    return " | ".join(_lines(log)[-lines:])[-400:] or "(empty log)"
 
 
 def _warn_if_code_changed(journal: Journal, stream) -> None:
