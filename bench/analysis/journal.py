@@ -267,14 +267,10 @@ def _busy(path: Path, wait: float = 2.0) -> str:
 
 def _owner(path: Path) -> dict | None:
     try:
-        lines = Path(path).read_text().split("\n")[:-1]
-    except OSError:
+        entries = [json.loads(line) for line in Path(path).read_text().split("\n")[:-1]]
+    except (OSError, ValueError):
         return None
-    for line in reversed(lines):
-        entry = json.loads(line)
-        if isinstance(entry, dict) and entry.get("type") == "owner":
-            return entry
-    return None
+    return next((e for e in reversed(entries) if isinstance(e, dict) and e.get("type") == "owner"), None)
 
 
 def find_unfinished(directory: Path, fingerprint: str | None = None) -> list[Path]:
