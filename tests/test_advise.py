@@ -146,7 +146,8 @@ def test_a_function_that_cannot_run_in_float64_falls_back_honestly():
     # a float64 twin given by the user restores the float64 reference
     twin = bench.advise(closure, torch.linspace(-1, 1, 6), strategies="jacrev", settings=ADVISE,
                         float64=(lambda x: torch.tanh(w.double() @ x), (torch.linspace(-1, 1, 6),)))
-    assert twin.reference.startswith("float64") and not twin.warnings
+    busy = "timed while the machine was busy"  # a busy machine may say so; nothing else is to be said
+    assert twin.reference.startswith("float64") and not [w for w in twin.warnings if not w.startswith(busy)]
 
 
 # --- bench.jacobian ----------------------------------------------------------------------------
@@ -330,6 +331,7 @@ def test_a_burn_halfway_through_advise_is_flagged_timed_again_and_changes_no_pic
     assert during, [(r.strategy, r.disturbed) for r in done]  # the burn disturbed what it overlapped
     assert all(burned.row(r.strategy).notes.get("remeasured") for r in during)
     stuck = {r.strategy for a in (quiet, burned) for r in a.ok if advisor._disturbed(r)}
-    assert quiet.best not in stuck and burned.best not in stuck  # what stayed disturbed is never picked
+    for a in (quiet, burned):  # what stayed disturbed is never picked
+        assert a.best not in {r.strategy for r in a.ok if advisor._disturbed(r)}, a.recommendation
     if not stuck:  # a machine busy beyond the test's own burn can keep a row out; otherwise no pick changed
         assert quiet.best == burned.best == "jacrev", (quiet.recommendation, burned.recommendation)
