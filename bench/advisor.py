@@ -28,12 +28,15 @@ NOTE: [Advisor reference]
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import logging
 import math
 import re
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +67,17 @@ _COUNTER = itertools.count(1)
 # --- what the user gets ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Caught:
+    """A warning or log message that a library (torch, mostly) emitted while the advisor
+    measured, kept instead of printed (NOTE: [Caught while measuring])."""
+
+    kind: str  # "warning" or "log"
+    source: str  # the warning's category, or the logger's name
+    message: str
+    count: int
+
+
 @dataclass
 class Advice:
     """What the advisor measured and concluded.
@@ -78,6 +92,7 @@ class Advice:
         warnings: anything the user should know about the measurement (e.g. the reference).
         reference: how the reference Jacobian was made (NOTE: [Advisor reference]).
         device, dtype, kind: what was measured.
+        caught: what libraries warned and logged while it measured, instead of printing it.
     """
 
     rows: list[Row] = field(default_factory=list)
@@ -93,6 +108,7 @@ class Advice:
     drift: float | None = None  # how far a median moved between visits (NOTE: [Visits])
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     name: str = "fn"
+    caught: list[Caught] = field(default_factory=list)
 
     @property
     def ok(self) -> list[Row]:
@@ -101,33 +117,12 @@ class Advice:
     def row(self, strategy: str) -> Row | None:
         return next((r for r in self.rows if r.strategy == strategy), None)
 
-    def table(self) -> str:
-        """The ranked table, plain text."""
-        from bench.analysis.formats import fmt_bytes, fmt_time
-
-        head = ("rank", "strategy", "status", "median", "IQR", "first call", "peak mem", "error", "notes / reason")
-        lines = []
-        for i, r in enumerate(self.rows, 1):
-            med, iqr = _median_iqr(r)
-            extra = r.reason if r.status != Status.OK else _notes_text(r)
-            lines.append((str(i) if r.status == Status.OK else "-", r.strategy, r.status, fmt_time(med), fmt_time(iqr),
-                          fmt_time(r.first_call_s), fmt_bytes(r.peak_bytes),
-                          f"{r.error:.1e}" if r.error is not None else "-", extra))
-        widths = [max(len(h), *(len(l[k]) for l in lines)) if lines else len(h) for k, h in enumerate(head)]
-        widths[-1] = 0
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([fmt.format(*head).rstrip()] + [fmt.format(*l).rstrip() for l in lines])
-
     def __str__(self) -> str:
-        shapes = ", ".join("x".join(map(str, s)) or "scalar" for s in self.shapes)
-        out = [f"{self.name}: {self.kind} Jacobian of inputs [{shapes}] on {self.device}, {self.dtype}"]
-        if self.reference:
-            out.append(f"reference: {self.reference}")
-        out += [f"warning: {w}" for w in self.warnings]
-        if self.rows:
-            out += ["", self.table(), ""]
-        out.append(self.recommendation)
-        return "\n".join(out)
+        """What was measured, the ranked table and the recommendation, as plain text that fits
+        the terminal (at most 100 columns)."""
+        from bench.render import advice as page
+
+        return page.text(self, _cells(self))
 
     def to_html(self, path) -> Path:
         """Write this advice as a self-contained HTML page."""
@@ -146,14 +141,35 @@ def _median_iqr(row: Row) -> tuple[float | None, float | None]:
 def _notes_text(row: Row) -> str:
     keep = ("colors", "pattern", "order", "chain_flops", "compile_s", "chunk_size", "captured", "graph_breaks",
             "remeasured")
-    parts = [f"{k}={row.notes[k]}" for k in keep if k in row.notes]
+    parts = [k if v is True else f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in ((k, row.notes[k]) for k in keep if k in row.notes)]
     if _disturbed(row):
         busy = max((v.get("busy") or 0 for v in row.visits), default=0)
         parts.append(f"disturbed ({row.disturbed:.0%} of rounds waited for a CPU"
                      + (f", other work used {busy:.1f} CPUs" if busy >= load.BUSY else "") + ")")
     if row.fallback:
-        parts.append("vmap fallback: " + ",".join(row.fallback_ops))
-    return " ".join(parts)
+        parts.append("vmap fallback: " + ", ".join(row.fallback_ops))
+    return "; ".join(parts)
+
+
+def _cells(advice: Advice) -> list[dict]:
+    """The raw cells of the ranked table, one dict per row (see ``bench.render.advice``)."""
+    cells = []
+    for i, r in enumerate(advice.rows, 1):
+        med, iqr = _median_iqr(r)
+        cells.append(dict(rank=i if r.status == Status.OK else None, strategy=r.strategy, status=str(r.status),
+                          median=med, iqr=iqr, first=r.first_call_s, peak=r.peak_bytes, error=r.error,
+                          extra=r.reason if r.status != Status.OK else _notes_text(r)))
+    return cells
+
+
+def progress_line(row: Row) -> str:
+    """One measured strategy as a line (wrapped between words where long) for the terminal."""
+    from bench.analysis.formats import fmt_time
+    from bench.render import advice as page
+
+    med, _ = _median_iqr(row)
+    return page.line(row.strategy, str(row.status), fmt_time(med) if med is not None else row.reason)
 
 
 # --- diagnosis -----------------------------------------------------------------------------
@@ -321,21 +337,32 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     if module is None and isinstance(fn, torch.nn.Module):
         module = fn
     settings = settings or Settings(profile="advise", policy=POLICY, threads=torch.get_num_threads())
+    with _caught(advice.caught):
+        _measure(advice, fn, inputs, module, sparsity, float64, settings, candidates(kind, strategies, device.type),
+                 progress)
+    return _finish(advice, output)
+
+
+def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Settings, names: list[str],
+             progress) -> None:
+    """Gate and time the strategies ``names`` on ``fn(*inputs)`` into ``advice``: the
+    reference first, then each strategy, then the visits again, then the conclusion."""
     usual = load.Watch()  # the load other work keeps up anyway, read while the reference is computed
-    problem, advice.reference, advice.warnings = _problem(fn, inputs, kind, module, sparsity, float64, label)
+    problem, advice.reference, advice.warnings = _problem(fn, inputs, advice.kind, module, sparsity, float64,
+                                                          advice.name)
     checked = kinds.reference(problem, settings.seed)
     usual = usual.other() or 0.0
     if checked.disputed:  # NOTE: [Reference audit]: nothing can be gated, so nothing is measured
         advice.diagnosis = checked.disputed
         advice.recommendation = f"no recommendation: {advice.diagnosis}"
-        return _finish(advice, output)
+        return
     if checked.note:
         advice.warnings.append(checked.note)
-    names = candidates(kind, strategies, device.type)
+
     def timed(name: str, before: Row | None = None) -> Row:
         watch, started = load.Watch(), time.time()
-        row = pair.measure_problem(problem, registry.get(name), str(device), advice.dtype, settings,
-                                      iterations=before.iterations if before else None)
+        row = pair.measure_problem(problem, registry.get(name), advice.device, advice.dtype, settings,
+                                   iterations=before.iterations if before else None)
         row.started, row.seconds = started, time.time() - started
         _busy(row, watch, usual)
         if row.status == Status.OK:
@@ -365,7 +392,41 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
         exact = [r.strategy for r in advice.ok if _is_exact(r) and r.strategy != advice.best]
         memo(fn, "advise")[signature(inputs)] = [advice.best] + exact
         memo(fn, "choice")[signature(inputs)] = advice.recommendation
-    return _finish(advice, output)
+
+
+@contextlib.contextmanager
+def _caught(into: list[Caught]):
+    """Keep what libraries warn and log in the block in ``into`` instead of printing it.
+
+    NOTE: [Caught while measuring]
+        Measuring runs the user's function thousands of times through torch's transforms and
+        compiler, which warn (vmap's "performance drop" for an op without a batching rule) and
+        log (dynamo's graph breaks, a traceback each). Printed, they bury the advice; what they
+        say for a strategy is in its row anyway (``vmap fallback``, ``graph_breaks``). So the
+        warnings are recorded under the filters in force (a warning the caller silenced stays
+        silent; one shown once per place is counted once per place), and the stream handlers
+        by which torch's loggers print are swapped for a recording one for the block (their
+        other handlers, such as a trace file's, are left alone). ``Advice.caught`` keeps
+        both, grouped by source and message; the text says how many in one line, and the
+        page lists them.
+    """
+    records: dict[int, logging.LogRecord] = {}
+    keep = logging.Handler()
+    keep.emit = lambda record: records.setdefault(id(record), record)  # once, however many handlers saw it
+    loggers = [lg for name, lg in list(logging.root.manager.loggerDict.items())
+               if name.partition(".")[0] == "torch" and isinstance(lg, logging.Logger)]
+    saved = [lg.handlers for lg in loggers]
+    for lg in loggers:  # torch prints through plain stream handlers; a file's or a trace's is a subclass
+        lg.handlers = [keep if type(h) is logging.StreamHandler else h for h in lg.handlers]
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            yield
+    finally:
+        for lg, handlers in zip(loggers, saved):
+            lg.handlers = handlers
+        counts = Counter([("warning", w.category.__name__, str(w.message)) for w in seen]
+                         + [("log", r.name, r.getMessage()) for r in records.values()])
+        into.extend(Caught(*key, n) for key, n in counts.items())
 
 
 def _busy(row: Row, watch: "load.Watch", usual: float) -> None:
@@ -563,14 +624,5 @@ def _verify(fn, inputs, blocks, strategy, kind: str, float64) -> None:
 def _html(advice: Advice) -> str:
     from bench.render import advice as page
 
-    def num(v, fmt="{:.3g}"):
-        return "" if v is None else fmt.format(v)
-
-    rows = []
-    for i, r in enumerate(advice.rows, 1):
-        med, iqr = _median_iqr(r)
-        rows.append(dict(rank=i if r.status == Status.OK else "", strategy=r.strategy, status=r.status,
-                         median=num(med), iqr=num(iqr), first=num(r.first_call_s), peak=num(r.peak_bytes, "{}"),
-                         error=num(r.error, "{:.1e}"), extra=r.reason if r.status != Status.OK else _notes_text(r)))
-    return page.render(advice, rows, [(r.strategy, r.samples) for r in advice.ok], torch_version=torch.__version__,
-                       threads=torch.get_num_threads())
+    return page.render(advice, _cells(advice), [(r.strategy, r.samples) for r in advice.ok],
+                       torch_version=torch.__version__, threads=torch.get_num_threads())

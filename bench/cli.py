@@ -98,6 +98,7 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from bench.analysis import files
     from bench.analysis.journal import Journal, find_unfinished, running
+    from bench.render import terminal
     from bench.sweep import machine, plan as planning, runner
     from bench.sweep.plan import Settings
 
@@ -106,7 +107,11 @@ def cmd_run(args) -> int:
     if args.report:
         files.writable(args.report)  # before the sweep, not after it
     written = []
-    if args.resume is not None:
+    if args.executor:  # a job array, a shard per task (bench.sweep.slurm)
+        from bench.sweep import slurm
+
+        written = slurm.farm(args)
+    elif args.resume is not None:
         selection_given = any(getattr(args, k) for k in ("cases", "tags", "strategies", "shard", "dtype"))
         if selection_given or args.fresh:
             raise ValueError("--resume continues a run as it was planned; drop the selection options")
@@ -122,7 +127,7 @@ def cmd_run(args) -> int:
         for path in journals:
             planning.load_plugins(Journal.read(path).header.get("plugins"))
             print(f"resuming {path}", file=sys.stderr)
-            written.append(runner.execute(path))
+            written.append(runner.execute(path, live=False if args.verbose else None))
     else:
         files.directory(results_dir)  # before planning, and before the note on the load
         profile = planning.profile(args.profile)
@@ -140,17 +145,17 @@ def cmd_run(args) -> int:
                                            fresh=args.fresh, shard=args.shard, plugins=plugins)
             others = [p for p in find_unfinished(runner.partial_dir(results_dir)) if p != path and running(p)]
             if others:
-                print(f"note: {len(others)} other run{'s are' if len(others) > 1 else ' is'} going on in "
-                      f"{results_dir} ({others[0].name}); runs that share the machine disturb each other's timings",
-                      file=sys.stderr)
+                terminal.say(f"note: {len(others)} other run{'s are' if len(others) > 1 else ' is'} going on in "
+                             f"{results_dir} ({others[0].name}); runs that share the machine disturb each other's "
+                             f"timings")
             done = len(Journal.read(path).results)
             again = (f", then a pass timing them again for each of {settings.policy.visits - 1} more visits"
                      if settings.policy.visits > 1 else "")
-            print(f"{'resuming' if resumed else 'running'} {len(pairs)} pairs on {device} "
-                  f"({args.profile} profile, {settings.threads} thread{'s' if settings.threads != 1 else ''}{again}; "
-                  f"the ETA is this pass's)"
-                  + (f"; {done} already done, --fresh starts over" if resumed else ""), file=sys.stderr)
-            written.append(runner.execute(path))
+            terminal.say(f"{'resuming' if resumed else 'running'} {len(pairs)} pairs on {device} "
+                         f"({args.profile} profile, {settings.threads} thread{'s' if settings.threads != 1 else ''}"
+                         f"{again}; the ETA is this pass's)"
+                         + (f"; {done} already done, --fresh starts over" if resumed else ""))
+            written.append(runner.execute(path, live=False if args.verbose else None))
     for path in written:
         print(f"wrote {path}")
     if args.report:
@@ -160,6 +165,7 @@ def cmd_run(args) -> int:
 
 def _warn_if_busy(threads: int) -> None:
     """Say so when other work is already keeping the CPUs busy: timings will be noisy."""
+    from bench.render import terminal
     from bench.sweep import machine
 
     try:
@@ -168,9 +174,9 @@ def _warn_if_busy(threads: int) -> None:
         return
     n = machine.cpus()
     if load > n:
-        print(f"note: the load average is {load:.1f} on {n} CPUs before the sweep starts; pairs whose timing "
-              f"other work disturbs are timed again later, and never used if they stay disturbed"
-              + (", and fewer --threads stall less" if threads > 1 else ""), file=sys.stderr)
+        terminal.say(f"note: the load average is {load:.1f} on {n} CPUs before the sweep starts; pairs whose timing "
+                     f"other work disturbs are timed again later, and never used if they stay disturbed"
+                     + (", and fewer --threads stall less" if threads > 1 else ""))
 
 
 def _report(paths, out: Path) -> int:
@@ -191,15 +197,15 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from bench.analysis import compare, files
-    from bench.render import compare as shown
+    from bench.render import compare as shown, terminal
 
     if args.output:
         files.writable(args.output)
     comparison = compare.compare(args.results, threshold=args.threshold, alpha=args.alpha,
                                  memory_threshold=args.memory_threshold)
     for w in comparison.warnings:
-        print(f"jacbench: warning: {w}", file=sys.stderr)
-    print(shown.render_text(comparison, warnings=False))
+        terminal.say(f"jacbench: warning: {w}")
+    print(shown.render_text(comparison, warnings=False, columns=terminal.width()))
     if args.output:
         print(f"wrote {shown.write_html(comparison, Path(args.output))}")
     if args.fail_on:
@@ -217,8 +223,9 @@ def cmd_matrix(args) -> int:
     return matrix.command(args)
 
 
-def load_target(target: str):
-    """``module:attr`` or ``path/to/file.py:attr`` -> the object."""
+def load_target(target: str, path=()):
+    """``module:attr`` or ``path/to/file.py:attr`` -> the object; a module is looked for in the
+    directories ``path``, then the current directory, then ``sys.path`` (``PYTHONPATH``)."""
     import torch
 
     from bench.measure.pair import one_line
@@ -226,8 +233,11 @@ def load_target(target: str):
     if ":" not in target:
         raise ValueError(f"advise takes MODULE:FUNCTION (e.g. mymodel:f), not {target!r}")
     where, _, attr = target.rpartition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # a console script does not put the cwd on the path
+    for directory in [os.getcwd(), *reversed(path)]:  # a console script does not put the cwd on the path
+        if not Path(directory).is_dir():
+            raise ValueError(f"--path {directory}: no such directory")
+        if str(Path(directory).absolute()) not in sys.path:
+            sys.path.insert(0, str(Path(directory).absolute()))
     try:
         if where.endswith(".py"):
             spec = importlib.util.spec_from_file_location(Path(where).stem, where)
@@ -237,6 +247,11 @@ def load_target(target: str):
             spec.loader.exec_module(mod)
         else:
             mod = importlib.import_module(where)
+    except ModuleNotFoundError as exc:
+        if exc.name != where.partition(".")[0]:
+            raise ValueError(f"cannot import {where!r}: {one_line(exc)}") from None
+        raise ValueError(f"cannot import {where!r}: no such module in the current directory, a --path directory "
+                         f"or PYTHONPATH") from None
     except Exception as exc:  # noqa: BLE001 - the user's module: one line
         raise ValueError(f"cannot import {where!r}: {one_line(exc)}") from None
     obj = mod
@@ -306,26 +321,26 @@ def cmd_advise(args) -> int:
 
     from bench import advisor
     from bench.analysis import files
-    from bench.analysis.formats import fmt_time
+    from bench.render import terminal
     from bench.sweep import machine
 
     machine.devices(args.device)  # a one-line error where CUDA is asked for and absent
     if args.output:
         files.writable(args.output)
     torch.set_num_threads(args.threads or machine.default_threads())
-    obj = load_target(args.target)
+    obj = load_target(args.target, args.path or ())
     dtype = getattr(torch, args.dtype)
     if args.batch is not None and args.batch <= 0:
         raise ValueError(f"--batch takes a positive size, not {args.batch}")
     fn, inputs, kind, float64 = build_inputs(obj, parse_shape(args.input_shape), args.batch, args.wrt, args.device,
                                              dtype)
     names = advisor.candidates(kind, args.strategies, args.device)
-    print(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}, "
-          f"{torch.get_num_threads()} threads); compiled ones take seconds to compile", file=sys.stderr)
+    threads = torch.get_num_threads()
+    terminal.say(f"measuring {len(names)} strategies on {args.target} ({kind}, {args.device}, {args.dtype}, "
+                 f"{threads} thread{'s' if threads != 1 else ''}); compiled ones take seconds to compile")
 
     def progress(row) -> None:
-        med, _ = advisor._median_iqr(row)
-        print(f"  {row.strategy:<24} {row.status:<11} {fmt_time(med) if med else row.reason[:90]}", file=sys.stderr)
+        print(advisor.progress_line(row), file=sys.stderr)
 
     advice = advisor.advise(fn, *inputs, strategies=args.strategies, kind=kind, float64=float64, name=args.target,
                     progress=progress, output=args.output)
@@ -339,12 +354,13 @@ def cmd_advise(args) -> int:
 
 def cmd_summary(args) -> int:
     from bench.analysis import results
-    from bench.render import summary
+    from bench.render import summary, terminal
 
     paths = args.results or results.latest()
     if not paths:
         raise ValueError("no results files given and none under results/")
-    print(summary.render(results.load(paths), loads=[results.read(p)["jacbench"].get("load") or [] for p in paths]))
+    print(summary.render(results.load(paths), loads=[results.read(p)["jacbench"].get("load") or [] for p in paths],
+                         columns=terminal.width()))
     return 0
 
 
@@ -381,8 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over even if this run was left unfinished")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--report", help="write an HTML report of this run to this path")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="one line per pair instead of a live bar (as when the output is not a terminal)")
     p.add_argument("--plugin", action="append", help="import this module first: it may register problems "
                                                      "(cases.register) and strategies (bench.strategies.register)")
+    g = p.add_argument_group("a job array, a shard per task, through submitit (pip install jacbench[slurm])")
+    g.add_argument("--executor", choices=("slurm", "local"),
+                   help="run the sweep as a SLURM job array, or as local processes through the same machinery")
+    g.add_argument("--tasks", type=positive, default=1, help="split the plan into this many shards, one task each")
+    g.add_argument("--partition", action="append",
+                   help="a SLURM partition (repeat it: the same plan on each, one results frame keyed by partition)")
+    g.add_argument("--gpus-per-task", type=int, help="GPUs per task (default: 1 with --device cuda, else 0)")
+    g.add_argument("--time-limit", type=positive, metavar="MINUTES",
+                   help="per task (default: its pairs x the per-pair limit x the visits, plus 5 minutes)")
+    g.add_argument("--account", help="SLURM account")
+    g.add_argument("--qos", help="SLURM quality of service")
+    g.add_argument("--array-parallelism", type=positive, default=256, help="tasks running at once, at most")
+    g.add_argument("--sbatch", action="append", metavar="FLAGS",
+                   help="more sbatch options, e.g. --sbatch='--constraint=h100 --exclusive'")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("summary", help="plain-text summary of result files")
@@ -425,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("advise", help="which strategy is fastest for YOUR function: measured, gated, ranked")
     p.add_argument("target", help="module:function (or module:Class for an nn.Module built without arguments)")
+    p.add_argument("--path", action="append", metavar="DIR",
+                   help="look for the module in this directory first (the current directory and PYTHONPATH follow)")
     p.add_argument("--input-shape", required=True, help="shape of one input, e.g. 64 or 3,32,32")
     p.add_argument("--batch", type=int, help="per-sample Jacobians over a batch of this size")
     p.add_argument("--wrt", choices=("input", "params"), default="input")
@@ -452,7 +486,9 @@ def main(argv=None) -> int:
             raise
         return fail(_one_line(e))
     except KeyboardInterrupt as e:
-        print("\ninterrupted; run the same command again (or `jacbench run --resume`) to finish", file=sys.stderr)
+        resume = f"jacbench run --executor {args.executor} --resume" if getattr(args, "executor", None) else \
+            "jacbench run --resume"
+        print(f"\ninterrupted; run the same command again (or `{resume}`) to finish", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except Exception as e:  # a fault of jacbench's own: one line too, and how to see the rest
         if args.debug:

@@ -18,6 +18,9 @@ from .registry import register
 RATIOS = ((16, 1024), (32, 512), (64, 256), (128, 128), (256, 64), (512, 32), (1024, 16))
 WIDTHS = (64, 256, 1024)
 DEPTHS = (1, 2, 3)
+#: The quick profile's networks: three shapes at width 256 (a crossover) and three widths of the
+#: square one (a scaling ladder), so that its report has both figures.
+QUICK = ((32, 512, 256, 2), (128, 128, 256, 2), (512, 32, 256, 2), (128, 128, 64, 2), (128, 128, 1024, 2))
 
 
 def dims(n: int, m: int, width: int, depth: int) -> list[int]:
@@ -49,8 +52,8 @@ def flops(n: int, m: int, width: int, depth: int) -> int:
 
 
 def tier(n: int, m: int, width: int, depth: int) -> int:
-    if (n, m, width, depth) == (128, 128, 256, 2):
-        return 0  # quick: one small square network
+    if (n, m, width, depth) in QUICK:
+        return 0
     if (width, depth) == (256, 2):
         return 1  # standard: the whole ratio ladder
     if (n, m) == (128, 128) or ((n, m) in ((32, 512), (512, 32)) and width == 256):

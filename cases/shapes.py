@@ -11,9 +11,10 @@ gradient, shaped like x (NOTE: [Jacobian layout] in ``bench.strategies``).
 
 The grid: every pair of n, m in {1, 16, 256, 4096}, the 64k-entry ratio ladder n * m = 2^16
 from 16:4096 to 4096:16 (the classic 32 -> 2048 and 2048 -> 32 among it), 1:1024, 1024:1
-and 1024 x 1024. The quick profile takes 16:256; the standard one adds 1:1024, 32:2048,
-256:256, 2048:32 and 1024:1; the extremes 1:4096 and 4096:1 (4096 backward passes or
-evaluations per loop call) and the large squares are in the full profile.
+and 1024 x 1024. The quick profile takes 16:256, the shapes 1:256, 16:16 and 256:1 of one
+size n*m = 256 (a crossover), and the squares 1:1, 16:16 and 256:256 (a scaling ladder); the
+standard one adds 1:1024, 32:2048, 2048:32 and 1024:1; the extremes 1:4096 and 4096:1 (4096
+backward passes or evaluations per loop call) and the large squares are in the full profile.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .registry import register
 EDGES = (1, 16, 256, 4096)
 LADDER = ((16, 4096), (32, 2048), (64, 1024), (128, 512), (256, 256), (512, 128), (1024, 64),
           (2048, 32), (4096, 16))
-QUICK = (16, 256)
-STANDARD = ((1, 1024), (32, 2048), (256, 256), (2048, 32), (1024, 1))
+QUICK = ((16, 256), (1, 256), (16, 16), (256, 1), (1, 1), (256, 256))
+STANDARD = ((1, 1024), (32, 2048), (2048, 32), (1024, 1))
 EXTRA = ((1, 1024), (1024, 1), (1024, 1024))
 
 
@@ -37,7 +38,7 @@ def grid() -> list[tuple[int, int]]:
 
 
 def tier(n: int, m: int) -> int:
-    if (n, m) == QUICK:
+    if (n, m) in QUICK:
         return 0
     return 1 if (n, m) in STANDARD else 2
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -38,6 +44,48 @@ def run_cli(*args, timeout=600, check=False, **kw) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"jacbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_in_terminal(*args, columns: int = 80, timeout: float = 600, cwd=ROOT) -> str:
+    """``python -m bench ARGS`` on a real pseudo-terminal ``columns`` wide: what a user at a
+    terminal sees, with its escape sequences."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(PYTHONPATH=str(ROOT), JACBENCH_MACHINE="testbox", TERM="xterm-256color")
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], cwd=cwd, env=env, stdin=slave,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    data = os.read(master, 1 << 16)
+                except OSError:  # the terminal closed: the process is gone
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        proc.kill() if proc.poll() is None else None
+        proc.wait()
+        os.close(master)
+    assert proc.returncode == 0, f"jacbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{out[-3000:]}"
+    return out.decode(errors="replace")
+
+
+def screen_lines(text: str) -> list[str]:
+    """What each write to the terminal puts on one line: the text between carriage returns and
+    newlines, without escape sequences."""
+    return [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", s) for s in re.split(r"\r?\n|\r", text)]
+
+
+def wider(lines, columns: int) -> list[str]:
+    """The lines wider than ``columns``, but for those that name a path: a path is never wrapped."""
+    return [line for line in lines if len(line) > columns and "/" not in line]
 
 
 def measured(problem: str, strategy: str, dtype: str = "float32", device: str = "cpu") -> Row:

@@ -12,6 +12,7 @@ from bench.analysis import results
 from bench.analysis.picks import noisy
 from bench.render import report
 from tests import bigfile
+from tests.test_report import assert_captions_once
 
 ROWS = 2500
 CAP = 600  # the tables' cap in this test, so that its rows overflow it
@@ -72,7 +73,7 @@ def test_every_context_and_family_has_its_figures_and_picks(big):
     contexts = frame.groupby(["device", "dtype"]).ngroups
     heatmaps = section(html, "heatmap", "tradeoffs")
     assert heatmaps.count("<figure>") == contexts * frame["family"].nunique()
-    assert html.count("<figcaption>") == len(re.findall(r'<img src="data:image/png;base64,', html))
+    assert_captions_once(html)
     for problem in frame.loc[frame["status"] == "ok", "problem"].unique():
         assert f'<td class="name">{problem}</td>' in section(html, "recommendations", "scaling"), problem
 

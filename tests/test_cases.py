@@ -95,10 +95,28 @@ def test_mlp_ladder_crosses_the_forward_reverse_crossover():
     assert cases.get("mlp-in32-out512-w256-d3").in_profile("standard")
 
 
-def test_profiles_are_nested_and_quick_takes_one_mlp():
+def test_profiles_are_nested():
     quick, standard, full = (set(cases.select(profile=p)) for p in cases.PROFILES)
     assert quick < standard < full == set(PROBLEMS)
-    assert len([p for p in quick if p.family == "mlp"]) == 1
+
+
+@pytest.mark.parametrize("family", ["mlp", "shape"])
+def test_the_quick_profile_has_what_the_scaling_and_crossover_figures_need(family):
+    """Its report draws both figures for these families: the figures' own rules decide, on the
+    profile's problems, with jacrev twice as fast as jacfwd at every size."""
+    from tests.test_picks import frame, row
+
+    from bench.analysis.picks import timed
+    from bench.render import figures as figs
+
+    quick = [p for p in cases.select(profile="quick") if p.family == family]
+    ok = timed(frame(*(row(p.name, s, median=t * p.flops, q1=t * p.flops, q3=t * p.flops, family=family, n=p.n,
+                           m=p.m, problem_flops=p.flops)
+                       for p in quick for s, t in (("jacrev", 1e-9), ("jacfwd", 2e-9)))))
+    styles = figs.Styles(["jacrev", "jacfwd"], set())
+    assert figs.scaling(ok, family, styles) is not None
+    sweeps = figs.shape_sweeps(ok, forward="jacfwd", reverse="jacrev")
+    assert not sweeps.empty and sweeps["problem"].str.startswith(family).all()
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

@@ -188,6 +188,7 @@ def test_terminal_table_and_fail_on_slower_gate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torch 2.13.0 vs torch 2.12.1" in out and "slower 1" in out and "faster 1" in out
     assert "p-slow" in out and "ok→oom" in out and "inconclusive" in out
+    assert max(map(len, out.splitlines())) <= 100
     assert cli.main(["compare", str(base), str(new), "--fail-on", "slower"]) == 1
     err = capsys.readouterr().err
     assert "1 regression (--fail-on slower)" in err and "p-slow" in err
@@ -304,6 +305,17 @@ def test_two_runs_of_one_environment_are_two_sides(tmp_path):
     c = compare.compare([a, b])
     assert len(c.sides) == 2 and c.sides[0].label != c.sides[1].label
     assert c.table.iloc[0]["verdict"] == "no significant change" and c.table.iloc[0]["p"] == pytest.approx(1.0)
+    assert not any("same file" in w for w in c.warnings)  # two runs, however alike
+
+
+def test_a_file_compared_with_itself_or_its_copy_says_so(tmp_path, capsys):
+    a = write_results(tmp_path / "a.json", [row("p", "jacrev", data=samples(1e-3))])
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(a.read_bytes())
+    for other in (a, copy):
+        assert cli.main(["compare", str(a), str(other)]) == 0
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"are the same file ({other}): every row is compared with itself" in err
 
 
 def test_compare_never_imports_torch(tmp_path):

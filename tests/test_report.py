@@ -3,6 +3,7 @@
 
 import copy
 import json
+import math
 import os
 import re
 import resource
@@ -14,11 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from tests.conftest import ROOT
+from tests.test_picks import frame, row
 
 from bench.analysis import results
-from bench.render import report
+from bench.analysis.picks import family_picks, timed
+from bench.render import figures as figs, report
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"  # gitignored (build/)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -93,12 +97,46 @@ def test_page_answers_the_question(page_path, tiny_results):
     # every non-ok row is listed with its reason
     for reason in set(frame.loc[frame["status"] != "ok", "reason"]):
         assert reason.replace("'", "&#39;").replace('"', "&#34;") in html or reason in html
-    # every figure is inline, captioned, and nothing is fetched
+    # every figure is inline, and nothing is fetched
     images = re.findall(r'<img src="([^"]*)"', html)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
-    assert html.count("<figcaption>") == len(images)
+    assert_captions_once(html)
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "<link" not in html
+
+
+def assert_captions_once(html: str) -> None:
+    """How to read a kind of figure is said once, in its section; a figure's own caption only
+    what is particular to it."""
+    sections = [str(escape(c)) for c in (figs.SCALING_CAPTION, figs.CROSSOVER_CAPTION, figs.HEATMAP_CAPTION,
+                                         figs.TRADEOFF_CAPTION)]
+    assert all(html.count(caption) <= 1 for caption in sections)
+    assert html.count(sections[2]) == 1  # every page has heatmaps
+    own = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
+    assert all(own) and not [text for text in own for caption in sections if caption[:80] in text]
+
+
+def test_a_family_without_sizes_says_so_in_place_of_its_scaling_plot(page_path, tiny_results):
+    html = page_path.read_text()
+    scaling = html.split('id="scaling"')[1].split('id="crossover"')[0]
+    assert "<figure>" not in scaling and str(escape(figs.SCALING_CAPTION)) not in scaling
+    note = re.search(r"No scaling plot for ([^:]*): no shape of (these families|this family) was run at two sizes "
+                     r"or more\. Their numbers are in the tables and the heatmaps\.", scaling)
+    assert note, scaling
+    ok = results.load([tiny_results]).query("status == 'ok'")
+    assert set(note.group(1).split(", ")) == set(ok["family"])
+
+
+def test_each_card_links_to_the_sections_of_its_family(page_path):
+    html = page_path.read_text()
+    cards = html.split('<ul class="headlines">')[1].split("</ul>")[0].split("<li>")[1:]
+    assert cards
+    for li in cards:
+        family = re.search(r'<span class="family">([^<]*)</span>', li).group(1)
+        targets = re.findall(r'<a href="#([^"]*)">', li)
+        assert f"heatmap-{family}" in targets and f"problems-{family}" in targets, (family, targets)
+        for target in targets:
+            assert html.count(f'id="{target}"') == 1, target
 
 
 def test_recommendation_is_never_a_wrong_pair(page_path, tiny_results):
@@ -296,3 +334,103 @@ def test_labels_of_points_in_a_row_do_not_overprint():
     assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
     inside = ax.get_window_extent()
     assert all(inside.x0 <= b.x0 and b.x1 <= inside.x1 for b in boxes)
+
+
+# --- one meaning of "fastest", on hand-made frames ------------------------------------------
+
+def cards(f):
+    ok = timed(f)
+    return {p["family"]: report.card(p, ok[ok["family"] == p["family"]]) for _, p in family_picks(f).iterrows()}
+
+
+def test_finite_differences_faster_than_every_exact_strategy_leave_the_exact_pick_the_fastest():
+    # fd-forward beats everything; jacrev is the fastest exact strategy on both problems
+    fd = dict(error=1e-3)
+    f = frame(row("a", "jacrev", median=2.0), row("a", "jacfwd", median=3.0), row("a", "fd-forward", median=1.0, **fd),
+              row("b", "jacrev", median=1.0), row("b", "jacfwd", median=1.5), row("b", "fd-forward", median=0.5, **fd))
+    p = family_picks(f).iloc[0]
+    assert p["exact_strategy"] == "jacrev" and p["exact_geo_slowdown"] == 1 and p["exact_wins"] == p["exact_of"] == 2
+    assert p["strategy"] == "fd-forward" and p["geo_slowdown"] == pytest.approx(0.5)
+    c = cards(f)["fam"]
+    assert c.pick == "jacrev" and c.verdict == "the fastest on every one of its 2 problems"
+    assert c.notes == ["Fastest with approximate strategies allowed: fd-forward (typically 2x faster than each "
+                       "problem's fastest, with errors up to 1.0e-03)."]
+
+
+def test_a_split_family_counts_its_wins_as_its_slowdowns_do():
+    f = frame(row("a", "jacrev", median=1.0), row("a", "jacfwd", median=3.0), row("a", "fd-forward", median=0.1),
+              row("b", "jacrev", median=2.0), row("b", "jacfwd", median=1.0), row("b", "fd-forward", median=0.1),
+              row("c", "jacrev", median=1.0), row("c", "jacfwd", median=1.1), row("c", "fd-forward", median=0.1))
+    c = cards(f)["fam"]
+    assert c.pick == "jacrev"
+    # slowdowns 1, 2, 1 against each problem's fastest exact strategy: the finite differences count in neither
+    assert c.verdict == "typically within 1.3x of each problem's fastest, 2x at worst; the fastest on 2 of 3"
+    assert "The fastest on the other problems: jacfwd (1)." in c.notes
+
+
+def test_a_card_never_claims_a_speedup_over_itself():
+    f = frame(row("a", "functional", median=1.0), row("a", "manual-backward", median=2.0),
+              row("a", "jacrev", median=3.0))
+    c = cards(f)["fam"]
+    assert c.pick == "functional" and c.verdict == "the fastest on its one problem"
+    assert "over manual-backward" in c.details and "over functional" not in c.details
+
+
+def test_the_cards_of_the_reference_results_agree_with_themselves():
+    f = results.load(sorted((ROOT / "results" / "reference").glob("*cpu*.json")))
+    ok = timed(f)
+    for _, p in family_picks(f).iterrows():
+        c = report.card(p, ok[ok["family"] == p["family"]])
+        if not c.pick:
+            continue
+        mine = ok[(ok["family"] == p["family"]) & (ok["strategy"] == c.pick)]
+        assert p["exact_wins"] == (mine["slowdown"] == 1).sum(), p["family"]
+        every = c.verdict.startswith("the fastest on ")
+        assert every == (p["exact_wins"] == p["exact_of"]), (p["family"], c.verdict)
+        others = [n for n in c.notes if n.startswith("The fastest on the other problems")]
+        assert not (every and others), (p["family"], c.verdict, others)
+        assert f"over {c.pick}" not in c.details
+
+
+# --- figures that show something --------------------------------------------------------------
+
+def test_a_tradeoff_panel_needs_two_strategies():
+    one = timed(frame(row("a", "jacrev", median=1.0), row("b", "jacrev", median=2.0)))
+    assert figs.tradeoff_panels(figs.tradeoff_points(one, "fam")) == []
+    assert figs.tradeoffs(one, "fam", figs.Styles(["jacrev"], set())) is None
+    two = timed(frame(row("a", "jacrev", median=1.0), row("a", "jacfwd", median=2.0, mem_ratio=math.nan)))
+    panels = figs.tradeoff_panels(figs.tradeoff_points(two, "fam"))
+    assert [y for y, _, _ in panels] == ["error"]  # jacfwd's memory was not measured
+    fig = figs.tradeoffs(two, "fam", figs.Styles(["jacrev", "jacfwd"], set()))
+    assert fig is not None and "Not drawn, as fewer than two strategies have it: peak memory" in fig.caption
+
+
+def test_heatmap_columns_follow_their_own_family():
+    f = frame(row("a", "s1", median=1.0, family="A"), row("a", "s2", median=5.0, family="A"),
+              row("b", "s1", median=4.0, family="B"), row("b", "s2", median=1.0, family="B"),
+              row("b", "s3", status="error", family="B"), row("b", "s4", status="unsupported", family="B"))
+    ok, run = timed(f), ["s1", "s2", "s3", "s4"]
+    assert figs.heatmap_columns(f, ok, "A", run) == ["s1", "s2"]
+    assert figs.heatmap_columns(f, ok, "B", run) == ["s2", "s1", "s3"]
+
+
+def test_a_size_ladder_draws_a_scaling_figure_and_one_size_does_not():
+    sizes = [row(f"sq-in{k}-out{k}", s, median=t * k, n=k, m=k, q1=0.9 * t * k, q3=1.1 * t * k)
+             for k in (8, 16, 32) for s, t in (("jacrev", 1.0), ("jacfwd", 2.0))]
+    styles = figs.Styles(["jacrev", "jacfwd"], set())
+    assert figs.scaling(timed(frame(*sizes)), "fam", styles) is not None
+    assert figs.scaling(timed(frame(*sizes[:2])), "fam", styles) is None
+
+
+def test_picks_side_by_side_say_where_platforms_differ():
+    """A cluster's GPU kinds (or any platforms) on one page: each family's pick on each, and
+    whether they agree; a family one platform did not run is a dash there."""
+    def section(label, **picks):
+        return report.Section(label, {}, 0, label, cards=[report.Card(f, "", p, "") for f, p in picks.items()])
+
+    t = report.side_by_side([section("a100", mlp="jacrev", cnn="jacfwd", rnn=None),
+                             section("h100", mlp="jacrev", cnn="jacrev")])
+    assert [c.label for c in t.columns] == ["family", "a100", "h100", "the picks"]
+    assert [[c.text for c in r] for r in t.rows] == [["mlp", "jacrev", "jacrev", "agree"],
+                                                     ["cnn", "jacfwd", "jacrev", "differ"],
+                                                     ["rnn", "-", "-", "agree"]]

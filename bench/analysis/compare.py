@@ -38,6 +38,7 @@ Rows present on one side only are *new* or *missing*; rows where either side was
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -410,6 +411,12 @@ def compare(paths, *, threshold: float = 0.10, alpha: float = 0.05, memory_thres
 def _checks(sides: list[Side], table: pd.DataFrame) -> tuple[list[str], list[str]]:
     warnings, notes = [], []
     base = sides[0]
+    for s in sides[1:]:
+        same = [f for f in s.files if any(f.resolve() == b.resolve() or filecmp.cmp(f, b, shallow=False)
+                                          for b in base.files)]
+        if same:
+            warnings.append(f"{s.label} and {base.label} are the same file ({same[0]}): every row is compared "
+                            f"with itself, so nothing can change")
 
     def differ(field_name):
         return [s for s in sides[1:] if str(s.env.get(field_name)) != str(base.env.get(field_name))]

@@ -24,6 +24,13 @@ NOTE: [Recommendation rules]
     the widest coverage wins. Its speedups are geometric means over the problems, with an
     interval carried from each median's own interval (NOTE: [Median precision]), and a pick
     resting on one problem says so.
+
+NOTE: [Fastest]
+    A problem's *fastest* is its fastest exact strategy: the smallest median among the exact
+    strategies ``ok`` on it. Every slowdown (``timed``) is relative to it, a family pick's wins
+    are the problems where the pick is it, and so the two never disagree; an approximate
+    strategy can be faster still, with a slowdown below 1. A problem that no exact strategy
+    solved is measured against its fastest strategy of any kind.
 """
 
 from __future__ import annotations
@@ -67,12 +74,19 @@ def platforms(frame: pd.DataFrame):
 
 
 def timed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The ``ok`` rows that have a median, with ``approximate`` and ``slowdown`` (median over
-    the fastest ``ok`` median of the same problem on the same platform)."""
+    """The ``ok`` rows that have a median, with ``approximate`` and ``slowdown``: the median over
+    the fastest exact ``ok`` median of the same problem on the same platform (NOTE: [Fastest])."""
     ok = frame[(frame["status"] == "ok") & frame["median"].notna()].copy()
     ok["approximate"] = approximate(ok)
-    ok["slowdown"] = ok["median"] / ok.groupby(PLATFORM + ["problem"], dropna=False)["median"].transform("min")
+    problem = ok.assign(_exact=ok["median"].where(~ok["approximate"])).groupby(PLATFORM + ["problem"], dropna=False)
+    ok["slowdown"] = ok["median"] / problem["_exact"].transform("min").fillna(problem["median"].transform("min"))
     return ok
+
+
+def winners(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each problem's fastest of ``rows`` (the timed rows of one platform): for the exact rows,
+    the fastest of NOTE: [Fastest]."""
+    return rows.loc[rows.groupby("problem")["median"].idxmin()] if len(rows) else rows
 
 
 def geomean(values) -> float:
@@ -178,8 +192,10 @@ def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
 
 def family_picks(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (platform, family): the strategy to use, exact and overall, with its typical
-    (geometric-mean) slowdown relative to each problem's fastest, its worst slowdown, its wins
-    and its speedups over the baselines. See NOTE: [Recommendation rules]."""
+    (geometric-mean) slowdown relative to each problem's fastest (NOTE: [Fastest]), its worst
+    slowdown, its wins (the problems where it is the fastest of its kind: exact for the exact
+    pick, any for the overall one) and its speedups over the baselines. See NOTE:
+    [Recommendation rules]."""
     ok = timed(frame)
     out = []
     for key, fam in frame.groupby(PLATFORM + ["family"], sort=False, dropna=False):
@@ -198,11 +214,10 @@ def _family_pick(subset: pd.DataFrame, rows: pd.DataFrame, ever_wrong: set, pref
     keys = ("strategy", "covered", "of", "geo_slowdown", "worst_slowdown", "wins", "max_error",
             "mem_ratio", "approximate") + tuple(f"vs {b}{end}" for b in BASELINES for end in ("", "_low", "_high"))
     empty = {prefix + k: None for k in keys}
+    wins = winners(subset)["strategy"].value_counts()  # a strategy wrong elsewhere can still be the fastest
     subset = subset[~subset["strategy"].isin(ever_wrong)]
     if subset.empty:
         return empty
-    fastest = subset.loc[subset.groupby("problem")["median"].idxmin()]
-    wins = fastest["strategy"].value_counts()
     of = subset["problem"].nunique()
     stats = []
     for name, g in subset.groupby("strategy", sort=False):

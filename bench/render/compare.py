@@ -13,6 +13,7 @@ import pandas as pd
 from bench.analysis import files
 from bench.analysis.compare import CHANGED, VERDICTS, Comparison, api_matrix, is_number, pivot, strategy_pivot
 from bench.analysis.formats import fmt_bytes, fmt_time
+from bench.render import terminal
 
 TERMINAL_ALL_ROWS = 40  # up to this many matched rows the terminal shows them all; beyond, the changes
 TERMINAL_MAX_ROWS = 60  # and at most this many changes
@@ -60,9 +61,10 @@ def terminal_rows(table: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     })
 
 
-def render_text(comparison: Comparison, *, warnings: bool = True) -> str:
-    """The terminal form: per non-base side, verdict counts and the rows with a change (every
-    row when there are few); with three sides or more, the per-strategy pivot."""
+def render_text(comparison: Comparison, *, warnings: bool = True, columns: int = terminal.WIDTH) -> str:
+    """The terminal form, ``columns`` wide at most: per non-base side, verdict counts and the
+    rows with a change (every row when there are few); with three sides or more, the
+    per-strategy pivot."""
     lines = []
     c = comparison
     for i, s in enumerate(c.sides):
@@ -95,18 +97,18 @@ def render_text(comparison: Comparison, *, warnings: bool = True) -> str:
                          f"-o OUT.html has every row)" if len(changed) > len(shown) else
                          f"(the {len(shown)} rows with a change; -o OUT.html has every row)")
         if len(shown):
-            lines.append(terminal_rows(shown, c.key).to_string(index=False))
+            lines.append(terminal.table(terminal_rows(shown, c.key), columns))
     if len(c.sides) > 2 or len(c.table) > TERMINAL_ALL_ROWS:
         # per-row verdicts on a busy machine scatter; the per-strategy aggregate is what reproduces
         sp = strategy_pivot(c)
         if not sp.empty:
             lines.append(f"\n== geometric mean of the ratio to {c.base.label}, per strategy")
-            lines.append(sp.map(lambda v: f"{v:.3f}x" if is_number(v) else "-").to_string())
+            lines.append(terminal.table(sp.map(lambda v: f"{v:.3f}x" if is_number(v) else "-"), columns, index=True))
     for w in c.warnings if warnings else ():
         lines.append(f"warning: {w}")
     for n in c.notes:
         lines.append(f"note: {n}")
-    return "\n".join(lines)
+    return terminal.fit("\n".join(lines), columns)
 
 
 # --- HTML -------------------------------------------------------------------------------------

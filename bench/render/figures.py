@@ -1,9 +1,11 @@
 """The figures of every page, drawn with seaborn in one theme from results frames. No torch.
 
-The report's figures take the timed rows of one context (``summary.timed``) and return a
+The report's figures take the timed rows of one context (``picks.timed``) and return a
 :class:`Figure` (an inline PNG, alt text and a caption saying what to read from it), or None
-when the data cannot show the thing (say, a family whose sizes do not vary). Figures never
-invent data: every mark is a row of a results file.
+when the data cannot show the thing (say, a family whose sizes do not vary). A kind of figure
+drawn once per family says how to read it once, in its section's caption (``SCALING_CAPTION``,
+``HEATMAP_CAPTION``, ...); each figure's own caption says only what is particular to it.
+Figures never invent data: every mark is a row of a results file.
 
 Every figure of jacbench, the compare and advise pages' too, is made inside :func:`theme` on a
 canvas from :func:`subplots`; every heatmap is :func:`heatmap_figure`. Styles are shared, so one
@@ -66,7 +68,7 @@ def theme():
 class Figure:
     uri: str
     alt: str
-    caption: str
+    caption: str  # what to read from it, beyond its section's caption; may be empty
     title: str = ""
 
 
@@ -312,18 +314,23 @@ def scaling(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
             axes[r][-1].legend(handles=_handles(chunk, styles), loc="upper left", bbox_to_anchor=(1.02, 1.0),
                                title="fastest first" if r == 0 else None)
     left_out = [f"{r.numerator}:{r.denominator}" for r in facets if r not in shown]
-    caption = (f"Median time per Jacobian against problem size ({xlabel}) for the {family} family, on "
-               f"log-log axes; shaded bands are the interquartile range of the raw samples. Each panel holds "
-               f"the shape n:m fixed, so a line's slope is how that strategy's cost grows with the size of f; "
-               f"lines that cross mark where the best choice changes. Strategies are ordered by their "
-               f"typical slowdown on this family, fastest in the top row; the y axes are shared, so rows "
-               f"compare directly. Dashed grey: the baselines; dotted: finite differences.")
+    caption = ""
     if left_out:
-        caption += f" Shapes not drawn here (see the heatmap): {', '.join(left_out)}."
+        caption += f"Shapes not drawn here (see the heatmap): {', '.join(left_out)}. "
     if omitted:
-        caption += f" Slower strategies not drawn (see the heatmap): {', '.join(omitted)}."
+        caption += f"Slower strategies not drawn (see the heatmap): {', '.join(omitted)}."
     alt = f"Scaling of time with problem size for family {family}"
-    return _done(fig, alt, caption, f"{family}")
+    return _done(fig, alt, caption.strip(), f"{family}")
+
+
+SCALING_CAPTION = (
+    "Median time per Jacobian against problem size on log-log axes, one figure per family run at two "
+    "sizes or more: the size is the FLOPs of one evaluation of f where every problem of the family knows "
+    "them, else the Jacobian's entries n\u00b7m (the x axis says which). Shaded bands are the interquartile "
+    "range of the raw samples. Each panel holds the shape n:m fixed, so a line's slope is how that "
+    "strategy's cost grows with the size of f; lines that cross mark where the best choice changes. "
+    "Strategies are ordered by their typical slowdown on the family, fastest in the top row; the y axes "
+    "are shared, so rows compare directly. Dashed grey: the baselines; dotted: finite differences.")
 
 
 # --- forward/reverse crossover ---------------------------------------------------------------
@@ -473,15 +480,18 @@ def crossover(ok: pd.DataFrame, styles: Styles, forward: str = FORWARD,
             a.set_xticks(ticks)
             a.set_xticklabels([_ratio_tick(v) for v in ticks], rotation=0)
             a.set_xlabel("shape n:m (inputs : outputs)")
-    caption = (f"Forward against reverse mode as the shape of the Jacobian changes from few inputs and many "
-               f"outputs (left of each axis) to many inputs and few outputs (right). Left: median times of "
-               f"{reverse} (m vector-Jacobian products) and {forward} (n Jacobian-vector products) on the "
-               f"sweep {main}, with interquartile bands; the dashed line marks the crossover. Right: their "
-               f"ratio on every shape sweep found (one colour per sweep, not per strategy), below 1 where "
-               f"{forward} wins (shaded). Reverse mode costs grow with the outputs m, forward mode costs "
-               f"with the inputs n, so the crossover sits near n = m unless one mode has more overhead.")
     alt = f"{forward} versus {reverse} across shapes n:m"
-    return _done(fig, alt, caption, "crossover"), findings
+    return _done(fig, alt, "", "crossover"), findings
+
+
+CROSSOVER_CAPTION = (
+    f"Forward against reverse mode as the shape of the Jacobian changes from few inputs and many outputs "
+    f"(left of each axis) to many inputs and few outputs (right). Left: median times of {REVERSE} (m "
+    f"vector-Jacobian products) and {FORWARD} (n Jacobian-vector products) on the sweep of the most shapes, "
+    f"with interquartile bands; the dashed line marks the crossover. Right: their ratio on every shape sweep "
+    f"found (one colour per sweep, not per strategy), below 1 where {FORWARD} wins (shaded). Reverse mode "
+    f"costs grow with the outputs m, forward mode costs with the inputs n, so the crossover sits near n = m "
+    f"unless one mode has more overhead.")
 
 
 # --- heatmap -------------------------------------------------------------------------------
@@ -531,9 +541,30 @@ def heatmap_figure(value: pd.DataFrame, text: pd.DataFrame, *, cmap, norm, label
     return fig, ax
 
 
-def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str], vmax: float) -> Figure | None:
-    """Problems (rows) x strategies (columns) of one family, coloured by slowdown relative to
-    the fastest ``ok`` strategy of the problem; cells that are not ``ok`` show their status."""
+def heatmap_columns(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str]) -> list[str]:
+    """The strategies a family's heatmap shows, in order: those timed on the family by their typical
+    slowdown on it, fastest first, then those that ran there without a timed correct result, in
+    the order of ``columns``. Strategies unsupported on every problem of the family are left out."""
+    fam = rows[rows["family"] == family]
+    tried = set(fam.loc[fam["status"] != "unsupported", "strategy"])
+    timed = strategy_order(ok[ok["family"] == family])
+    return [c for c in timed + [c for c in columns if c not in timed] if c in tried]
+
+
+def heatmap_scale(ok: pd.DataFrame) -> tuple[float, float]:
+    """The range of slowdowns one context's heatmaps share: from 1 (the fastest exact strategy) or
+    below, where an approximate one was faster still, to the largest (at most 1000)."""
+    if ok.empty:
+        return 1.0, 2.0
+    s = ok["slowdown"].astype(float).clip(1e-3, 1000)
+    return min(1.0, float(s.min())), max(2.0, float(s.max()))
+
+
+def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str],
+            scale: tuple[float, float]) -> Figure | None:
+    """Problems (rows) x strategies (columns, :func:`heatmap_columns`) of one family, coloured by
+    slowdown relative to the problem's fastest exact strategy (NOTE: [Fastest] in ``picks``) on
+    the log scale ``scale`` (:func:`heatmap_scale`); cells that are not ``ok`` show their status."""
     import matplotlib.colors as mcolors
     from matplotlib import colormaps
 
@@ -541,8 +572,7 @@ def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str
     if fam_all.empty:
         return None
     fam_ok = ok[ok["family"] == family]
-    tried = fam_all[fam_all["status"] != "unsupported"]
-    cols = [c for c in columns if c in set(tried["strategy"])]
+    cols = heatmap_columns(rows, ok, family, columns)
     unsupported = [c for c in columns if c in set(fam_all["strategy"]) and c not in cols]
     if not cols:
         return None
@@ -558,7 +588,7 @@ def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str
 
     def cell(v, st) -> str:
         if not math.isnan(v):
-            return "1" if v < 1.005 else fmt_ratio(v).rstrip("x") if v < 1000 else f"{v / 1000:.2g}k"
+            return "1" if abs(v - 1) < 0.005 else fmt_ratio(v).rstrip("x") if v < 1000 else f"{v / 1000:.2g}k"
         return STATUS_SHORT.get(st, st) if isinstance(st, str) else ""
 
     text = pd.DataFrame([[cell(v, st) for v, st in zip(vs, sts)] for vs, sts in
@@ -566,29 +596,30 @@ def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str
     # magma, not its darkest end: the cells' text stays legible
     cmap = mcolors.ListedColormap(colormaps["magma_r"](np.linspace(0.0, 0.85, 256)))
     with theme():
-        fig, ax = heatmap_figure(value, text, cmap=cmap, norm=mcolors.LogNorm(vmin=1, vmax=max(vmax, 2)),
+        fig, ax = heatmap_figure(value, text, cmap=cmap, norm=mcolors.LogNorm(*scale),
                                  label="slowdown", muted=(STATUS_SHORT["unsupported"], STATUS_SHORT["disturbed"]))
-        fastest = value.to_numpy(dtype=float) < 1.005
+        fastest = np.abs(value.to_numpy(dtype=float) - 1) < 0.005
         for t in ax.texts:
             x, y = t.get_position()  # the middle of cell (row y, column x)
             if fastest[int(y), int(x)]:
                 t.set_fontweight("bold")
     if value.isna().all().all():  # nothing correct to colour: the statuses say it all
         return _done(fig, f"Heatmap of statuses for family {family}",
-                     f"No strategy gave a correct Jacobian on any {family} problem; each cell shows why: "
-                     f"'wrong' failed the accuracy gate, 'error', 'oom' and 't/o' (timeout) failed to run, "
-                     f"'n/a' is unsupported.", family)
-    caption = (f"Slowdown of each strategy (columns) on each {family} problem (rows) relative to the fastest "
-               f"correct strategy of that problem: 1 (bold) is the fastest, 10 means ten times slower; the "
-               f"colour scale is logarithmic and the same in every heatmap of this context. Grey cells were "
-               f"not timed: 'wrong' failed the accuracy gate, 'error', 'oom' and 't/o' (timeout) failed to run, "
-               f"'dist' was timed only while other work held the CPU (its time is not used), "
-               f"'n/a' is unsupported. Rows are ordered by shape n:m, then size; columns by typical slowdown "
-               f"over the whole run, fastest on the left. Read across a row to see your options for one "
-               f"problem; read down a column to see where a strategy stops being competitive.")
-    if unsupported:
-        caption += f" Not drawn, unsupported on every {family} problem: {', '.join(unsupported)}."
+                     f"No strategy gave a correct Jacobian on any {family} problem; each cell shows why.", family)
+    caption = f"Not drawn, unsupported on every {family} problem: {', '.join(unsupported)}." if unsupported else ""
     return _done(fig, f"Heatmap of slowdowns for family {family}", caption, family)
+
+
+HEATMAP_CAPTION = (
+    "Slowdown of each strategy (columns) on each problem (rows) of a family relative to the problem's "
+    "fastest exact strategy: 1 (bold) is that fastest, 10 means ten times slower, and below 1 an approximate "
+    "strategy was faster still. The colour scale is logarithmic and the same in every heatmap of a context. "
+    "Grey cells were not timed: 'wrong' failed the accuracy gate, 'error', 'oom' and 't/o' (timeout) failed "
+    "to run, 'dist' was timed only while other work held the CPU (its time is not used), 'n/a' is "
+    "unsupported. Rows are ordered by shape n:m, then size; columns by typical slowdown on the family, "
+    "fastest on the left, then the strategies that ran without a timed correct result. Read across a row "
+    "to see your options for one problem; read down a column to see where a strategy stops being "
+    "competitive.")
 
 
 # --- trade-offs ----------------------------------------------------------------------------
@@ -613,7 +644,7 @@ def tradeoff_points(ok: pd.DataFrame, family: str) -> pd.DataFrame:
         out.append({"strategy": name, "slowdown": geomean(g["slowdown"]),
                     "error": max(float(g["error"].max()), ERROR_FLOOR) if g["error"].notna().any() else math.nan,
                     "mem_ratio": geomean(g["mem_ratio"]), "solved": g["problem"].nunique(), "of": total})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=["strategy", "slowdown", "error", "mem_ratio", "solved", "of"])
 
 
 def _label_clusters(ax, xs, ys, names, near: float = 0.05):
@@ -634,13 +665,20 @@ def _label_clusters(ax, xs, ys, names, near: float = 0.05):
     return [(c[2], c[0], c[1], c[3]) for c in clusters]
 
 
-def _label_points(ax, xs, ys, names, fontsize: float = 8.5) -> None:
+def _label_points(ax, xs, ys, names, fontsize: float = 8.5, avoid=()) -> None:
     """Label points on log axes without overprinting: points on top of each other share one
-    label; a label that would cover one already placed moves up, joined to its point by a thin
-    line; near the right edge a label goes to the left of its point, inside the axes."""
+    label; a label that would cover one already placed, or a marker at one of the points
+    ``avoid`` ``[(x, y), ...]``, moves up, joined to its point by a thin line; near the right
+    edge a label goes to the left of its point, inside the axes."""
     fig, box = ax.get_figure(), ax.get_position()
     width_pt, height_pt = box.width * fig.get_figwidth() * 72, box.height * fig.get_figheight() * 72
+    lx0, lx1 = (math.log10(v) for v in ax.get_xlim())
+    ly0, ly1 = (math.log10(v) for v in ax.get_ylim())
     placed: list[tuple[float, float, float, float]] = []  # x0, x1, y0, y1 in points in the axes
+    for x, y in avoid:  # a marker is about 8 points across: a label 4 points above its own clears it
+        cx = (math.log10(x) - lx0) / (lx1 - lx0) * width_pt
+        cy = (math.log10(y) - ly0) / (ly1 - ly0) * height_pt
+        placed.append((cx - 4, cx + 4, cy - 4, cy + 4))
     for (px, py), across, up, group in _label_clusters(ax, xs, ys, names):
         w, h = 0.58 * fontsize * max(map(len, group)), 1.2 * fontsize * len(group)  # DejaVu Sans, roughly
         right = across <= 0.7
@@ -655,26 +693,37 @@ def _label_points(ax, xs, ys, names, fontsize: float = 8.5) -> None:
                     arrowprops=dict(arrowstyle="-", color="#8a8f98", linewidth=0.6) if y0 > start else None)
 
 
+TRADEOFF_AXES = (("error", "largest error vs float64 reference"),
+                 ("mem_ratio", "peak memory / Jacobian size (geo. mean)"))
+
+
+def tradeoff_panels(pts: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """The panels of a family's trade-offs, ``(column, axis label, points)`` for each of
+    ``TRADEOFF_AXES``, where at least two strategies have both numbers: a panel of one point
+    shows no trade-off."""
+    panels = [(y, label, pts.dropna(subset=["slowdown", y])) for y, label in TRADEOFF_AXES]
+    return [panel for panel in panels if panel[2]["strategy"].nunique() >= 2]
+
+
 def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
-    """Accuracy against time and memory against time for one family, Pareto fronts marked."""
+    """Accuracy against time and memory against time for one family, Pareto fronts marked;
+    None where no panel has two strategies (:func:`tradeoff_panels`)."""
     pts = tradeoff_points(ok, family)
-    if pts.empty:
+    panels = tradeoff_panels(pts)
+    if not panels:
         return None
+    shown = pd.concat([p for _, _, p in panels]).drop_duplicates("strategy")
     with theme():
         import seaborn as sns
 
-        ncol = 1 if len(pts) <= 14 else 2
-        fig, axes = subplots(11.0 + 1.6 * (ncol - 1), max(3.8, 0.19 * math.ceil(len(pts) / ncol) + 0.6), 1, 2)
+        ncol = 1 if len(shown) <= 14 else 2
+        fig, axes = subplots(5.5 * len(panels) + 1.6 * ncol, max(3.8, 0.19 * math.ceil(len(shown) / ncol) + 0.6),
+                             1, len(panels))
         fronts = []
-        for ax, y, ylabel in ((axes[0][0], "error", "largest error vs float64 reference"),
-                              (axes[0][1], "mem_ratio", "peak memory / Jacobian size (geo. mean)")):
-            p = pts.dropna(subset=["slowdown", y])
-            if p.empty:
-                ax.set_visible(False)
-                continue
+        for ax, (y, ylabel, p) in zip(axes[0], panels):
             on = pareto(p, "slowdown", y).to_numpy()
             log_scale(ax, "x", "y")
-            ax.set_xlabel("slowdown vs the fastest (geo. mean)")
+            ax.set_xlabel("slowdown vs the fastest exact (geo. mean)")
             ax.set_ylabel(ylabel)
             names = list(p["strategy"])
             sns.scatterplot(data=p, x="slowdown", y=y, hue="strategy", style="strategy", hue_order=names,
@@ -690,37 +739,47 @@ def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
             dots.set_sizes(np.where(on, 70, 38))
             dots.set_linewidths(np.where(on, 1.6, 1.0))
             f = p[on].sort_values("slowdown")
-            sns.lineplot(data=f, x="slowdown", y=y, estimator=None, drawstyle="steps-post", color="#1d232a",
-                         linewidth=1.1, alpha=0.7, zorder=2, ax=ax)
-            # limits from the data, with room on the right for the labels
+            if len(f) > 1:  # a front of one point has no steps
+                sns.lineplot(data=f, x="slowdown", y=y, estimator=None, drawstyle="steps-post", color="#1d232a",
+                             linewidth=1.1, alpha=0.7, zorder=2, ax=ax)
+            # limits from the data, with room on the right for the labels; not matplotlib's, which
+            # has no range to make of points all at one height
+            ax.set_autoscale_on(False)
             x0, x1 = p["slowdown"].min(), p["slowdown"].max()
             ax.set_xlim(min(0.9, x0 / 1.15), max(x1 * 2.2, 2.5))
             y0, y1 = p[y].min(), p[y].max()
             pad = max((y1 / y0) ** 0.12, 1.6)
             ax.set_ylim(y0 / pad, y1 * pad)
-            fronts.append((ax, f["slowdown"], f[y], f["strategy"]))
+            fronts.append((ax, f["slowdown"], f[y], f["strategy"], list(zip(p["slowdown"], p[y]))))
             log_axis(ax, "x", ratio)
             log_axis(ax, "y", ratio if y == "mem_ratio" else (lambda v: f"{v:.0e}"))
-        axes[0][1].legend(handles=_handles(pts["strategy"], styles, linestyle="none", markersize=7),
-                          loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=ncol)
+        axes[0][-1].legend(handles=_handles(shown["strategy"], styles, linestyle="none", markersize=7),
+                           loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=ncol)
         fig.get_layout_engine().execute(fig)  # the labels are placed on the axes as they will be drawn
-        for front in fronts:
-            _label_points(*front)
+        for ax, xs, ys, names, marks in fronts:
+            _label_points(ax, xs, ys, names, avoid=marks)
         fig.set_layout_engine("none")  # laid out for the labels: drawing need not do it again
-    partial = pts[pts["solved"] < pts["of"]]
-    caption = (f"Trade-offs on the {family} family, one point per strategy: its typical slowdown (geometric "
-               f"mean over the problems it solved, relative to each problem's fastest) against its largest "
-               f"error (left) and its typical peak memory as a multiple of the Jacobian's size (right). Lower-left is "
-               f"better; the black steps join the Pareto front, the strategies no other beats on both axes, "
-               f"and are labelled: any other strategy is beaten by one of them on both counts. Look for "
-               f"finite differences buying speed with error, and batched (vmap) strategies buying it with "
-               f"memory.")
+    notes = []
+    partial = shown[shown["solved"] < shown["of"]]
     if len(partial):
-        caption += (f" Hollow markers solved only some problems ({', '.join(partial['strategy'])}), so their "
-                    f"means cover fewer, maybe easier, problems.")
-    if (pts["error"] <= ERROR_FLOOR).any():
-        caption += f" A largest error of exactly 0 is drawn at {ERROR_FLOOR:.0e}."
-    return _done(fig, f"Accuracy and memory against time for family {family}", caption, family)
+        notes.append(f"Hollow markers solved only some problems: {', '.join(partial['strategy'])}.")
+    if (shown["error"] <= ERROR_FLOOR).any() and any(y == "error" for y, _, _ in panels):
+        notes.append(f"A largest error of exactly 0 is drawn at {ERROR_FLOOR:.0e}.")
+    left_out = [label for y, label in TRADEOFF_AXES if y not in {p[0] for p in panels}]
+    if left_out:
+        notes.append(f"Not drawn, as fewer than two strategies have it: {left_out[0]}.")
+    return _done(fig, f"Trade-offs against time for family {family}", " ".join(notes), family)
+
+
+TRADEOFF_CAPTION = (
+    "One point per strategy of a family: its typical slowdown (geometric mean over the problems it solved, "
+    "relative to each problem's fastest exact strategy) against its largest error (left) and its typical "
+    "peak memory as a multiple of the Jacobian's size (right). Lower-left is better; the black steps join "
+    "the Pareto front, the strategies no other beats on both axes, and are labelled: any other strategy is "
+    "beaten by one of them on both counts. Hollow markers solved only some of the family's problems, so "
+    "their means cover fewer, maybe easier, problems. A panel is drawn only where two strategies or more "
+    "have both of its numbers. Look for finite differences buying speed with error, and batched (vmap) "
+    "strategies buying it with memory.")
 
 
 # --- noise ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ through Jinja2's autoescape. No torch.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pandas as pd
 from bench.analysis import files, load, results
 from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
 from bench.analysis.picks import (BASELINES, PLATFORM, approximate, best_per_problem, failures, family_picks, noisy,
-                                  platforms, timed)
+                                  platforms, timed, winners)
 from bench.analysis.schema import STATUSES
 from bench.analysis.stats import NOISE_WARNING
 from bench.render import figures as figs, html
@@ -49,6 +50,7 @@ class Table:
     rows: list[list[Cell]] = field(default_factory=list)
     total: int | None = None  # the rows there are, where the table shows only some (``capped``)
     shown: str = ""           # which of them it shows, where it does not show them all
+    ids: dict[int, str] = field(default_factory=dict)  # element ids of some rows, by index: links land there
 
 
 # A table of more rows than this shows this many: a page of 100,000 rows takes gigabytes to
@@ -88,9 +90,21 @@ def ratio_cell(x) -> Cell:
     return Cell(fmt_ratio(x), _num(x), "num")
 
 
+def interval(low, high) -> str:
+    """A 95% interval, ``2.9-3.5x``, or nothing where it is not known."""
+    return "" if missing(low) or missing(high) else f"{fmt_ratio(low).rstrip('x')}\u2013{fmt_ratio(high)}"
+
+
 def interval_cell(rec, name: str) -> Cell:
-    """A ratio with its 95% interval; sorts by the ratio."""
-    return Cell(fmt_interval(rec[name], rec[f"{name}_low"], rec[f"{name}_high"]), _num(rec[name]), "num")
+    """A ratio, its 95% interval on a second line; sorts by the ratio."""
+    return Cell(fmt_ratio(rec[name]), _num(rec[name]), "num", interval(rec[f"{name}_low"], rec[f"{name}_high"]))
+
+
+def share_cell(k, of, note: str = "") -> Cell:
+    """``k/of``, sorting by the share k/of (then by k): 2/2 and 1/1 above 1/9."""
+    if missing(k) or missing(of) or not of:
+        return Cell("-", None, "num")
+    return Cell(f"{int(k)}/{int(of)}", repr(float(k) / float(of) + float(k) * 1e-9), "num", note)
 
 
 def bytes_cell(b) -> Cell:
@@ -173,61 +187,94 @@ def origin_table(docs, frame: pd.DataFrame) -> Table:
 
 # --- recommendations -----------------------------------------------------------------------
 
+def anchor(*names: str) -> str:
+    """An element id made of names: the same names give the same id on every render."""
+    return re.sub(r"[^a-z0-9_.]+", "-", "-".join(n for n in names if n).lower()).strip("-")
+
+
 @dataclass
-class Headline:
+class Card:
+    """A family's recommendation, in sentences that use one meaning of "fastest" (NOTE: [Fastest])."""
     family: str
-    problems: int
-    solved: int
-    exact: dict | None
-    overall: dict | None
-    others: list[tuple[str, int]]
+    solved: str
+    pick: str | None  # the exact strategy to use
+    verdict: str      # what follows the pick's name, or why there is none
+    details: str = ""
+    warning: str = ""
+    notes: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (label, element id) of the family's sections
 
 
-def headlines(picks: pd.DataFrame, best: pd.DataFrame) -> list[Headline]:
-    out = []
-    for _, p in picks.iterrows():
-        fam_best = best[best["family"] == p["family"]]
-        exact = overall = None
-        if isinstance(p["exact_strategy"], str):
-            exact = {"strategy": p["exact_strategy"], "geo": fmt_ratio(p["exact_geo_slowdown"]),
-                     "worst": fmt_ratio(p["exact_worst_slowdown"]), "wins": int(p["exact_wins"]),
-                     "of": int(p["exact_of"]), "covered": int(p["exact_covered"]),
-                     "error": fmt_error(p["exact_max_error"]), "mem": fmt_ratio(p["exact_mem_ratio"]),
-                     **{b: fmt_interval(p[f"exact_vs {b}"], p[f"exact_vs {b}_low"], p[f"exact_vs {b}_high"])
-                        for b in BASELINES}}
-        if isinstance(p["strategy"], str) and (exact is None or p["strategy"] != exact["strategy"]):
-            overall = {"strategy": p["strategy"], "geo": fmt_ratio(p["geo_slowdown"]),
-                       "error": fmt_error(p["max_error"]), "approximate": bool(p["approximate"])}
-        winners = fam_best["exact_strategy"].dropna()
-        winners = winners[winners != (exact or {}).get("strategy")]
-        others = list(winners.value_counts().items())[:3]
-        out.append(Headline(str(p["family"]), int(p["problems"]), int(p["solved"]), exact, overall, others))
-    return out
+def _within(x) -> str:
+    """A slowdown as a reader takes it in: ``3%`` near 1, else ``1.8x``."""
+    return f"{max(1, round(100 * (x - 1)))}%" if x < 1.1 else fmt_ratio(x)
+
+
+def card(p: pd.Series, ok: pd.DataFrame, links=()) -> Card:
+    """The card of a family's picks ``p`` (a row of ``family_picks``), ``ok`` its timed rows."""
+    plural = "s" if p["problems"] != 1 else ""
+    c = Card(str(p["family"]), f"{p['solved']} of {p['problems']} problem{plural} solved", None, "",
+             links=list(links))
+    exact = p["exact_strategy"] if isinstance(p["exact_strategy"], str) else None
+    if exact:
+        c.pick = exact
+        wins, of = int(p["exact_wins"]), int(p["exact_of"])
+        if wins == of:
+            c.verdict = "the fastest on " + ("its one problem" if of == 1 else f"every one of its {of} problems")
+        else:
+            c.verdict = (f"typically within {_within(p['exact_geo_slowdown'])} of each problem's fastest, "
+                         f"{_within(p['exact_worst_slowdown'])} at worst; the fastest on {wins} of {of}")
+        speedups = [f"{fmt_interval(p[f'exact_vs {b}'], p[f'exact_vs {b}_low'], p[f'exact_vs {b}_high'])} over {b}"
+                    for b in BASELINES if b != exact and not missing(p[f"exact_vs {b}"])]
+        memory = (f"peak memory {fmt_ratio(p['exact_mem_ratio'])} the Jacobian; "
+                  f"error at most {fmt_error(p['exact_max_error'])}.")
+        c.details = (f"Speedup {' and '.join(speedups)} (geometric means over its problems, with 95% intervals); "
+                     f"{memory}" if speedups else memory[0].upper() + memory[1:])
+        if p["exact_covered"] < of:
+            c.warning = f"It solved only {int(p['exact_covered'])} of {of} problems; no exact strategy solved them all."
+        others = winners(ok[~ok["approximate"]])["strategy"]
+        others = others[others != exact].value_counts()
+        if len(others):
+            c.notes.append("The fastest on the other problems: " +
+                           ", ".join(f"{name} ({n})" for name, n in others.items()) + ".")
+    else:
+        c.verdict = ("no exact strategy gave a correct Jacobian" if p["solved"] else
+                     "no strategy gave a correct Jacobian")
+    overall = p["strategy"] if isinstance(p["strategy"], str) and p["strategy"] != exact else None
+    if overall:
+        geo = p["geo_slowdown"]
+        how = (f"the fastest of any kind on {int(p['wins'])} of {int(p['of'])}" if exact is None else
+               f"typically {fmt_ratio(1 / geo)} faster than each problem's fastest" if geo < 1 else
+               f"typically within {_within(geo)} of each problem's fastest")
+        c.notes.insert(0, f"Fastest with approximate strategies allowed: {overall} ({how}, with errors up to "
+                          f"{fmt_error(p['max_error'])}).")
+    return c
 
 
 def family_table(picks: pd.DataFrame) -> Table:
     t = Table([
         Column("family"), Column("solved", "problems some strategy solved / problems run", True),
         Column("use (exact)", "the exact strategy with the smallest typical slowdown (NOTE: Recommendation rules)"),
-        Column("typical", "geometric-mean slowdown vs each problem's fastest strategy", True),
-        Column("worst", "largest slowdown vs a problem's fastest", True),
-        Column("wins", "problems where it was the fastest exact strategy", True),
+        Column("typical", "geometric-mean slowdown vs each problem's fastest (exact) strategy", True),
+        Column("worst", "largest slowdown vs a problem's fastest (exact) strategy", True),
+        Column("wins", "problems where it was the fastest (exact) strategy / problems; sorts by the share", True),
         *[Column(f"\u00d7 vs {b}", f"geometric-mean speedup over {b} on the same problems, with its 95% interval",
                  True) for b in BASELINES],
         Column("mem / J", "peak memory as a multiple of the Jacobian's size (geo. mean)", True),
         Column("max error", "largest error vs the float64 reference over the family", True),
         Column("fastest incl. FD", "the pick when finite differences may be used"),
-        Column("typical", "its geometric-mean slowdown", True),
+        Column("typical", "its geometric-mean time relative to each problem's fastest exact strategy (below 1: "
+                          "faster)", True),
         Column("its max error", "", True),
     ])
     for _, p in picks.iterrows():
         has = isinstance(p["exact_strategy"], str)
         t.rows.append([
-            text_cell(p["family"], "name"), Cell(f"{p['solved']}/{p['problems']}", _num(p["solved"]), "num"),
+            text_cell(p["family"], "name"), share_cell(p["solved"], p["problems"]),
             text_cell(p["exact_strategy"] if has else "no exact one", "strong" if has else "bad"),
             ratio_cell(p["exact_geo_slowdown"]), ratio_cell(p["exact_worst_slowdown"]),
-            Cell(f"{int(p['exact_wins'])}/{int(p['exact_of'])}" + (" (one problem)" if p["exact_of"] == 1 else "")
-                 if has else "-", _num(p["exact_wins"]), "num"),
+            share_cell(p["exact_wins"], p["exact_of"], "one problem" if p["exact_of"] == 1 else "")
+            if has else share_cell(None, None),
             *[interval_cell(p, f"exact_vs {b}") for b in BASELINES],
             ratio_cell(p["exact_mem_ratio"]), error_cell(p["exact_max_error"]),
             text_cell(p["strategy"] if isinstance(p["strategy"], str) else "-", "name"),
@@ -236,13 +283,14 @@ def family_table(picks: pd.DataFrame) -> Table:
     return t
 
 
-def problem_table(best: pd.DataFrame) -> Table:
+def problem_table(best: pd.DataFrame, id_of=lambda family: "") -> Table:
+    """A row per problem; the first row of each family has the element id ``id_of(family)``."""
     t = Table([
         Column("family"), Column("problem"), Column("n", "inputs", True), Column("m", "outputs", True),
-        Column("best exact", "fastest exact strategy; ~ names rivals within the noise (a tie goes to the exact "
-                             "strategy that needs less memory)"),
-        Column("margin", "how many times faster than the runner-up, with the 95% bootstrap interval; a tie when "
-                         "the interval holds 1", True),
+        Column("best exact", "fastest exact strategy; below it, its runner-up, or after ~ the rivals within the "
+                             "noise (a tie goes to the exact strategy that needs less memory)"),
+        Column("margin", "how many times faster than the runner-up (named under the pick), with the 95% bootstrap "
+                         "interval; a tie when the interval holds 1 (sorts by the ratio)", True),
         Column("median", "median time per Jacobian, \u00b1 its IQR relative to the median", True),
         *[Column(f"\u00d7 vs {b}", f"{b}'s median / this median, with the 95% bootstrap interval", True)
           for b in BASELINES],
@@ -250,17 +298,19 @@ def problem_table(best: pd.DataFrame) -> Table:
         Column("fastest incl. FD", "where finite differences beat every exact strategy: which, how fast and how "
                                    "accurate (sorts by its median)", True),
     ])
-    for _, b in best.iterrows():
+    for i, (_, b) in enumerate(best.iterrows()):
+        if i == 0 or b["family"] != best["family"].iloc[i - 1]:
+            t.ids[i] = id_of(b["family"])
         has = isinstance(b["exact_strategy"], str)
         name = b["exact_strategy"] if has else "no exact one"
         tie = f"~ {b['exact_tied_with']}" if has and b["exact_tied_with"] else ""
         fd = b["approximate"] and isinstance(b["strategy"], str)
         t.rows.append([
             text_cell(b["family"], "name"), text_cell(b["problem"], "name"), int_cell(b["n"]), int_cell(b["m"]),
-            Cell(name, None, "strong" if has else "bad", b["exact_tie_break"] or tie),
-            Cell("tie" if has and b["exact_tied_with"] else
-                 f"{fmt_interval(b['exact_margin'], b['exact_margin_low'], b['exact_margin_high'])}",
-                 _num(b["exact_margin"]), "num", f"vs {b['exact_runner_up']}" if has and b["exact_runner_up"] else ""),
+            Cell(name, None, "strong" if has else "bad", b["exact_tie_break"] or tie or (
+                f"runner-up {b['exact_runner_up']}" if has and b["exact_runner_up"] else "")),
+            Cell("tie" if has and b["exact_tied_with"] else fmt_ratio(b["exact_margin"]), _num(b["exact_margin"]),
+                 "num", interval(b["exact_margin_low"], b["exact_margin_high"])),
             spread_cell(b["exact_median"], b["exact_iqr"]),
             *[interval_cell(b, f"exact_vs {base}") for base in BASELINES],
             bytes_cell(b["exact_peak_bytes"]), error_cell(b["exact_error"]),
@@ -340,29 +390,35 @@ def noise_table(frame: pd.DataFrame, many_contexts: bool) -> Table:
     return t
 
 
-def all_rows(frame: pd.DataFrame) -> Table:
+def all_rows(frame: pd.DataFrame, many_contexts: bool) -> Table:
     """Every row, or where there are more than :data:`MAX_ROWS`, the first of those that ran:
-    unsupported pairs carry no numbers, and the failure tables count them."""
+    unsupported pairs carry no numbers, and the failure tables count them. Its platform is a
+    column where the page has more than one."""
     ran = frame["status"] != "unsupported"
     frame, cap = capped(pd.concat([frame[ran], frame[~ran]]) if len(frame) > MAX_ROWS else frame,
                         "the first that ran (in the files' order; unsupported pairs last)")
     t = Table([Column("problem"), Column("family"), Column("n", "", True), Column("m", "", True),
-               Column("strategy"), Column("device"), Column("dtype"), Column("torch"), Column("status"),
+               Column("strategy"), Column("status"),
                Column("median", "", True), Column("IQR/med", "", True), Column("rounds", "", True),
                Column("first call", "first call: tracing, caches, compilation", True),
                Column("peak mem", "", True), Column("mem / J", "", True), Column("error", "", True),
                Column("tolerance", "", True), Column("f evals", "", True), Column("VJPs", "", True),
-               Column("JVPs", "", True), Column("vmap fallback")], **cap)
+               Column("JVPs", "", True), Column("vmap fallback", "the operators vmap ran in a slow loop")], **cap)
+    if many_contexts:
+        t.columns.insert(5, Column("context"))
     for _, r in frame.iterrows():
-        t.rows.append([
+        row = [
             text_cell(r["problem"]), text_cell(r["family"]), int_cell(r["n"]), int_cell(r["m"]),
-            text_cell(r["strategy"]), text_cell(r["device"]), text_cell(r["dtype"]), text_cell(r["torch"]),
-            status_cell(r["status"]), time_cell(r["median"]), Cell(fmt_pct(r["rel_iqr"]), _num(r["rel_iqr"]), "num"),
+            text_cell(r["strategy"]), status_cell(r["status"]), time_cell(r["median"]),
+            Cell(fmt_pct(r["rel_iqr"]), _num(r["rel_iqr"]), "num"),
             int_cell(r["rounds"]), time_cell(r["first_call_s"]), bytes_cell(r["peak_bytes"]),
             ratio_cell(r["mem_ratio"]), error_cell(r["error"]), error_cell(r["tolerance"]),
             int_cell(r.get("fevals")), int_cell(r.get("vjps")), int_cell(r.get("jvps")),
-            text_cell(r.get("fallback_ops") or ""),
-        ])
+            text_cell(None if missing(r.get("fallback_ops")) else str(r["fallback_ops"]).replace(",", ", "), "ops"),
+        ]
+        if many_contexts:
+            row.insert(5, text_cell(platform_label(r)))
+        t.rows.append(row)
     return t
 
 
@@ -388,51 +444,84 @@ def _figure(title: str, fn, *args):
 
 @dataclass
 class Section:
+    """One platform's recommendations and figures. Figures of a family are ``(family, figure)``;
+    the family's place in each part of the page has the element id ``id(part, family)``."""
     label: str
     key: dict
     rows: int
-    headlines: list
-    families: Table
-    problems: Table
+    prefix: str  # of its element ids: empty where the page has one platform
+    cards: list = field(default_factory=list)
+    families: Table | None = None
+    problems: Table | None = None
     scaling: list = field(default_factory=list)
     no_scaling: list = field(default_factory=list)
     crossover: object = None
     findings: list = field(default_factory=list)
     heatmaps: list = field(default_factory=list)
     tradeoffs: list = field(default_factory=list)
+    no_tradeoffs: list = field(default_factory=list)
     noise: object = None
     drift: str = ""
 
+    def id(self, part: str, family: str) -> str:
+        return anchor(part, self.prefix, family)
 
-def _context(key: dict, g: pd.DataFrame, styles, columns: list[str]) -> Section:
+
+def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str) -> Section:
     ok = timed(g)
-    best = best_per_problem(g)
     picks = family_picks(g)
-    ctx = Section(platform_label(key), key, len(g), headlines(picks, best), family_table(picks), problem_table(best),
-                  drift=drift_text(g))
+    ctx = Section(platform_label(key), key, len(g), prefix, drift=drift_text(g))
+    ctx.families = family_table(picks)
+    best = best_per_problem(g)
+    ctx.problems = problem_table(best, lambda fam: ctx.id("problems", fam))
     families = list(dict.fromkeys(g["family"]))
+    solved = set(ok["family"])
     for fam in families:
         f = _figure(f"scaling {fam}", figs.scaling, ok, fam, styles)
-        if f is None:
-            if fam in set(ok["family"]):
-                ctx.no_scaling.append(fam)
-        else:
-            ctx.scaling.append(f)
+        if f is not None:
+            ctx.scaling.append((fam, f))
+        elif fam in solved:
+            ctx.no_scaling.append(fam)
     cross = _figure("crossover", figs.crossover, ok, styles)
     if isinstance(cross, tuple):
         ctx.crossover, ctx.findings = cross
     elif cross is not None:
         ctx.crossover = cross
-    vmax = float(ok["slowdown"].clip(upper=1000).max()) if len(ok) else 2.0
+    scale = figs.heatmap_scale(ok)
     for fam in families:
-        f = _figure(f"heatmap {fam}", figs.heatmap, g, ok, fam, columns, vmax)
+        f = _figure(f"heatmap {fam}", figs.heatmap, g, ok, fam, columns, scale)
         if f is not None:
-            ctx.heatmaps.append(f)
+            ctx.heatmaps.append((fam, f))
         f = _figure(f"trade-offs {fam}", figs.tradeoffs, ok, fam, styles)
         if f is not None:
-            ctx.tradeoffs.append(f)
+            ctx.tradeoffs.append((fam, f))
+        elif fam in solved:
+            ctx.no_tradeoffs.append(fam)
     ctx.noise = _figure("noise", figs.noise, ok, styles, columns)
+    parts = [("problems", "problems", set(best["family"]))] + [
+        (part, label, {fam for fam, _ in figures}) for part, label, figures in
+        (("scaling", "scaling", ctx.scaling), ("heatmap", "heatmap", ctx.heatmaps),
+         ("tradeoffs", "trade-offs", ctx.tradeoffs))]
+    for _, p in picks.iterrows():
+        fam = p["family"]
+        links = [(label, ctx.id(part, fam)) for part, label, families in parts if fam in families]
+        ctx.cards.append(card(p, ok[ok["family"] == fam], links))
     return ctx
+
+
+def side_by_side(sections: list[Section]) -> Table:
+    """Each family's exact pick on each platform (GPU kinds, machines, torch versions), and
+    whether they agree: where a pick depends on the hardware, it says so."""
+    picks = [{c.family: c.pick for c in s.cards} for s in sections]
+    families = list(dict.fromkeys(f for p in picks for f in p))
+    t = Table([Column("family")] + [Column(s.label) for s in sections] +
+              [Column("the picks", "whether every platform that solved the family picks the same strategy")])
+    for family in families:
+        names = [p.get(family) for p in picks]
+        differ = len({n for n in names if n}) > 1
+        t.rows.append([text_cell(family)] + [text_cell(n or "-", "strong" if differ and n else "") for n in names]
+                      + [text_cell("differ", "bad") if differ else text_cell("agree", "muted")])
+    return t
 
 
 def build(frame: pd.DataFrame, docs) -> str:
@@ -444,8 +533,9 @@ def build(frame: pd.DataFrame, docs) -> str:
     ok_all = timed(frame)
     columns = figs.strategy_order(ok_all) if len(ok_all) else []
     columns += [s for s in strategies if s not in columns]
-    ctxs = [_context(key, g, styles, columns) for key, g in platforms(frame)]
-    many = len(ctxs) > 1
+    groups = list(platforms(frame))
+    many = len(groups) > 1
+    ctxs = [_context(key, g, styles, columns, platform_label(key) if many else "") for key, g in groups]
     counts = [(s, int((frame["status"] == s).sum())) for s in STATUSES if (frame["status"] == s).any()]
     return html.render(
         "report.html.j2",
@@ -456,7 +546,10 @@ def build(frame: pd.DataFrame, docs) -> str:
         counts=counts,
         contexts=ctxs,
         many=many,
+        side=side_by_side(ctxs) if many else None,
         baselines=BASELINES,
+        captions={"scaling": figs.SCALING_CAPTION, "crossover": figs.CROSSOVER_CAPTION,
+                  "heatmap": figs.HEATMAP_CAPTION, "tradeoffs": figs.TRADEOFF_CAPTION},
         noise_warning=f"{NOISE_WARNING:.0%}",
         failures=failure_groups(frame, many),
         failure_overview=failure_overview(frame),
@@ -466,7 +559,7 @@ def build(frame: pd.DataFrame, docs) -> str:
                 _figure("load", figs.load_timeline, doc["jacbench"].get("load") or [],
                         frame[frame["file"] == str(p)] if "file" in frame else frame))
                for p, doc in docs],
-        rows=all_rows(frame),
+        rows=all_rows(frame, many),
         approximate_names=approximate_names,
         elapsed=lambda: f"{time.perf_counter() - started:.1f} s",
     )

@@ -9,9 +9,10 @@ import math
 import pandas as pd
 
 from bench.analysis import load
-from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
+from bench.analysis.formats import fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
 from bench.analysis.picks import BASELINES, best_per_problem, family_picks, noisy, platforms
 from bench.analysis.stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD
+from bench.render import terminal
 
 
 def platform_label(key: dict) -> str:
@@ -24,7 +25,8 @@ def _environment_line(g: pd.DataFrame) -> str:
     if not missing(first.get("device_name")):
         bits.append(str(first["device_name"]))
     if not missing(first.get("threads")):
-        bits.append(f"{int(first['threads'])} threads")
+        n = int(first["threads"])
+        bits.append(f"{n} thread{'s' if n != 1 else ''}")
     if not missing(first.get("profile")):
         bits.append(f"profile {first['profile']}")
     if not missing(first.get("commit")):
@@ -42,7 +44,8 @@ def drift_text(g: pd.DataFrame) -> str:
             f"deviation); every interval and margin below includes that, and strategies within it are a tie.")
 
 
-def _family_table(picks: pd.DataFrame) -> str:
+def _family_table(picks: pd.DataFrame, columns: int) -> str:
+    first = BASELINES[0]
     table = pd.DataFrame({
         "family": picks["family"],
         "solved": [f"{s}/{p}" for s, p in zip(picks["solved"], picks["problems"])],
@@ -51,12 +54,18 @@ def _family_table(picks: pd.DataFrame) -> str:
                                zip(picks["exact_geo_slowdown"], picks["exact_worst_slowdown"])],
         "wins": [f"{int(w)}/{int(o)}" + (" (one problem)" if o == 1 else "") if not missing(o) else "-"
                  for w, o in zip(picks["exact_wins"], picks["exact_of"])],
-        **{f"x vs {b}": _intervals(picks, f"exact_vs {b}") for b in BASELINES},
+        f"x vs {first}": _intervals(picks, f"exact_vs {first}"),
         "max error": picks["exact_max_error"].map(fmt_error),
-        "fastest overall": [s if isinstance(s, str) else "-" for s in picks["strategy"]],
-        "its error": picks["max_error"].map(fmt_error),
     })
-    return table.to_string(index=False)
+    return terminal.table(table, columns, keep=("family", "use (exact)"))
+
+
+def _approximate_text(picks: pd.DataFrame) -> str:
+    """The families whose fastest strategy, finite differences counted, is not the exact pick."""
+    other = [f"{f}: {s} ({'' if isinstance(x, str) else 'no exact one is correct; '}error {fmt_error(e)})"
+             for f, s, e, x in zip(picks["family"], picks["strategy"], picks["max_error"], picks["exact_strategy"])
+             if isinstance(s, str) and s != x]
+    return ("Fastest when finite differences count, with their error: " + "; ".join(other) + ".") if other else ""
 
 
 def _intervals(frame: pd.DataFrame, name: str) -> list[str]:
@@ -64,47 +73,28 @@ def _intervals(frame: pd.DataFrame, name: str) -> list[str]:
 
 
 def _margin(best) -> str:
-    """How much faster the exact pick was than its runner-up, or that it was a tie."""
+    """How much faster the exact pick was than its runner-up, or whom it tied with."""
     if missing(best.get("exact_runner_up")):
         return "-"
     if best["exact_tied_with"]:
-        return "tie"
+        return f"tie with {best['exact_tied_with'].split(', ')[0]}"
     return f"{fmt_interval(best['exact_margin'], best['exact_margin_low'], best['exact_margin_high'])} vs {best['exact_runner_up']}"
 
 
-def _fd_note(strategy, approx, median, exact_median) -> str:
-    if not approx:
-        return "="
-    if missing(exact_median):
-        return f"{strategy} (no exact one is correct)"
-    return f"{strategy} {fmt_ratio(exact_median / median)}"
-
-
-def _problem_table(best: pd.DataFrame) -> str:
-    def tie(name, tied):
-        return f"{name} (~{tied.split(', ')[0]})" if tied else name
-
+def _problem_table(best: pd.DataFrame, columns: int) -> str:
     table = pd.DataFrame({
         "problem": best["problem"],
-        "n:m": [f"{n}:{m}" for n, m in zip(best["n"], best["m"])],
-        "best strategy": [tie(s, t) if isinstance(s, str) else "no exact one" for s, t in
-                          zip(best["exact_strategy"], best["exact_tied_with"].fillna(""))],
-        "margin": [_margin(r) for _, r in best.iterrows()],
+        "best (exact)": best["exact_strategy"].fillna("no exact one"),
         "median": best["exact_median"].map(fmt_time),
-        "IQR": best["exact_iqr"].map(fmt_time),
-        "peak mem": best["exact_peak_bytes"].map(fmt_bytes),
-        "error": best["exact_error"].map(fmt_error),
-        **{f"x vs {b}": _intervals(best, f"exact_vs {b}") for b in BASELINES},
-        "fastest incl. FD": [_fd_note(s, a, t, e) for s, a, t, e in
-                             zip(best["strategy"], best["approximate"], best["median"], best["exact_median"])],
+        "margin over the next": [_margin(r) for _, r in best.iterrows()],
     })
-    return table.to_string(index=False)
+    return terminal.table(table, columns, keep=("problem",))
 
 
-def render(frame: pd.DataFrame, loads: list | None = None) -> str:
-    """The plain-text summary: per platform, the pick per family, the best exact strategy per
-    problem with its speedups, and what failed or was noisy; with ``loads`` (each file's
-    load samples), when the machine was busy."""
+def render(frame: pd.DataFrame, loads: list | None = None, columns: int = terminal.WIDTH) -> str:
+    """The plain-text summary, ``columns`` wide at most: per platform, the pick per family, the
+    best exact strategy per problem with its speedups, and what failed or was noisy; with
+    ``loads`` (each file's load samples), when the machine was busy."""
     lines = []
     counts = frame["status"].value_counts()
     lines.append(f"{len(frame)} pairs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -119,12 +109,14 @@ def render(frame: pd.DataFrame, loads: list | None = None) -> str:
         if best.empty:
             lines.append("no correct timed pair")
         else:
-            lines.append("\nPer family: the exact strategy to use (slowdown vs each problem's fastest, "
-                         "geometric mean / worst), and the fastest with finite differences:")
-            lines.append(_family_table(family_picks(g)))
-            lines.append("\nPer problem: the best strategy among exact ones (~ a tie within noise); "
-                         "'fastest incl. FD' is how much faster finite differences were, '=' if not:")
-            lines.append(_problem_table(best))
+            lines.append("\nPer family: the exact strategy to use (slowdown vs each problem's fastest exact "
+                         "strategy, geometric mean / worst):")
+            picks = family_picks(g)
+            lines.append(_family_table(picks, columns))
+            lines.append(_approximate_text(picks))
+            lines.append("\nPer problem: the fastest exact strategy and its margin over the next, or the one it "
+                         "ties with within the noise; the report adds the spread, memory, error and baselines:")
+            lines.append(_problem_table(best, columns))
         bad = g[~g["status"].isin(["ok", "unsupported"])]
         if len(bad):
             lines.append("\nnot ok, by strategy (the report's failure table has every reason):")
@@ -149,4 +141,4 @@ def render(frame: pd.DataFrame, loads: list | None = None) -> str:
                          f"{load.BUSY:g} CPU busy); {kept} stayed disturbed, and are shown but never used")
     for samples in loads or []:
         lines.append("\n" + load.describe(samples))
-    return "\n".join(lines)
+    return terminal.fit("\n".join(lines), columns)

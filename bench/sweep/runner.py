@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,9 +37,11 @@ from bench.analysis.journal import Journal, JournalError, Lock, RunError, Termin
 from bench.analysis.results import assemble, file_name
 from bench.analysis.schema import Row, Status
 from bench.analysis.stats import RETIMES
+from bench.render import terminal
 from bench.sweep import machine, plan as planning
 from bench.sweep.plan import Pair, Settings
 from bench.sweep.plugin import UNWRITABLE, record
+from bench.sweep.progress import Progress, account
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = Path(__file__).resolve().parent / "suite.py"
@@ -106,17 +107,19 @@ def _output(journal: Journal) -> Path:
 
 
 def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stderr,
-            clock=time.monotonic, max_pairs: int | None = None) -> Path | None:
+            clock=time.monotonic, max_pairs: int | None = None, live: bool | None = None) -> Path | None:
     """Run the journal's pending pairs and write the results file once none is left.
 
     Args:
         python: the interpreter of the sweep child (another torch environment, say).
         max_pairs: run at most this many pending pairs, in plan order, then return None if
             pairs remain (environments interleave this way, a slice of the plan at a time).
+        live: a live bar (``bench.sweep.progress``) rather than a line per pair; by default
+            where ``stream`` is a terminal.
     """
     journal_path = Path(journal_path).absolute()  # the sweep process runs in the repository
     with Lock(journal_path), _terminate_as_interrupt():
-        return _execute(journal_path, python, stream, clock, max_pairs)
+        return _execute(journal_path, python, stream, clock, max_pairs, live)
 
 
 class _terminate_as_interrupt:
@@ -141,15 +144,19 @@ class _terminate_as_interrupt:
         raise Terminated()
 
 
-def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
+def _execute(journal_path, python, stream, clock, max_pairs, live) -> Path | None:
     journal = Journal.read(journal_path)
     target = set(journal.remaining()[:max_pairs] if max_pairs is not None else journal.remaining())
     _warn_if_code_changed(journal, stream)
-    progress = Progress(len(journal.pairs), journal.results, pace=journal.pace, stream=stream, clock=clock)
+    rows = {p["id"]: {"strategy": p["strategy"], **(p.get("row") or {})} for p in journal.header["pairs"]}
+    planned = journal.planned()
+    progress = Progress(list(planned.values()), journal.results, history=journal.results, rows=rows,
+                        pace=journal.pace, stream=stream, clock=clock, live=live)
     log = Path(journal_path).with_suffix(".log")
     began, failed, done_before = clock(), None, len(journal.results)
     try:
         journal = _run(journal_path, target, progress, python, log, clock)
+        progress.close()
         policy = journal.header["settings"]["policy"]
         last = policy.get("visits", 1) + RETIMES
         while not journal.remaining() and journal.passes < last:
@@ -158,12 +165,14 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
             if not again:
                 break
             disturbed = sum(visits.disturbed(journal.results[p]) for p in again)
-            stream.write(f"pass {journal.passes + 1} (of at most {last}): timing {len(again)} pairs again, in a "
+            terminal.say(f"pass {journal.passes + 1} (of at most {last}): timing {len(again)} pairs again, in a "
                          f"fresh process: {len(again) - disturbed} for another visit, {disturbed} whose timing "
-                         f"other work disturbed (their rounds waited for a CPU, or the machine was busy)\n")
+                         f"other work disturbed (their rounds waited for a CPU, or the machine was busy)", stream)
             journal.append({"type": "retime", "pairs": again, "round": journal.passes + 1})
-            journal = _run(journal_path, set(again), Progress(len(again), {}, stream=stream, clock=clock,
-                                                              label=f"pass {journal.passes + 1} "), python, log, clock)
+            progress = Progress([planned[p] for p in again], history=journal.results, rows=rows, stream=stream,
+                                clock=clock, label=f"pass {journal.passes + 1} ", live=live)
+            journal = _run(journal_path, set(again), progress, python, log, clock)
+            progress.close()
         if not journal.remaining():
             _mark_busy(journal, journal_path)
             for pair in journal.pairs:
@@ -182,10 +191,11 @@ def _execute(journal_path, python, stream, clock, max_pairs) -> Path | None:
             if failed is None:  # else the failure that stopped the run is the one to tell
                 raise
         if isinstance(failed, KeyboardInterrupt):
-            stream.write(f"stopped with {len(journal.results)} of {len(journal.pairs)} pairs done, "
-                         f"kept in {journal_path}\n")
+            terminal.say(f"stopped with {len(journal.results)} of {len(journal.pairs)} pairs done, "
+                         f"kept in {journal_path}", stream)
     if journal.remaining():
         return None
+    account(journal.results, len(journal.pairs), journal.wall_s, stream)
     out = files.write_atomic(_output(journal), assemble(journal, wall_s=journal.wall_s,
                                                                 load=load.read(load.path(journal_path))))
     for path in (journal_path, log, load.path(journal_path)):
@@ -379,74 +389,5 @@ def _warn_if_code_changed(journal: Journal, stream) -> None:
     started = (((journal.env or {}).get("machine_info") or {}).get("jacbench") or {}).get("commit") or {}
     now = machine.git_commit()
     if started.get("id") and now["id"] and started["id"] != now["id"]:
-        stream.write(f"jacbench: warning: this run started at commit {started['id'][:10]} and resumes at "
-                     f"{now['id'][:10]}; if the measuring code changed, start over with --fresh\n")
-
-
-def _clock_text(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class Progress:
-    """One line per finished pair: count, status, pair, time, elapsed, ETA, status tallies.
-
-    On a terminal, a transient line also names the pair now running.
-    """
-
-    def __init__(self, total: int, done: dict, *, pace: tuple[float, int] = (0.0, 0), stream=sys.stderr,
-                 clock=time.monotonic, label: str = ""):
-        self.total, self.stream, self.clock, self.label = total, stream, clock, label
-        self.done_before, self.pace = len(done), pace
-        self.seen = set(done)
-        self.counts = Counter(r["extra_info"]["status"] for r in done.values())
-        self.started = clock()
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self._transient = False
-
-    @property
-    def done(self) -> int:
-        return sum(self.counts.values())
-
-    def session_elapsed(self) -> float:
-        return self.clock() - self.started
-
-    def eta(self) -> float | None:
-        """At the pace of the whole run so far, with the earlier pieces whose time is known
-        (``pace``: their seconds and pairs): the first pair of a resumed run does not set the
-        pace of the rest alone."""
-        timed = self.done - self.done_before + self.pace[1]
-        if timed == 0:
-            return None
-        return (self.session_elapsed() + self.pace[0]) / timed * (self.total - self.done)
-
-    def running(self, pair: Pair) -> None:
-        if self.tty:
-            self._clear()
-            self.stream.write(f"  running {pair.label()} ...")
-            self.stream.flush()
-            self._transient = True
-
-    def finished(self, pair: Pair, info: dict) -> None:
-        if pair.id in self.seen:
-            return
-        self.seen.add(pair.id)
-        self.counts[info["status"]] += 1
-        self._clear()
-        width = len(str(self.total))
-        eta = self.eta()
-        tallies = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1]))
-        detail = info.get("reason", "")[:60] if info["status"] != "ok" else ""
-        self.stream.write(
-            f"{self.label}[{self.done:>{width}}/{self.total}] {info['status']:<11} {pair.label()}"
-            f"{'  ' + detail if detail else ''}  | {_clock_text(self.session_elapsed())} elapsed, "
-            f"ETA {_clock_text(eta) if eta is not None else '?'} | {tallies}\n")
-        self.stream.flush()
-
-    def _clear(self) -> None:
-        if self._transient:
-            self.stream.write("\r\033[K")
-            self._transient = False
-
-    def close(self) -> None:
-        self._clear()
+        terminal.say(f"jacbench: warning: this run started at commit {started['id'][:10]} and resumes at "
+                     f"{now['id'][:10]}; if the measuring code changed, start over with --fresh", stream)

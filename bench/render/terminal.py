@@ -1,0 +1,93 @@
+"""Text for a terminal: tables and paragraphs that fit its width (at most :data:`WIDTH`
+columns), wrapped between words, never cut. Tables are rich's. No torch."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+import textwrap
+
+import pandas as pd
+
+#: The widest the text gets, however wide the terminal: lines longer than this are hard to read.
+WIDTH = 100
+
+
+def is_terminal(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def width(stream=None) -> int:
+    """The columns to fill: the terminal's, up to :data:`WIDTH`; :data:`WIDTH` off a terminal
+    (``stream``: standard output by default)."""
+    stream = sys.stdout if stream is None else stream
+    if is_terminal(stream):
+        return max(20, min(WIDTH, shutil.get_terminal_size().columns))
+    return WIDTH
+
+
+def paragraph(text: str, columns: int = WIDTH, indent: str = "", then: str | None = None) -> str:
+    """``text`` wrapped between words, each line at most ``columns`` wide (a word wider than
+    that, a path say, stands on a line of its own), its first line indented by ``indent`` and
+    the others by ``then`` (default: the same)."""
+    return textwrap.fill(text, columns, initial_indent=indent, subsequent_indent=indent if then is None else then,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def fit(text: str, columns: int = WIDTH) -> str:
+    """``text`` with each line wider than ``columns`` wrapped between words, keeping its indent."""
+    out = []
+    for line in text.splitlines():
+        indent = line[:len(line) - len(line.lstrip())]
+        out.append(line if len(line) <= columns else paragraph(line.strip(), columns, indent))
+    return "\n".join(out)
+
+
+def say(text: str, stream=None) -> None:
+    """Write ``text`` to ``stream`` (standard error by default), fitted to the terminal's width
+    where it is one; a log gets it on one line, for grep."""
+    stream = sys.stderr if stream is None else stream
+    stream.write((fit(text, width(stream)) if is_terminal(stream) else text) + "\n")
+    stream.flush()
+
+
+def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, keep=()) -> str:
+    """``frame``'s cells as text in a table at most ``columns`` wide: a column too wide wraps
+    its cells between words, except the columns named in ``keep`` (names of problems and
+    strategies), which never wrap; columns of numbers are right-aligned."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    if index:
+        frame = frame.reset_index()
+    frame = frame.astype(str)
+    names = [str(c) for c in frame.columns]
+    natural = [max([len(name), *frame[c].str.len()]) for name, c in zip(names, frame.columns)]
+    least = [natural[i] if name in keep else
+             max(len(w) for text in (*frame[c], name) for w in text.split() or [""])
+             for i, (name, c) in enumerate(zip(names, frame.columns))]
+    widths = _shrink(natural, least, columns - 3 * (len(names) - 1))  # a rule and a space each side
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, c, w in zip(names, frame.columns, widths):
+        numeric = len(frame) > 0 and frame[c].str.match(r"^[-+~]?[\d.]").mean() > 0.5
+        t.add_column(name, justify="right" if numeric else "left", width=w, no_wrap=name in keep,
+                     overflow="fold")  # where even the words do not fit: split, never cut short
+    for row in frame.itertuples(index=False):
+        t.add_row(*row)
+    out = io.StringIO()
+    Console(file=out, width=columns, color_system=None, force_terminal=False, highlight=False).print(t)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
+
+
+def _shrink(widths: list[int], least: list[int], room: int) -> list[int]:
+    """Column widths that fit ``room``: the widest that can give, one column at a time, down
+    to each column's ``least`` (its longest word)."""
+    widths = list(widths)
+    while sum(widths) > room:
+        give = max(range(len(widths)), key=lambda i: widths[i] - least[i])
+        if widths[give] <= least[give]:
+            break  # the words alone are wider than the room
+        widths[give] -= 1
+    return widths
