@@ -14,7 +14,7 @@ TORCH_VERSIONS ?= 2.12.1 2.13.0
 BASE ?= $(word 2,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 NEW  ?= $(word 1,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 
-.PHONY: install bench report summary compare bench-matrix test lint clean browser
+.PHONY: install bench report summary compare bench-matrix test lint clean browser slurm
 
 # A venv that sees the system's packages, so a GPU machine's CUDA build of torch is reused;
 # where there is no torch, the pinned (overridable) TORCH version is installed.
@@ -55,7 +55,15 @@ browser:
 	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	    echo "note: no Chromium; the browser test will be skipped"
 
-test: install browser
+# The SLURM tests start a real single-node cluster (tests/cluster/cluster.sh); install it if we can.
+SLURM_PACKAGES := slurmctld slurmd slurm-client slurmdbd munge mariadb-server
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 && command -v slurmdbd >/dev/null 2>&1 && command -v mariadbd >/dev/null 2>&1 || \
+	    { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null) ; } || \
+	    echo "note: no SLURM; the slurm tests will be skipped"
+
+test: install browser slurm
 	$(BIN)/python -m pytest
 
 # The layering of bench/ by stage (pyproject.toml's import contract); also a test of `make test`.

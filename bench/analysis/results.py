@@ -310,7 +310,7 @@ INFO = Obj({
     "problem_flops": Opt(AMOUNT), "seed": Num(-BIG, BIG, whole=True), "precise": Bool(),
     "cpu": PER_ROUND, "switches": PER_ROUND, "delay": PER_ROUND, "disturbed": Opt(SHARE),
     "visits": Items(VISIT), "retimed": Items(VISIT), "started": Opt(WHEN), "seconds": Opt(SECONDS),
-    "revisit_failed": Bool(),
+    "revisit_failed": Bool(), "host": TEXT, "job": Opt(TEXT),
 }, required=(*REQUIRED, "n", "m"))  # sizes: in every row since the first version, and the figures' axes
 STATS = Obj({"data": Items(SAMPLE, least=1, rule="a timed pair needs its raw samples"),
              "iterations": Num(1, BIG, whole=True)}, required=("data",))
@@ -362,6 +362,7 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
             "torch": env.get("torch", "unknown"),
             "machine": env.get("machine", "unknown"),
             "device_name": env.get("device_name"),
+            "gpu": env.get("device_name") if str(info.get("device", "")).startswith("cuda") else None,
             "threads": env.get("threads"),
             "commit": (env.get("commit") or {}).get("id"),
             "profile": jb.get("profile"),
@@ -431,7 +432,7 @@ def _frame(files) -> pd.DataFrame:
     even where no file has it (an older file, a shard without pairs): missing values are None."""
     frame = pd.DataFrame([r for _, file_rows in files for r in file_rows])
     for col in dict.fromkeys([*COLUMNS, *(k for k in INFO.fields if k != "work"), *WORK_COLUMNS, *TIMED_COLUMNS,
-                              "fallback_ops", "device_name", "threads", "commit", "profile", "run_id", "file"]):
+                              "fallback_ops", "device_name", "gpu", "threads", "commit", "profile", "run_id", "file"]):
         if col not in frame:
             frame[col] = None
     frame["retimed"] = [r if isinstance(r, list) else [] for r in frame["retimed"]]

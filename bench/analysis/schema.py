@@ -7,6 +7,8 @@ and results, summaries, comparisons, reports and the advisor read them.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
@@ -53,6 +55,17 @@ def status_rank(status: str) -> int:
     return STATUSES.index(status) if status in STATUSES else len(STATUSES)
 
 
+def host() -> str:
+    """The short name of the host this process runs on."""
+    return socket.gethostname().split(".")[0]
+
+
+def job() -> str | None:
+    """The SLURM job this process runs in (``JOB_TASK`` for a task of a job array), or None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 @dataclass
 class Row:
     """One pair's outcome; ``extra_info`` of its pytest-benchmark record."""
@@ -91,6 +104,8 @@ class Row:
     retimed: list[dict] = field(default_factory=list)  # visits dropped as disturbed: the same fields
     started: float | None = None  # when the pair started (unix time): where it sits on the run's timeline
     seconds: float | None = None  # how long the whole pair took: gate, memory, work and timing
+    host: str = field(default_factory=host)  # where it ran: a cluster's rows differ by host and job
+    job: str | None = field(default_factory=job)
 
     def info(self) -> dict:
         """Everything but the samples, which pytest-benchmark stores in its own stats."""

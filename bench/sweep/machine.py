@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import torch
+
+from bench.analysis.schema import host
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,12 @@ def git_commit() -> dict:
 
 
 def machine_name() -> str:
-    return os.environ.get("JACBENCH_MACHINE") or socket.gethostname().split(".")[0]
+    """``JACBENCH_MACHINE``, else in a SLURM job its cluster and partition (a partition is one
+    kind of machine, and the name holds when a resumed task lands on another of its hosts),
+    else the host's short name."""
+    partition = os.environ.get("SLURM_JOB_PARTITION")
+    in_slurm = f"{os.environ.get('SLURM_CLUSTER_NAME', 'slurm')}-{partition}" if partition else None
+    return os.environ.get("JACBENCH_MACHINE") or in_slurm or host()
 
 
 def describe(device: str) -> dict:
