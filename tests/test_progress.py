@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import run_cli, run_in_terminal, screen_lines, wider
 
 from bench.analysis.schema import Pair
-from bench.sweep.progress import Estimate, Progress
+from bench.sweep.progress import Estimate, Progress, account
 
 PLUGIN = "tests.plugins.misbehaving"
 SWEEP = ("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton", "--strategies",
@@ -131,3 +131,17 @@ def test_into_a_file_a_line_per_pair_and_the_account_in_plain_text(tmp_path):
     assert [h.split("]")[0] for h in heads] == ["[1/3", "[2/3", "[3/3"]
     assert "SIGSEGV" in next(h for h in heads if "test-crash" in h)  # the whole reason, on its line
     assert "3 of 3 pairs done in" in proc.stderr and "not timed, by reason:" in proc.stderr
+
+
+def test_the_account_lists_failures_by_reason_and_counts_the_unsupported_in_one_line():
+    results = {f"u{i}": _result("unsupported") for i in range(40)}
+    results.update({f"e{i}": {"extra_info": {"status": "error", "reason": "it segfaulted"}} for i in range(3)})
+    results.update({"w": {"extra_info": {"status": "wrong", "reason": "off by 1e-2"}}, "o": _result()})
+    out = io.StringIO()
+    account(results, 50, 75.0, out)
+    text = out.getvalue()
+    assert text.startswith("45 of 50 pairs done in 0:01:15:")
+    assert "40 unsupported: the strategy cannot run" in text
+    reasons = text[text.index("not timed, by reason:"):].splitlines()[3:]
+    assert [line.split()[:2] for line in reasons] == [["3", "error"], ["1", "wrong"]]  # most common first
+    assert "unsupported for a reason" not in text  # not one line per unsupported reason

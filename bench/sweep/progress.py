@@ -221,7 +221,7 @@ class Progress:
 
 
 def account(results: dict, total: int, elapsed: float, stream=sys.stderr) -> None:
-    """The closing account of a run: its pairs per status, and those not timed grouped by
+    """The closing account of a run: its pairs per status, and those that failed grouped by
     status and reason, most common first, in the terminal's width (at most 100 columns)."""
     from rich import box
     from rich.console import Console
@@ -237,7 +237,12 @@ def account(results: dict, total: int, elapsed: float, stream=sys.stderr) -> Non
     for status, n in counts.most_common():
         table.add_row(str(status), str(n))
     console.print(table)
-    failed = Counter((i["status"], i.get("reason") or "-") for i in infos if i["status"] not in TIMED)
+    unsupported = counts.get(Status.UNSUPPORTED, 0)
+    if unsupported:
+        console.print(f"{unsupported} unsupported: the strategy cannot run the problem's kind, device or torch, "
+                      f"and says so at no cost.", highlight=False)
+    failed = Counter((i["status"], i.get("reason") or "-") for i in infos
+                     if i["status"] not in TIMED and i["status"] != Status.UNSUPPORTED)
     if not failed:
         return
     console.print("not timed, by reason:", highlight=False)
