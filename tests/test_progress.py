@@ -145,3 +145,17 @@ def test_the_account_lists_failures_by_reason_and_counts_the_unsupported_in_one_
     reasons = text[text.index("not timed, by reason:"):].splitlines()[3:]
     assert [line.split()[:2] for line in reasons] == [["3", "error"], ["1", "wrong"]]  # most common first
     assert "unsupported for a reason" not in text  # not one line per unsupported reason
+
+
+@pytest.mark.slow
+def test_a_later_pass_is_counted_under_its_own_number(tmp_path):
+    """The standard profile times a fast pair again in a second pass (NOTE: [Visits]); the
+    lines of that pass carry its number, the one its announcement gives."""
+    proc = run_cli("run", "--profile", "standard", "--device", "cpu", "--cases", "seed-newton", "--strategies",
+                   "jacrev", "--results-dir", tmp_path, check=True)
+    said = proc.stderr.splitlines()
+    announced = [int(re.match(r"pass (\d+) \(of at most", line).group(1)) for line in said
+                 if re.match(r"pass \d+ \(of at most", line)]
+    counted = [int(re.match(r"pass (\d+) \[", line).group(1)) for line in said if re.match(r"pass \d+ \[", line)]
+    assert announced and announced[0] == 2 and counted and counted == sorted(counted)
+    assert set(counted) == set(announced)

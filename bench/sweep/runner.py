@@ -170,7 +170,7 @@ def _execute(journal_path, python, stream, clock, max_pairs, live) -> Path | Non
                          f"other work disturbed (their rounds waited for a CPU, or the machine was busy)", stream)
             journal.append({"type": "retime", "pairs": again, "round": journal.passes + 1})
             progress = Progress([planned[p] for p in again], history=journal.results, rows=rows, stream=stream,
-                                clock=clock, label=f"pass {journal.passes + 1} ", live=live)
+                                clock=clock, label=f"pass {journal.passes} ", live=live)  # the one just begun
             journal = _run(journal_path, set(again), progress, python, log, clock)
             progress.close()
         if not journal.remaining():
