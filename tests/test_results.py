@@ -76,6 +76,7 @@ def _variants(good: str) -> dict:
     nan_samples["benchmarks"][0]["stats"]["data"] = []
     return {
         "truncated": (good[: len(good) // 2], "truncated or corrupt JSON"),
+        "cut in a string": ('{"a": "x', "truncated or corrupt JSON (Unterminated string starting at line 1, column 7)"),
         "empty": ("", "empty file"),
         "garbage": ("\x00\x01not json at all", "truncated or corrupt JSON"),
         "foreign": (json.dumps({"hello": "world"}), "not a jacbench results file"),
@@ -88,7 +89,7 @@ def _variants(good: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("case", ["truncated", "empty", "garbage", "foreign", "list", "pytest-benchmark only",
+@pytest.mark.parametrize("case", ["truncated", "cut in a string", "empty", "garbage", "foreign", "list", "pytest-benchmark only",
                                   "future schema", "record without status", "record without samples"])
 def test_broken_files_give_a_one_line_error_naming_the_file(case, tiny_results, tmp_path):
     text, fragment = _variants(tiny_results.read_text())[case]

@@ -88,7 +88,9 @@ def read(path: Path) -> dict:
         doc = json.loads(text)
         del text  # a large file's text is as large again as its parse
     except (json.JSONDecodeError, RecursionError) as e:
-        where = f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        # json's messages that name a place end in "at" ("Unterminated string starting at")
+        where = (f" ({e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno})"
+                 if isinstance(e, json.JSONDecodeError) else "")
         raise ResultsError(f"{path}: truncated or corrupt JSON{where}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jacbench"), dict):
         raise ResultsError(f"{path}: not a jacbench results file (no 'jacbench' section)")
