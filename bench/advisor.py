@@ -45,7 +45,7 @@ import torch
 import cases
 
 from bench import kinds, strategies as registry
-from bench.analysis import files, load, stats, visits
+from bench.analysis import files, load, racing, stats, visits
 from bench.analysis.schema import Row, Status, status_rank
 from bench.analysis.stats import RETIMES, Ratio
 from bench.gate import accuracy, audit, state
@@ -143,6 +143,8 @@ def _notes_text(row: Row) -> str:
             "remeasured")
     parts = [k if v is True else f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
              for k, v in ((k, row.notes[k]) for k in keep if k in row.notes)]
+    if "dropped" in row.notes:
+        parts.insert(0, row.notes["dropped"])
     if _disturbed(row):
         busy = max((v.get("busy") or 0 for v in row.visits), default=0)
         parts.append(f"disturbed ({row.disturbed:.0%} of rounds waited for a CPU"
@@ -377,10 +379,13 @@ def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Se
         if progress:
             progress(rows[-1])
     # every timed row visited again once all were timed (NOTE: [Visits]), and those disturbed
-    # timed again at the end: a disturbed visit is dropped for the new one
+    # timed again at the end: a disturbed visit is dropped for the new one. Before each pass,
+    # the rows clearly slower than the fastest leave the race, timed no more (NOTE: [Racing])
     wanted = {"visits": settings.policy.visits, "max_time": settings.policy.max_time}
     for _ in range(settings.policy.visits - 1 + RETIMES):
-        again = [i for i, row in enumerate(rows) if visits.wanted(visits.record_of(row), wanted)]
+        _race(rows)
+        again = [i for i, row in enumerate(rows)
+                 if not _dropped(row) and visits.wanted(visits.record_of(row), wanted)]
         for i in again:
             rows[i] = timed(rows[i].strategy, rows[i])
             if rows[i].retimed:
@@ -429,6 +434,25 @@ def _caught(into: list[Caught]):
         into.extend(Caught(*key, n) for key, n in counts.items())
 
 
+def _race(rows: list[Row]) -> None:
+    """Note on each correct row clearly slower than the fastest of its kind (exact, or
+    finite differences) that it is dropped by the race: timed no more, never recommended
+    (NOTE: [Racing] in ``bench.analysis.racing``)."""
+    drift = visits.drift(r.info() for r in rows)
+    for exact in (True, False):
+        running = {r.strategy: r for r in rows
+                   if r.status == Status.OK and _is_exact(r) == exact and not _dropped(r)}
+        leader, slower = racing.race({name: racing.Entrant(r.samples, len(r.visits), _disturbed(r))
+                                      for name, r in running.items()}, drift)
+        for name, ratio in slower.items():
+            running[name].notes["dropped"] = f"dropped by the race: {ratio} slower than {leader}"
+
+
+def _dropped(row: Row) -> bool:
+    """Whether the race dropped the row: clearly slower than the fastest, timed no more."""
+    return "dropped" in row.notes
+
+
 def _busy(row: Row, watch: "load.Watch", usual: float) -> None:
     """Note on the row how many CPUs other work used while it was measured, beyond the
     ``usual`` (NOTE: [Visits] in ``bench.analysis.visits``)."""
@@ -470,12 +494,13 @@ def _conclude(advice: Advice) -> None:
     from bench.analysis.formats import fmt_bytes, fmt_time
 
     ok = advice.ok
-    calm = [r for r in ok if not _disturbed(r)]
-    if len(calm) < len(ok):
-        noisy = ", ".join(r.strategy for r in ok if _disturbed(r))
+    running = [r for r in ok if not _dropped(r)]  # NOTE: [Racing]: a dropped row is never picked
+    calm = [r for r in running if not _disturbed(r)]
+    if len(calm) < len(running):
+        noisy = ", ".join(r.strategy for r in running if _disturbed(r))
         advice.warnings.append(f"timed while the machine was busy, even when timed again: {noisy}; shown, "
                                "never recommended" + ("" if calm else " (all were, so the ranking is doubtful)"))
-    usable = calm or ok
+    usable = calm or running
     exact = [r for r in usable if _is_exact(r)]
     advice.fastest = usable[0].strategy if usable else None
     if not ok:
@@ -502,12 +527,14 @@ def _conclude(advice: Advice) -> None:
         parts.append(f"{ratio(best, base)} faster than torch.autograd.functional.jacobian "
                      f"({fmt_time(_median_iqr(base)[0])})")
     rivals = [r for r in [fastest] + ties if r is not best]
+    runner = exact[1] if len(exact) > 1 else next((r for r in ok if _is_exact(r) and _dropped(r)), None)
     if rivals:
         parts.append(f"a tie within noise with {', '.join(r.strategy for r in rivals)} "
                      f"({ratio(best, rivals[0])}), which goes to the one that needs the least "
                      f"memory ({fmt_bytes(best.peak_bytes)})")
-    elif len(exact) > 1:
-        parts.append(f"{ratio(best, exact[1])} faster than the runner-up {exact[1].strategy}")
+    elif runner is not None:
+        parts.append(f"{ratio(best, runner)} faster than the runner-up {runner.strategy}"
+                     + (" (dropped by the race)" if _dropped(runner) else ""))
     else:
         parts.append("the only correct exact strategy")
     text = f"use {best.strategy}: {fmt_time(med)} per call, " + "; ".join(parts)
