@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import cases
-from cases import decoder, hidden, lsq, nets, sparse
+from cases import decoder, hidden, lsq, nets, shapes, sparse
 
 from .conftest import measured
 from bench import kinds
@@ -35,13 +35,14 @@ def assert_analytic_agrees(problem: cases.Problem):
 # --- the registry: names, tags, profiles ---------------------------------------------------
 
 
-def test_each_family_has_its_prefix_tag_and_one_quick_problem():
+def test_each_family_has_its_prefix_tag_and_one_quick_problem_but_the_shape_ladders():
     for family, prefix in FAMILIES.items():
         members = [p for p in OURS if p.family == family]
         assert members, family
         assert all(p.name.startswith(prefix) for p in members), family
         assert {p.name for p in cases.select(prefix + "*")} == {p.name for p in members}
-        assert len([p for p in members if p.in_profile("quick")]) == 1, family
+        quick = {(p.n, p.m) for p in members if p.in_profile("quick")}
+        assert quick == set(shapes.QUICK) if family == "shape" else len(quick) == 1, family
     assert {p.name for p in cases.select(tags="sparse")} == {p.name for p in OURS if p.family == "sparse"}
 
 
