@@ -134,7 +134,8 @@ class Progress:
                  pace: tuple[float, int] = (0.0, 0), stream=sys.stderr, clock=time.monotonic, label: str = "",
                  live: bool | None = None):
         self.pairs, self.stream, self.clock, self.label = list(pairs), stream, clock, label
-        self.pending = {p.id: p for p in self.pairs if p.id not in set(done)}
+        done = set(done)
+        self.pending = {p.id: p for p in self.pairs if p.id not in done}
         self.total = len(self.pairs)
         history = history or {}
         self.counts = Counter(history[p]["extra_info"]["status"] for p in done if p in history)
