@@ -9,7 +9,8 @@ used:
 - ``bench.advise(fn, *inputs)``: measure every strategy on ``fn`` and rank them
   (:func:`bench.advisor.advise`);
 - ``bench.jacobian(fn, *inputs, strategy="auto")``: the Jacobian by the advisor's measured
-  choice, cached per input signature (:func:`bench.advisor.jacobian`);
+  choice, cached per input signature, or with ``strategy="predict"`` by the predictor's pick,
+  which measures no strategy (:func:`bench.advisor.jacobian`);
 - ``bench.choice(fn, *inputs)``: that choice, and how sure it is (:func:`bench.advisor.choice`).
 """
 

@@ -37,7 +37,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -45,12 +45,13 @@ import torch
 import cases
 
 from bench import kinds, strategies as registry
-from bench.analysis import files, load, racing, stats, visits
+from bench.analysis import files, load, racing, rules, stats, visits
+from bench.analysis.formats import fmt_time
 from bench.analysis.schema import Row, Status, status_rank
 from bench.analysis.stats import RETIMES, Ratio
 from bench.gate import accuracy, audit, state
 from bench.measure import pair
-from bench.measure.timing import Policy
+from bench.measure.timing import Policy, measure as time_call
 from bench.strategies.memo import memo, signature
 from bench.sweep.plan import Settings, select_strategies
 
@@ -167,7 +168,6 @@ def _cells(advice: Advice) -> list[dict]:
 
 def progress_line(row: Row) -> str:
     """One measured strategy as a line (wrapped between words where long) for the terminal."""
-    from bench.analysis.formats import fmt_time
     from bench.render import advice as page
 
     med, _ = _median_iqr(row)
@@ -361,10 +361,18 @@ def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Se
     if checked.note:
         advice.warnings.append(checked.note)
 
+    single = settings.policy.visits == 1
+    brief = settings if single else replace(settings, policy=replace(settings.policy, warmup=0))
+
     def timed(name: str, before: Row | None = None) -> Row:
+        """A visit of one strategy. Of several, the first is brief (NOTE: [Racing]): its gated
+        first call is its warm-up, and its work, memory and t(f) wait for its second visit,
+        if the race keeps it."""
         watch, started = load.Watch(), time.time()
-        row = pair.measure_problem(problem, registry.get(name), advice.device, advice.dtype, settings,
-                                   iterations=before.iterations if before else None)
+        row = pair.measure_problem(problem, registry.get(name), advice.device, advice.dtype,
+                                   brief if before is None else settings,
+                                   iterations=before.iterations if before else None,
+                                   extras=single if before is None else not single and len(before.visits) == 1)
         row.started, row.seconds = started, time.time() - started
         _busy(row, watch, usual)
         if row.status == Status.OK:
@@ -491,7 +499,7 @@ def _conclude(advice: Advice) -> None:
     drift between visits. Strategies that cannot be told apart from the fastest are a tie
     within noise, which goes to the one that needs the least memory. Rows still disturbed
     after re-measuring are shown, never picked."""
-    from bench.analysis.formats import fmt_bytes, fmt_time
+    from bench.analysis.formats import fmt_bytes
 
     ok = advice.ok
     running = [r for r in ok if not _dropped(r)]  # NOTE: [Racing]: a dropped row is never picked
@@ -569,18 +577,20 @@ def choice(fn, *inputs) -> str:
     return text
 
 
-
 def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, create_graph: bool = False,
              **advise_options):
     """The Jacobian of ``fn`` at ``inputs`` by ``strategy``, or by the advisor's measured choice.
 
-    With ``strategy="auto"`` the first call for an input signature (shapes, dtypes, device)
-    runs :func:`advise` (seconds to a minute: every strategy is measured) and remembers the
-    ranking of the correct exact strategies on ``fn``; this and later calls with that
-    signature use the fastest of them (with ``create_graph``, the fastest that supports it).
-    Calling :func:`advise` first fills the same cache. Whichever strategy is used, its
-    result for a new input signature is audited against finite differences of ``fn``
-    (NOTE: [Reference audit]) before it is returned.
+    With ``strategy="predict"`` no strategy is measured: the predictor fitted on the reference
+    sweep picks from the function's sizes, kind and the time of one evaluation (NOTE:
+    [Predictor] in ``bench.analysis.rules``), in the time of a few evaluations of ``fn``;
+    :func:`choice` says from which measured problems. With ``strategy="auto"`` the first call
+    for an input signature (shapes, dtypes, device) runs :func:`advise` (seconds to a minute:
+    every strategy is measured) and remembers the ranking of the correct exact strategies on
+    ``fn``; this and later calls with that signature use the fastest of them (with
+    ``create_graph``, the fastest that supports it). Calling :func:`advise` first fills the
+    same cache. Whichever strategy is used, its result for a new input signature is audited
+    against finite differences of ``fn`` (NOTE: [Reference audit]) before it is returned.
 
     Returns:
         For one input, a tensor shaped ``out.shape + x.shape``; for several, a tuple of such
@@ -594,7 +604,9 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
     if not inputs:
         raise ValueError("jacobian(fn, *inputs) needs at least one input tensor")
     kind = advise_options.get("kind") or ("vector" if len(inputs) == 1 else "multi")
-    if strategy == "auto":
+    if strategy == "predict":
+        strategy = _predicted(fn, inputs, kind, create_graph)
+    elif strategy == "auto":
         cache = memo(fn, "advise")
         key = signature(inputs)
         if key not in cache:
@@ -625,6 +637,40 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
         raise
     _verify(fn, inputs, blocks, chosen, kind, advise_options.get("float64"))
     return blocks[0] if len(inputs) == 1 else blocks
+
+
+def _predicted(fn, inputs, kind: str, create_graph: bool) -> str:
+    """The predictor's pick for ``fn`` at inputs of this signature (NOTE: [Predictor]), remembered."""
+    cache, key = memo(fn, "predict"), signature(inputs)
+    if key not in cache:
+        def evaluate():
+            with torch.no_grad(), state.kept():
+                return kinds.get(kind).evaluate(fn, inputs)
+
+        sync = (lambda: torch.cuda.synchronize(inputs[0].device)) if inputs[0].device.type == "cuda" else (lambda: None)
+        out = evaluate()
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"fn must return one tensor to have a Jacobian; it returned {type(out).__name__}")
+        t_f = time_call(evaluate, _F_POLICY, sync=sync).summary.median
+        batch = kinds.get(kind).batch(inputs)
+        n, m = sum(x.numel() for x in inputs) // batch, out.numel() // batch
+        device = inputs[0].device.type
+        pick, near = rules.Predictor.load().pick(kind, device, n, m, t_f)
+        if pick is None:
+            raise ValueError(f"the predictor has measured no {kind} problem on {device}; use strategy='auto', "
+                             "which measures the strategies on this function")
+        if create_graph and not registry.get(pick).create_graph:
+            raise ValueError(f"the predicted {pick} cannot differentiate its Jacobian again (create_graph); "
+                             "use strategy='auto'")
+        cache[key] = pick
+        memo(fn, "choice")[key] = (f"{pick}, predicted without measuring a strategy (n={n}, m={m}, "
+                                   f"f takes {fmt_time(t_f)}): the fastest over the {len(near)} nearest measured "
+                                   f"{kind} problems, {', '.join(near)}")
+    return cache[key]
+
+
+#: One evaluation of f, timed for the predictor: a few rounds, a tenth of a second at most.
+_F_POLICY = Policy(warmup=1, min_rounds=5, max_time=0.1, precision=0.05)
 
 
 def _verify(fn, inputs, blocks, strategy, kind: str, float64) -> None:

@@ -364,6 +364,33 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_rules(args) -> int:
+    from bench.analysis import results, rules
+    import pandas as pd
+
+    from bench.analysis.formats import fmt_pct, fmt_ratio
+    from bench.render import terminal
+
+    paths = args.results or results.latest()
+    if not paths:
+        raise ValueError("no results files given and none under results/")
+    frame = results.load(paths)
+    scores = rules.summary(rules.regrets(frame))
+    if scores.empty:
+        raise ValueError("no problem in these files has a timed exact strategy to score the rules on")
+    for key, g in scores.groupby(["machine", "torch", "device", "dtype"], sort=False):
+        print(f"{' '.join(map(str, key))}: {g['problems'].iloc[0]} problems with a timed exact strategy")
+        shown = pd.DataFrame({"rule": g["rule"], "solved": [f"{a}/{b}" for a, b in zip(g["solved"], g["problems"])],
+                              "regret": g["geomean"].map(fmt_ratio), "worst": g["worst"].map(fmt_ratio),
+                              "<= 1.1x": g["within_10pct"].map(fmt_pct), "failed": g["failed"],
+                              "worst at": [w.split(" (")[0] if isinstance(w, str) else "-" for w in g["worst_at"]]})
+        print(terminal.table(shown, columns=terminal.width(), keep=("rule", "worst at")))
+    if args.fit:
+        model = rules.Predictor.fit(frame)
+        print(f"the predictor, fitted on {len(model.points)} problems, is in {model.save(Path(args.fit))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="jacbench", description="Benchmark every way of computing Jacobians in PyTorch.")
     parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("JACBENCH_DEBUG")),
@@ -420,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="plain-text summary of result files")
     p.add_argument("results", nargs="*", help="results files (default: the newest under results/)")
     p.set_defaults(fn=cmd_summary)
+
+    p = sub.add_parser("rules", help="score the picking rules and the predictor by their regret (NOTE: [Regret])")
+    p.add_argument("results", nargs="*", help="results files (default: the newest under results/)")
+    p.add_argument("--fit", metavar="PATH", help="also fit the predictor on these files and save it here (the "
+                   "package's own is bench/analysis/predictor.json)")
+    p.set_defaults(fn=cmd_rules)
 
     p = sub.add_parser("report", help="a self-contained HTML report of result files")
     p.add_argument("results", nargs="+", help="results files")

@@ -94,6 +94,10 @@ class Problem:
         batch: samples per call; n and m count one sample's elements. For ``batched``
             problems the Jacobian is the ``(batch, m, n)`` stack of per-sample Jacobians;
             for ``penalty`` problems it is the size of the training batch.
+        claim: a published speed figure this problem re-measures (``cases.claims``): the
+            strategy claimed ``fast``, the one it is compared with (``slow``), the published
+            ``ratio`` of their times (slow / fast), the ``figure`` as published, its ``source``
+            and ``url``, the ``hardware`` and the ``device`` type it was measured on.
     """
 
     name: str
@@ -109,6 +113,7 @@ class Problem:
     flops: int | None = None
     analytic: bool = False
     batch: int = 1
+    claim: dict | None = field(default=None, compare=False)
 
     def build(self, device="cpu", dtype=torch.float32, seed: int = 0) -> Built:
         built = self.builder(Setup(torch.device(device), dtype, seed))

@@ -67,6 +67,25 @@ def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     assert "<table" in page and advice.best in page and "data:image/png" in page
 
 
+def test_the_race_measures_work_memory_and_t_f_only_of_the_strategies_it_keeps(temporary_strategy):
+    """NOTE: [Racing]: the first visit is brief; the second, of those still in the race, adds the rest."""
+    def slow(fn, xs, create_graph=False):
+        time.sleep(0.02)
+        return strategies.get("jacrev")(fn, xs)
+
+    temporary_strategy("test-slow", slow)
+    settings = Settings(profile="advise", policy=Policy(warmup=1, visits=2, min_rounds=4, max_time=0.05))
+    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev,test-slow", settings=settings)
+    for row in advice.ok:  # test-slow is dropped, unless the machine was busy while it was timed
+        if "dropped" in row.notes:
+            assert len(row.visits) == 1 and row.peak_bytes is None and row.work is None and row.f_s is None
+        else:
+            assert len(row.visits) == 2 and row.peak_bytes and row.work["vjps"] == 4 and row.f_s > 0
+    assert "dropped" not in advice.row("jacrev").notes
+    single = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev", settings=ADVISE)
+    assert single.row("jacrev").peak_bytes and single.row("jacrev").f_s  # one visit: all in it
+
+
 def test_advise_a_module_uses_its_structure_and_a_float64_copy():
     net = SmallNet()
     advice = bench.advise(net, torch.linspace(-1, 1, 6), strategies="jacrev,structured", settings=ADVISE)

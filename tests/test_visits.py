@@ -29,7 +29,7 @@ def _record(samples, visit_list, status="ok", retimed=(), **info):
             "extra_info": {"status": status, "visits": list(visit_list), "retimed": list(retimed),
                            "cpu": [0.0] * len(samples), "switches": [0] * len(samples), "delay": [0.0] * len(samples),
                            "disturbed": max((v["disturbed"] for v in visit_list), default=0.0), "peak_bytes": 123,
-                           "work": {"vjps": 4}, **info}}
+                           "work": {"vjps": 4}, "f_s": 2e-4, **info}}
 
 
 def _visit(median, rounds, disturbed=0.0, started=0.0):
@@ -40,7 +40,7 @@ def _row(samples, disturbed=0.0, status="ok"):
     return SimpleNamespace(status=status, samples=list(samples), cpu=[0.0] * len(samples), switches=[0] * len(samples),
                            delay=[0.0] * len(samples), disturbed=disturbed, started=9.0, seconds=0.2, visits=[],
                            retimed=[], notes={}, first_call_s=None, peak_bytes=None, jac_bytes=None, work=None,
-                           fallback=False, fallback_ops=[])
+                           fallback=False, fallback_ops=[], f_s=None, f_iqr=None)
 
 
 def test_a_later_visit_joins_the_earlier_rounds_and_keeps_what_only_the_first_measured():
@@ -49,6 +49,7 @@ def test_a_later_visit_joins_the_earlier_rounds_and_keeps_what_only_the_first_me
     visits.merge(row, before)
     assert row.samples == [1.0, 1.1, 0.9, 2.0, 2.1]
     assert [v["rounds"] for v in row.visits] == [3, 2] and row.peak_bytes == 123 and row.work == {"vjps": 4}
+    assert row.f_s == 2e-4  # t(f) too (NOTE: [Cost in units of f]): a later visit does not time f again
 
 
 def test_a_disturbed_visit_is_dropped_for_the_new_one_and_kept_as_evidence():

@@ -95,7 +95,7 @@ def geomean(values) -> float:
     return float(np.exp(np.log(v).mean())) if len(v) else math.nan
 
 
-def _ratio(a, b) -> Ratio:
+def row_ratio(a, b) -> Ratio:
     """median(b) / median(a) of two rows, with its bootstrap interval over their rounds
     (``stats.ratio``) widened by the run's drift between visits (NOTE: [Visits]); for rows
     without raw samples, carried from their medians' intervals."""
@@ -107,11 +107,11 @@ def _ratio(a, b) -> Ratio:
     return visits.widened(ratio(sa, sb, resamples=999), None if missing(drift) else drift, *k)
 
 
-def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str, ratio_of=_ratio) -> dict:
+def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str, ratio_of=row_ratio) -> dict:
     """The pick among ``g`` (a problem's ``ok`` rows, maybe a subset) as fields named with
     ``prefix``: its margin over the runner-up and its speedups over the baselines in
     ``everyone`` (all its ``ok`` rows), each with a 95% interval (NOTE: [Recommendation rules]).
-    ``ratio_of`` is :func:`_ratio`, or a memo of it over the problem's rows."""
+    ``ratio_of`` is :func:`row_ratio`, or a memo of it over the problem's rows."""
     keys = ("strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
             "tied_with", "runner_up", "tie_break") + tuple(
         f"{r}{end}" for r in ("margin", *(f"vs {b}" for b in BASELINES)) for end in ("", "_low", "_high"))
@@ -153,7 +153,7 @@ def _or_inf(v) -> float:
     return math.inf if missing(v) else float(v)
 
 
-# the columns a pick reads from its rows (``_pick``, ``_ratio``)
+# the columns a pick reads from its rows (``_pick``, ``row_ratio``)
 _PICKED = ["n", "m", "strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
            "samples", "drift", "visits"]
 
@@ -175,7 +175,7 @@ def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
         def ratio_of(a, b):
             key = (a["strategy"], b["strategy"])
             if key not in memo:
-                memo[key] = _ratio(a, b)
+                memo[key] = row_ratio(a, b)
             return memo[key]
 
         rec.update(_pick(g, g, "", ratio_of))

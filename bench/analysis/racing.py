@@ -2,9 +2,12 @@
 
 NOTE: [Racing]
     ``advise`` times every strategy in one brief visit, then spends the rest of its timing
-    only on those that could still win, as a race of confidence intervals does (Maron and
-    Moore's Hoeffding races): a strategy is dropped once the 95% interval of its median's
-    ratio to the leader's lies wholly above ``1 + MARGIN``. The interval is the bootstrap
+    only on those that could still win. The brief visit is the gated first call, which is
+    also its warm-up, and the rounds; the work count, the memory recording and t(f) wait for
+    the second visit, which only the strategies left in the race get. The race goes as a
+    race of confidence intervals does (Maron and Moore's Hoeffding races): a strategy is
+    dropped once the 95% interval of its median's ratio to the leader's lies wholly above
+    ``1 + MARGIN``. The interval is the bootstrap
     one from the rounds (``stats.ratio``), widened by how far a visit's median may move on
     this machine (``visits.widened``): by the run's own drift where it has been measured,
     but never by less than :data:`DRIFT`, the drift measured between two runs on the 2-core

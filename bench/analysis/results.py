@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import visits
+from bench.analysis import cost, visits
 from bench.analysis.journal import Journal
 from bench.analysis.schema import STATUSES
 from bench.analysis.stats import spread, summarize
@@ -302,6 +302,9 @@ VISIT = Obj({"median": SAMPLE, "rounds": Num(1, BIG, whole=True), "disturbed": O
              "started": Opt(WHEN), "seconds": Opt(SECONDS), "busy": Opt(CPUS)},
             required=("median", "rounds", "disturbed", "started", "seconds"))
 WORK = Obj({k: Opt(AMOUNT) for k in ("fevals", "fevals_calls", "vjps", "vjps_calls", "jvps", "jvps_calls", "flops")})
+#: A claim problem's published figure (cases.Problem.claim).
+CLAIM = Obj({"fast": NAME, "slow": NAME, "ratio": Num(0.0, 1e12, above=True), "figure": TEXT, "source": TEXT,
+             "url": TEXT, "hardware": TEXT, "device": NAME}, required=("fast", "slow", "ratio", "source", "device"))
 #: A pair's ``extra_info``: what bench.analysis.schema.Row.info writes.
 INFO = Obj({
     "problem": NAME, "strategy": NAME, "device": NAME, "dtype": NAME, "status": Str(choices=STATUSES),
@@ -312,7 +315,8 @@ INFO = Obj({
     "problem_flops": Opt(AMOUNT), "seed": Num(-BIG, BIG, whole=True), "precise": Bool(),
     "cpu": PER_ROUND, "switches": PER_ROUND, "delay": PER_ROUND, "disturbed": Opt(SHARE),
     "visits": Items(VISIT), "retimed": Items(VISIT), "started": Opt(WHEN), "seconds": Opt(SECONDS),
-    "revisit_failed": Bool(), "host": TEXT, "job": Opt(TEXT),
+    "revisit_failed": Bool(), "host": TEXT, "job": Opt(TEXT), "claim": Opt(CLAIM), "f_s": Opt(SAMPLE),
+    "f_iqr": Opt(SECONDS),
 }, required=(*REQUIRED, "n", "m"))  # sizes: in every row since the first version, and the figures' axes
 STATS = Obj({"data": Items(SAMPLE, least=1, rule="a timed pair needs its raw samples"),
              "iterations": Num(1, BIG, whole=True)}, required=("data",))
@@ -408,7 +412,7 @@ def load(paths, on_read=None) -> pd.DataFrame:
             f"{int(dupes.sum())} pairs are in more than one file (e.g. {_label(first)} in {first['file']} "
             f"and {later}); the later file's row is used"), stacklevel=2)
         frame = frame[~dupes]
-    return frame.reset_index(drop=True)
+    return cost.add_columns(frame.reset_index(drop=True))
 
 
 def _read_all(paths, on_read=None):
@@ -454,7 +458,7 @@ def merge(paths) -> pd.DataFrame:
         same = dupes[(dupes[KEY] == first[KEY]).all(axis=1)]["file"].tolist()
         raise ResultsError(f"{same[-1]}: pair {_label(first)} is also in {same[0]}; "
                            f"{dupes.drop_duplicates(KEY).shape[0]} pairs overlap")
-    return frame.reset_index(drop=True)
+    return cost.add_columns(frame.reset_index(drop=True))
 
 
 def _label(row) -> str:

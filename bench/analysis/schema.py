@@ -93,6 +93,9 @@ class Row:
     notes: dict = field(default_factory=dict)
     problem_flops: int | None = None
     seed: int = 0
+    claim: dict | None = None  # the published figure a claim problem re-measures (cases.Problem.claim)
+    f_s: float | None = None  # the median time of one plain evaluation of f (NOTE: [Cost in units of f])
+    f_iqr: float | None = None
     samples: list[float] = field(default_factory=list, repr=False)
     iterations: int = 1
     precise: bool = False
@@ -124,9 +127,10 @@ class Row:
         """The row of ``strategy`` on ``problem`` (a registered ``cases.Problem`` and
         ``Strategy``, or anything with their attributes), before anything is measured."""
         return cls(problem.name, strategy.name, device, dtype, strategy.mode, strategy.fd_order, family=problem.family,
-                   kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=seed, **outcome)
+                   kind=problem.kind, n=problem.n, m=problem.m, problem_flops=problem.flops, seed=seed,
+                   claim=getattr(problem, "claim", None), **outcome)
 
 
 #: A row's fields that name its pair and what it measured, before any outcome.
 IDENTITY = ("problem", "strategy", "device", "dtype", "mode", "fd_order", "family", "kind", "n", "m", "problem_flops",
-            "seed")
+            "seed", "claim")

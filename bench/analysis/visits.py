@@ -122,8 +122,9 @@ def merge(row, before: dict) -> None:
     row.cpu, row.switches, row.delay = kept["cpu"] + row.cpu, kept["switches"] + row.switches, kept["delay"] + row.delay
     row.visits, row.retimed = visits, dropped
     row.disturbed = sum((v["disturbed"] or 0) * v["rounds"] for v in visits) / max(1, sum(v["rounds"] for v in visits))
-    for k in ("first_call_s", "peak_bytes", "jac_bytes", "work", "fallback", "fallback_ops"):
-        setattr(row, k, info.get(k))
+    for k in ("first_call_s", "peak_bytes", "jac_bytes", "work", "fallback", "fallback_ops", "f_s", "f_iqr"):
+        if info.get(k) is not None:  # what only the first visit measures
+            setattr(row, k, info.get(k))
     row.notes = {**(info.get("notes") or {}), **row.notes}
 
 

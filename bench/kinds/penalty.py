@@ -187,6 +187,10 @@ class Penalty(Kind):
     def run(self, strategy, fn, inputs):
         return step(fn, *inputs, strategy)
 
+    def evaluate(self, fn, inputs):
+        """The model's forward pass on the batch, without the loss or the penalty."""
+        return fn(inputs[0])
+
     def probed(self, run, fn, probe):
         """The probe sits on the model's head: its evaluations, VJPs and JVPs are the step's."""
         head = fn.head

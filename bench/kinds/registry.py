@@ -48,6 +48,11 @@ class Kind:
         """Call ``strategy`` on a built problem's function and inputs; the result is gated."""
         return strategy(fn, inputs)
 
+    def evaluate(self, fn, inputs):
+        """One plain evaluation of the problem's function: the unit of cost (NOTE: [Cost in
+        units of f] in ``bench.analysis.cost``)."""
+        return fn(*inputs)
+
     def probed(self, run, fn, probe):
         """Call ``run(fn)`` with the work probe on the function whose evaluations count."""
         return run(probe(fn))

@@ -61,14 +61,17 @@ def measure(pair: Pair, settings: Settings, *, timer: Timer = time.perf_counter,
 
 def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, device: str, dtype: str,
                     settings: Settings, *, timer: Timer = time.perf_counter,
-                    on_checked: Callable[[Row], None] | None = None, iterations: int | None = None) -> Row:
+                    on_checked: Callable[[Row], None] | None = None, iterations: int | None = None,
+                    extras: bool | None = None) -> Row:
     """Gate, then measure, one strategy on one problem, registered or not.
 
     ``on_checked`` is given the row once its first call has passed the gate, before the
     measuring that may run past the pair's time limit: what the gate found is kept even then.
     Torch's global state is restored afterwards (``bench.gate.state.kept``); a pair that changed it
     says so in its reason. ``iterations`` marks a later visit (NOTE: [Visits] in ``bench.analysis.visits``):
-    the calls per round of the first, and only the gate and the time are measured again.
+    the calls per round of the first. ``extras`` says whether the work, the memory and t(f)
+    are measured too: by default in the first visit only; the advisor's race measures them in
+    the later visit, of the strategies left in it (NOTE: [Racing]).
     """
     row = Row.of(problem, strategy, device, dtype, settings.seed)
     reason = kinds.unsupported(strategy, problem.kind, device)
@@ -77,14 +80,15 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
         return row
     changed: list[str] = []
     with state.kept(changed):
-        _measure(row, problem, strategy, device, dtype, settings, timer, on_checked, iterations)
+        _measure(row, problem, strategy, device, dtype, settings, timer, on_checked, iterations,
+                 iterations is None if extras is None else extras)
     left = state.left_changed(changed)
     if left:
         row.reason = f"{row.reason}; {left}" if row.reason else left
     return row
 
 
-def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_checked, iterations) -> None:
+def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_checked, iterations, extras) -> None:
     device, dtype = torch.device(device), getattr(torch, dtype)
     kind = kinds.get(problem.kind)
     built = None
@@ -132,7 +136,7 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
         if on_checked is not None:
             on_checked(row)
 
-        if iterations is None:
+        if extras:
             row.work = _count_work(kind, built, run)
         timing = time_call(timed_call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s,
                            iterations=iterations)
@@ -144,8 +148,9 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
         if later is not None:
             row.status, row.reason, row.samples = Status.WRONG, f"its answer changed between calls: {later}", []
             return
-        if iterations is not None:
+        if not extras:
             return
+        row.f_s, row.f_iqr = _time_f(problem, kind, built, device, dtype, settings, timer, sync)
         try:  # last: a recording too big to finish stops the call part-way
             row.peak_bytes = memory.peak_bytes(call, device)
         except memory.Unmeasurable as exc:
@@ -162,6 +167,26 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
         del built
         if row.status not in (Status.OK, Status.UNSUPPORTED):
             memory.release(device)
+
+
+#: t(f) per problem, device, dtype and seed, measured once per process (a problem's pairs run together)
+_F_TIMES: dict[tuple, tuple[float, float]] = {}
+
+
+def _time_f(problem, kind, built, device, dtype, settings, timer, sync) -> tuple[float, float]:
+    """The median and IQR of one plain evaluation of f, timed by the same harness and policy as
+    the strategies (NOTE: [Cost in units of f] in ``bench.analysis.cost``)."""
+    key = (problem.name, problem.builder, str(device), str(dtype), settings.seed)  # the builder: two
+    if key not in _F_TIMES:  # advised functions may share a label
+        def evaluate():
+            with torch.no_grad():
+                return kind.evaluate(built.fn, built.inputs)
+
+        s = time_call(evaluate, settings.policy, timer=timer, sync=sync).summary
+        if len(_F_TIMES) >= 8:  # the key holds the builder, and with it an advised function's inputs
+            _F_TIMES.pop(next(iter(_F_TIMES)))
+        _F_TIMES[key] = (s.median, s.iqr)
+    return _F_TIMES[key]
 
 
 def _count_work(kind, built, run) -> dict | None:

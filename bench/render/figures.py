@@ -23,6 +23,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
+from bench.analysis import rules
 from bench.analysis.formats import fmt_ratio, fmt_time
 from bench.analysis.picks import BASELINES, geomean
 from bench.analysis.stats import NOISE_WARNING
@@ -826,6 +827,45 @@ def noise(ok: pd.DataFrame, styles: Styles, columns: list[str]) -> Figure | None
     return _done(fig, "Timing noise by strategy", caption, "noise")
 
 
+# --- picking rules -------------------------------------------------------------------------
+
+def regret(scores: pd.DataFrame) -> Figure | None:
+    """Each picking rule's regret over the problems its pick solved, as the share of problems
+    within each regret: a rule whose curve rises first picks best (NOTE: [Regret])."""
+    tried = scores[~scores["status"].isin(rules.UNSCORED)]  # NOTE: [Regret]: failures count, unscored ones do not
+    solved = tried[tried["regret"].notna()].copy()
+    if solved.empty:
+        return None
+    solved["share"] = 1 / solved["rule"].map(tried.groupby("rule").size())  # a failed pick counts, at infinity
+    order = solved.groupby("rule")["regret"].apply(lambda r: np.exp(np.log(r).mean())).sort_values().index.tolist()
+    with theme():
+        import seaborn as sns
+
+        fig, axes = subplots(7.4, 3.8)
+        ax = axes[0][0]
+        log_scale(ax, "x")
+        sns.ecdfplot(data=solved, x="regret", hue="rule", hue_order=order, weights="share", stat="count", ax=ax,
+                     linewidth=1.8,
+                     palette=sns.color_palette("colorblind", len(order)))
+        ax.axvline(1.1, color="0.5", linestyle=":", linewidth=1)
+        log_axis(ax, "x", ratio)
+        ax.set(xlabel="regret: time of the pick / time of the fastest exact strategy",
+               ylabel="share of problems", ylim=(0, 1.02))
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.set_title("rule (best first)")
+            sns.move_legend(ax, "center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    failed = scores[rules.failed(scores)].groupby("rule").size()
+    missing_note = "; ".join(f"{rule} {n}" for rule, n in failed.items())
+    caption = ("For each rule, the share of problems (up the side) on which its pick took at most the regret along "
+               "the bottom: the higher and further left a curve, the better the rule (the dotted line is 1.1x). A "
+               "curve that ends below 1 missed the problems where its pick failed"
+               f"{' (' + missing_note + ')' if missing_note else ''}; problems of a kind the rule names no strategy "
+               "for, or whose pick was not run or stayed disturbed, are left out. Rules in order of their "
+               "geometric-mean regret over the problems their picks solved.")
+    return _done(fig, "Regret of each picking rule", caption, "regret")
+
+
 # --- the load across the run ---------------------------------------------------------------
 
 def _timings(row) -> list[dict]:
@@ -885,3 +925,90 @@ def load_timeline(samples: list, rows: pd.DataFrame) -> Figure | None:
                f"Below, when each family's pairs ran. Red ticks mark pairs whose rounds were disturbed: they were "
                f"timed again later, and kept out of every pick if they stayed disturbed.")
     return _done(fig, "Load of the machine across the run", caption, "load")
+
+
+
+# --- cost in units of f ----------------------------------------------------------------------
+
+BAND_COLOR = "#2ca02c"
+
+
+def cost_in_f(ok: pd.DataFrame, styles: Styles) -> Figure | None:
+    """Time per VJP or JVP in evaluations of f (NOTE: [Cost in units of f] in ``bench.analysis.cost``):
+    one line per exact strategy with counted products, cheapest at the top, a dot per problem
+    coloured by its t(f) over their range, middle half and median (in the strategy's colour),
+    against the theory's band. None where no row has products and a t(f)."""
+    import matplotlib.colors as mcolors
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+
+    from bench.analysis.cost import BAND, PRODUCT, outside
+
+    if "per_product" not in ok:
+        return None
+    d = ok[ok["mode"].isin(list(PRODUCT)) & ~ok["approximate"].astype(bool)].dropna(subset=["per_product", "t_f"])
+    if d.empty:
+        return None
+    d = d.assign(per_product=d["per_product"].astype(float), t_f=d["t_f"].astype(float))
+    by = d.groupby("strategy")["per_product"]
+    medians = by.median().sort_values(kind="stable")
+    spread = by.quantile([0.0, 0.25, 0.75, 1.0]).unstack()
+    spent = outside(d["per_product"]).groupby(d["strategy"]).median()
+    order = list(medians.index)
+    at = {name: i for i, name in enumerate(order)}
+    rng = np.random.default_rng(0)  # jitter, the same on every render
+    d = d.assign(at=d["strategy"].map(at) + rng.uniform(-0.22, 0.22, len(d)))
+    t0, t1 = float(d["t_f"].min()), float(d["t_f"].max())
+    norm = mcolors.LogNorm(t0 / 1.5, t1 * 1.5) if t1 > t0 else mcolors.LogNorm(t0 / 2, t0 * 2)
+    cmap = mcolors.ListedColormap(colormaps["viridis_r"](np.linspace(0.08, 0.92, 256)))  # no pale yellow
+    lo = min(float(d["per_product"].min()), BAND[0]) / 1.6
+    hi = max(float(d["per_product"].max()), BAND[1]) * 1.6
+    with theme():
+        import seaborn as sns
+        from matplotlib.transforms import blended_transform_factory
+
+        fig, axes = subplots(MAX_WIDTH, 0.4 * len(order) + 1.6)
+        ax = axes[0][0]
+        log_scale(ax, "x")
+        ax.axvspan(*BAND, color=BAND_COLOR, alpha=0.16, linewidth=0, zorder=0)
+        for name in order:  # the dots' range, their middle half thicker, the median a tick across
+            y, (least, q1, q3, most), color = at[name], spread.loc[name], styles[name].color
+            ax.hlines(y, least, most, color=color, linewidth=1.0, alpha=0.7, zorder=2)
+            ax.hlines(y, q1, q3, color=color, linewidth=7.0, alpha=0.3, zorder=2)
+            ax.vlines(medians[name], y - 0.32, y + 0.32, color=color, linewidth=2.4, zorder=4)
+        sns.scatterplot(data=d, x="per_product", y="at", hue="t_f", hue_norm=norm, palette=cmap, s=30,
+                        edgecolor="white", linewidth=0.5, legend=False, zorder=3, ax=ax)
+        ax.set_xlim(lo, hi)
+        ax.set_yticks(range(len(order)), order)
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        log_axis(ax, "x", lambda v: f"{v:.3g} f", inches=7.0)
+        top = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.text(math.sqrt(BAND[0] * BAND[1]), 1.01, f"theory: {BAND[0]:g}\u2013{BAND[1]:g} f", transform=top,
+                ha="center", va="bottom", fontsize=9, color="#1a6e1a")
+        ax.text(0.0, 1.01, "\u2190 batched (vmap)", transform=ax.transAxes, ha="left", va="bottom", fontsize=9,
+                color=MUTED)
+        ax.text(1.0, 1.01, "time outside f's work \u2192", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=9, color=FAILED)
+        product = d.groupby("strategy")["mode"].first().map(PRODUCT)
+        notes = [f"{medians[n]:.2g} f/{product[n]}" + (f", {spent[n]:.0%} outside" if spent[n] > 0 else "")
+                 for n in order]
+        side = ax.secondary_yaxis("right")  # a second set of labels, laid out with the figure
+        side.set_yticks(range(len(order)), notes, fontsize=8.5)
+        side.tick_params(length=0)
+        side.spines["right"].set_visible(False)
+        ax.set(xlabel="time per product: median / (VJPs or JVPs \u00d7 t(f)), in evaluations of f", ylabel="")
+        ax.grid(axis="y", visible=False)
+        bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, pad=0.02, aspect=30)
+        bar.set_label("t(f): one evaluation of f")
+        log_axis(bar.ax, "y", times, inches=0.4 * len(order) + 0.6)
+    above = int((d["per_product"] > BAND[1]).sum())
+    caption = (f"Each dot is one problem: a strategy's median time divided by the products it counted (VJPs in "
+               f"reverse mode, JVPs in forward mode) and by t(f), the time of one plain evaluation of f on the same "
+               f"problem, timed by the same harness. The shaded band is the theory's {BAND[0]:g} to {BAND[1]:g} "
+               f"evaluations of f per product. Left of it the products were batched (vmap), so each cost less "
+               f"than a pass of its own; right of it ({above} of {len(d)} dots) time went to what is not f's work, "
+               f"as Python loops and dispatch, which a user could win back. A dot's colour is its t(f): where f "
+               f"takes microseconds, the fixed cost of each call weighs most. On the right, each strategy's median "
+               f"and its share of time outside f's work, granting every product {BAND[1]:g} f.")
+    alt = f"Time per VJP or JVP in evaluations of f, by strategy: {', '.join(order)}"
+    return _done(fig, alt, caption, "cost in units of f")

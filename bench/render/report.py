@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import files, load, results
+from bench.analysis import claims, cost, files, load, results, rules
 from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, fmt_ratio, fmt_time, missing
 from bench.analysis.picks import (BASELINES, PLATFORM, approximate, best_per_problem, failures, family_picks, noisy,
                                   platforms, timed, winners)
@@ -35,6 +35,7 @@ class Cell:
     value: object = None  # what the column sorts by, where it is not the text
     cls: str = ""
     note: str = ""        # a second, smaller line
+    link: str = ""        # where the text links to: an https address, or nothing
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,78 @@ class Group:
     open: bool
 
 
+def cost_table(per_family: pd.DataFrame) -> Table:
+    """Each strategy's cost in units of f, per family (NOTE: [Cost in units of f])."""
+    t = Table([
+        Column("family"), Column("strategy"), Column("problems", "problems it solved in the family", True),
+        Column("time / t(f)", "median time over the time of one evaluation of f", True),
+        Column("per product", "median time / (VJPs or JVPs counted x t(f)); the theory's band is 2 to 4", True),
+        Column("above the band", "share of its problems where one product cost more than 4 evaluations of f", True),
+        Column("outside f's work", "median share of its time left once its products are paid at 4 f each", True),
+    ])
+    for _, r in per_family.iterrows():
+        t.rows.append([
+            text_cell(r["family"], "name"), text_cell(r["strategy"], "name"), int_cell(r["problems"]),
+            ratio_cell(r["per_f"]), ratio_cell(r["per_product"]),
+            Cell(fmt_pct(r["above"]), _num(r["above"]), "num"), Cell(fmt_pct(r["outside"]), _num(r["outside"]), "num"),
+        ])
+    return t
+
+
+def rules_table(summary: pd.DataFrame) -> Table:
+    """Each picking rule's regret on one platform (NOTE: [Regret] in ``bench.analysis.rules``)."""
+    t = Table([
+        Column("rule"), Column("solved", "problems where its pick was correct and timed / problems scored", True),
+        Column("regret", "geometric-mean time of its pick over the problem's fastest exact strategy", True),
+        Column("worst", "its largest regret", True),
+        Column("within 10%", "share of the problems it solved where its pick took at most 1.1x the fastest", True),
+        Column("failed", "problems where its pick failed, was wrong or cannot run the kind", True),
+        Column("where", "where its regret was worst, and where its pick failed; not scored: the rule names no "
+                        "strategy for the kind, or its pick was not run or stayed disturbed"),
+    ])
+    for _, r in summary.iterrows():
+        where = [f"worst: {r['worst_at']}" if isinstance(r["worst_at"], str) else "",
+                 f"failed: {r['failed_at']}{', ...' if r['failed'] > 3 else ''}" if r["failed"] else "",
+                 f"{r['unscored']} not scored" if r["unscored"] else ""]
+        t.rows.append([
+            text_cell(r["rule"], "name"), share_cell(r["solved"], r["problems"]), ratio_cell(r["geomean"]),
+            ratio_cell(r["worst"]), Cell(fmt_pct(r["within_10pct"]), _num(r["within_10pct"]), "num"),
+            int_cell(r["failed"]), text_cell("; ".join(w for w in where if w), "reason"),
+        ])
+    return t
+
+
+def claims_table(frame: pd.DataFrame) -> Table | None:
+    """Each published claim beside its measurement on each platform (NOTE: [Claims])."""
+    found = claims.table(frame)
+    if found.empty:
+        return None
+    t = Table([
+        Column("claim", "the problem, and where the figure was published"), Column("published", "as published"),
+        Column("measured on", "the platform of this run; the claim's own hardware is below the published figure"),
+        Column("fast vs slow", "the strategy claimed faster, against the one it was compared with"),
+        Column("published ratio", "time of the slower over the faster, as published", True),
+        Column("measured ratio", "the same ratio measured here, with its 95% interval", True),
+        Column("verdict", "direction: the interval lies on the published side of 1; size: it meets half to twice "
+                          "the published ratio"),
+    ])
+    for _, c in found.iterrows():
+        url = c["url"] if isinstance(c["url"], str) and c["url"].startswith("https://") else ""
+        platform = "-" if missing(c["machine"]) else platform_label({k: c[k] for k in PLATFORM})
+        measured = not missing(c["measured"])
+        verdict = "strong" if c["verdict"] == "holds" else "bad" if c["direction"] == "reversed" else "reason"
+        t.rows.append([
+            Cell(c["problem"], None, "name", c["source"], link=url),
+            Cell(c["figure"], None, "reason", c["hardware"]),
+            Cell(platform, None, "", "other hardware than published" if c["same_hardware"] is False else ""),
+            text_cell(f"{c['fast']} vs {c['slow']}", "name"), ratio_cell(c["published"]),
+            Cell(fmt_ratio(c["measured"]), _num(c["measured"]), "num", interval(c["measured_low"], c["measured_high"]))
+            if measured else text_cell("-", "num"),
+            text_cell(c["verdict"], verdict),
+        ])
+    return t
+
+
 def failure_overview(frame: pd.DataFrame) -> Table:
     """Strategies x statuses: how many pairs of each strategy ended how."""
     statuses = [s for s in STATUSES if (frame["status"] == s).any()]
@@ -462,12 +535,17 @@ class Section:
     no_tradeoffs: list = field(default_factory=list)
     noise: object = None
     drift: str = ""
+    rules: Table | None = None
+    regret: object = None
+    cost: Table | None = None
+    cost_figure: object = None
+    overhead: list = field(default_factory=list)
 
     def id(self, part: str, family: str) -> str:
         return anchor(part, self.prefix, family)
 
 
-def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str) -> Section:
+def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str, scores: pd.DataFrame) -> Section:
     ok = timed(g)
     picks = family_picks(g)
     ctx = Section(platform_label(key), key, len(g), prefix, drift=drift_text(g))
@@ -498,6 +576,14 @@ def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str
         elif fam in solved:
             ctx.no_tradeoffs.append(fam)
     ctx.noise = _figure("noise", figs.noise, ok, styles, columns)
+    ctx.cost_figure = _figure("cost in units of f", figs.cost_in_f, ok, styles)
+    per_family = cost.table(g)
+    ctx.cost = cost_table(per_family) if len(per_family) else None
+    ctx.overhead = cost.overhead(g)["finding"].tolist()
+    mine = scores[(scores[PLATFORM] == pd.Series(key)).all(axis=1)] if len(scores) else scores
+    if len(mine):
+        ctx.rules = rules_table(rules.summary(mine))
+        ctx.regret = _figure("regret", figs.regret, mine)
     parts = [("problems", "problems", set(best["family"]))] + [
         (part, label, {fam for fam, _ in figures}) for part, label, figures in
         (("scaling", "scaling", ctx.scaling), ("heatmap", "heatmap", ctx.heatmaps),
@@ -535,7 +621,8 @@ def build(frame: pd.DataFrame, docs) -> str:
     columns += [s for s in strategies if s not in columns]
     groups = list(platforms(frame))
     many = len(groups) > 1
-    ctxs = [_context(key, g, styles, columns, platform_label(key) if many else "") for key, g in groups]
+    scores = rules.regrets(frame) if len(frame) else pd.DataFrame()
+    ctxs = [_context(key, g, styles, columns, platform_label(key) if many else "", scores) for key, g in groups]
     counts = [(s, int((frame["status"] == s).sum())) for s in STATUSES if (frame["status"] == s).any()]
     return html.render(
         "report.html.j2",
@@ -547,6 +634,7 @@ def build(frame: pd.DataFrame, docs) -> str:
         contexts=ctxs,
         many=many,
         side=side_by_side(ctxs) if many else None,
+        claims=claims_table(frame),
         baselines=BASELINES,
         captions={"scaling": figs.SCALING_CAPTION, "crossover": figs.CROSSOVER_CAPTION,
                   "heatmap": figs.HEATMAP_CAPTION, "tradeoffs": figs.TRADEOFF_CAPTION},
