@@ -604,6 +604,9 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
     if not inputs:
         raise ValueError("jacobian(fn, *inputs) needs at least one input tensor")
     kind = advise_options.get("kind") or ("vector" if len(inputs) == 1 else "multi")
+    if strategy not in ("auto", "predict", *registry.STRATEGIES):
+        raise ValueError(f"unknown strategy {strategy!r}; choose 'auto' (measured), 'predict' (not measured) or one "
+                         f"of {', '.join(registry.STRATEGIES)}")
     if strategy == "predict":
         strategy = _predicted(fn, inputs, kind, create_graph)
     elif strategy == "auto":

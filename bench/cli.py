@@ -365,9 +365,9 @@ def cmd_summary(args) -> int:
 
 
 def cmd_rules(args) -> int:
-    from bench.analysis import results, rules
     import pandas as pd
 
+    from bench.analysis import results, rules
     from bench.analysis.formats import fmt_pct, fmt_ratio
     from bench.render import terminal
 

@@ -205,7 +205,7 @@ def test_jacobian_with_a_named_strategy_and_several_inputs():
     a, b = torch.ones(2, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64)
     blocks = bench.jacobian(lambda a, b: torch.cat([a * 2, b ** 2]), a, b, strategy="jacfwd")
     assert isinstance(blocks, tuple) and [t.shape for t in blocks] == [(5, 2), (5, 3)]
-    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'nope'; choose 'auto' \(measured\), 'predict'"):
         bench.jacobian(small_fn, torch.ones(6), strategy="nope")
     with pytest.raises(ValueError, match="does not handle batched"):
         bench.jacobian(small_fn, torch.ones(6), strategy="jacrev", kind="batched")
