@@ -807,8 +807,10 @@ def noise(ok: pd.DataFrame, styles: Styles, columns: list[str]) -> Figure | None
         ax = axes[0][0]
         log_scale(ax, "y")
         common = dict(x="at", y="rel_iqr", hue="strategy", palette=styles.palette(cols), legend=False, ax=ax)
-        sns.scatterplot(data=dots[~loud], s=12, alpha=0.55, linewidth=0, **common)
-        sns.scatterplot(data=dots[loud], s=20, edgecolor=FAILED, linewidth=0.9, **common)
+        if (~loud).any():  # seaborn warns of an empty layer's palette
+            sns.scatterplot(data=dots[~loud], s=12, alpha=0.55, linewidth=0, **common)
+        if loud.any():
+            sns.scatterplot(data=dots[loud], s=20, edgecolor=FAILED, linewidth=0.9, **common)
         ax.axhline(NOISE_WARNING, color=FAILED, linestyle="--", linewidth=1)
         ax.text(len(cols) - 0.5, NOISE_WARNING, f" warning level {NOISE_WARNING:.0%}", va="bottom", ha="right",
                 fontsize=9, color=FAILED)
