@@ -51,7 +51,7 @@ from bench.analysis.schema import Row, Status, status_rank
 from bench.analysis.stats import RETIMES, Ratio
 from bench.gate import accuracy, audit, state
 from bench.measure import pair
-from bench.measure.timing import Policy, measure as time_call
+from bench.measure.timing import Policy
 from bench.strategies.memo import memo, signature
 from bench.sweep.plan import Settings, select_strategies
 
@@ -646,16 +646,13 @@ def _predicted(fn, inputs, kind: str, create_graph: bool) -> str:
     """The predictor's pick for ``fn`` at inputs of this signature (NOTE: [Predictor]), remembered."""
     cache, key = memo(fn, "predict"), signature(inputs)
     if key not in cache:
-        def evaluate():
-            with torch.no_grad(), state.kept():
-                return kinds.get(kind).evaluate(fn, inputs)
-
-        sync = (lambda: torch.cuda.synchronize(inputs[0].device)) if inputs[0].device.type == "cuda" else (lambda: None)
-        out = evaluate()
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"fn must return one tensor to have a Jacobian; it returned {type(out).__name__}")
-        t_f = time_call(evaluate, _F_POLICY, sync=sync).summary.median
-        batch = kinds.get(kind).batch(inputs)
+        how = kinds.get(kind)
+        with torch.no_grad(), state.kept():  # a function that leaks grad mode leaks nothing here
+            out = how.evaluate(fn, inputs)
+            if not isinstance(out, torch.Tensor):
+                raise ValueError(f"fn must return one tensor to have a Jacobian; it returned {type(out).__name__}")
+            t_f = pair.time_f(how, fn, inputs, _F_POLICY, sync=pair.sync_of(inputs[0].device)).median
+        batch = how.batch(inputs)
         n, m = sum(x.numel() for x in inputs) // batch, out.numel() // batch
         device = inputs[0].device.type
         pick, near = rules.Predictor.load().pick(kind, device, n, m, t_f)

@@ -23,6 +23,7 @@ import cases
 
 from bench import kinds, strategies
 from bench.analysis.schema import Row, Status
+from bench.analysis.stats import Summary
 from bench.gate import accuracy, state
 from bench.measure import counting, memory
 from bench.measure.timing import Timer, measure as time_call
@@ -99,7 +100,7 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
             row.status, row.reason = Status.DISPUTED, reference.disputed
             return
         built = problem.build(device, dtype, settings.seed)
-        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        sync = sync_of(device)
 
         def run(fn=built.fn):
             return kind.run(strategy, fn, built.inputs)
@@ -174,19 +175,30 @@ _F_TIMES: dict[tuple, tuple[float, float]] = {}
 
 
 def _time_f(problem, kind, built, device, dtype, settings, timer, sync) -> tuple[float, float]:
-    """The median and IQR of one plain evaluation of f, timed by the same harness and policy as
-    the strategies (NOTE: [Cost in units of f] in ``bench.analysis.cost``)."""
-    key = (problem.name, problem.builder, str(device), str(dtype), settings.seed)  # the builder: two
-    if key not in _F_TIMES:  # advised functions may share a label
-        def evaluate():
-            with torch.no_grad():
-                return kind.evaluate(built.fn, built.inputs)
-
-        s = time_call(evaluate, settings.policy, timer=timer, sync=sync).summary
+    """:func:`time_f` of a built problem, once per process (the key holds the builder: two
+    advised functions may share a label)."""
+    key = (problem.name, problem.builder, str(device), str(dtype), settings.seed)
+    if key not in _F_TIMES:
+        s = time_f(kind, built.fn, built.inputs, settings.policy, timer=timer, sync=sync)
         if len(_F_TIMES) >= 8:  # the key holds the builder, and with it an advised function's inputs
             _F_TIMES.pop(next(iter(_F_TIMES)))
         _F_TIMES[key] = (s.median, s.iqr)
     return _F_TIMES[key]
+
+
+def time_f(kind, fn, inputs, policy, *, timer: Timer = time.perf_counter, sync=lambda: None) -> Summary:
+    """One plain evaluation of f under ``no_grad``, timed by the same harness as the strategies
+    (NOTE: [Cost in units of f] in ``bench.analysis.cost``)."""
+    def evaluate():
+        with torch.no_grad():
+            return kind.evaluate(fn, inputs)
+
+    return time_call(evaluate, policy, timer=timer, sync=sync).summary
+
+
+def sync_of(device: torch.device) -> Callable[[], None]:
+    """What waits for a device's queued work inside a timed round: a synchronize on CUDA."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 def _count_work(kind, built, run) -> dict | None:
