@@ -73,9 +73,9 @@ def cluster():
         assert not any(Path(p).exists() for p in pidfiles), "a daemon of the cluster is still running"
 
 
-def _wait_for_a_task_midway(results_dir: Path, sweep: subprocess.Popen) -> tuple[str, dict]:
-    """The job id of a running task whose journal has some results and some pairs left, and
-    those results (pair -> the time it started), as soon as there is one."""
+def _wait_for_a_task_midway(results_dir: Path, sweep: subprocess.Popen) -> tuple[str, dict, Path]:
+    """The job id of a running task whose journal has some results and some pairs left,
+    those results (pair -> the time it started) and the journal, as soon as there is one."""
     while sweep.poll() is None:
         state = _sweep_state(results_dir)
         for path in find_unfinished(results_dir / ".partial"):
@@ -85,7 +85,7 @@ def _wait_for_a_task_midway(results_dir: Path, sweep: subprocess.Popen) -> tuple
                 continue
             if journal.results and journal.remaining() and state:
                 task = next(t for t in state["tasks"] if t["shard"] == journal.header["shard"])
-                return task["job"], {p: r["extra_info"]["started"] for p, r in journal.results.items()}
+                return task["job"], {p: r["extra_info"]["started"] for p, r in journal.results.items()}, path
         time.sleep(0.05)
     raise AssertionError(f"the sweep ended before any task was midway: {sweep.stderr.read()[-2000:]}")
 
@@ -98,11 +98,12 @@ def test_a_task_cancelled_midway_resumes_and_the_array_merges_into_exactly_the_p
     sweep = subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        cancelled, kept = _wait_for_a_task_midway(out, sweep)
+        cancelled, kept, journal = _wait_for_a_task_midway(out, sweep)
         subprocess.run(["scancel", cancelled], check=True)
         _, err = sweep.communicate(timeout=300)
     finally:
         sweep.kill()
+    left = Journal.read(journal).remaining()  # on a busy machine the task may finish its pairs before the cancel
     assert sweep.returncode == 2 and "1 of 3 tasks failed" in err and cancelled in err, err
     before = _sweep_state(out)
     assert [t["files"] is None for t in before["tasks"]].count(True) == 1
@@ -121,7 +122,8 @@ def test_a_task_cancelled_midway_resumes_and_the_array_merges_into_exactly_the_p
         visits = [v["started"] for v in rows[pair].visits + rows[pair].retimed]  # (a later pass may add visits)
         assert visits.count(started) == 1 and min(visits) == started
     redone = [p for p, r in rows.items() if r.job == resubmitted[0][1]]
-    assert redone and all(min(v["started"] for v in rows[p].visits + rows[p].retimed) > max(kept.values())
+    assert redone or not left  # what the cancelled task left, its resubmission measured
+    assert all(min(v["started"] for v in rows[p].visits + rows[p].retimed) > max(kept.values())
                           for p in redone if p not in kept)
     assert not list((out / ".partial").glob("*.journal.jsonl"))
 
