@@ -14,7 +14,7 @@ TORCH_VERSIONS ?= 2.12.1 2.13.0
 BASE ?= $(word 2,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 NEW  ?= $(word 1,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 
-.PHONY: install bench report summary compare bench-matrix test lint clean browser slurm
+.PHONY: install bench report summary compare bench-matrix test test-fast lint clean browser slurm
 
 # A venv that sees the system's packages, so a GPU machine's CUDA build of torch is reused;
 # where there is no torch, the pinned (overridable) TORCH version is installed.
@@ -63,8 +63,17 @@ slurm:
 	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null) ; } || \
 	    echo "note: no SLURM; the slurm tests will be skipped"
 
+# The whole suite, in parallel workers (tests/conftest.py, NOTE: [Tests in parallel]), with the
+# slowest tests listed at the end; `make test-fast` leaves out the end-to-end sweeps, the
+# browser, the cluster and the tests that must run alone: the loop between edits.
+WORKERS ?= 2
+PARALLEL = -n $(WORKERS) --dist loadgroup
+
 test: install browser slurm
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL) --durations=25
+
+test-fast: install
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow and not browser and not slurm and not alone"
 
 # The layering of bench/ by stage (pyproject.toml's import contract); also a test of `make test`.
 lint: install

@@ -48,7 +48,7 @@ from bench import kinds, strategies as registry
 from bench.analysis import files, load, racing, rules, stats, visits
 from bench.analysis.formats import fmt_time
 from bench.analysis.schema import Row, Status, status_rank
-from bench.analysis.stats import RETIMES, Ratio
+from bench.analysis.stats import Ratio
 from bench.gate import accuracy, audit, state
 from bench.measure import pair
 from bench.measure.timing import Policy
@@ -389,8 +389,8 @@ def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Se
     # every timed row visited again once all were timed (NOTE: [Visits]), and those disturbed
     # timed again at the end: a disturbed visit is dropped for the new one. Before each pass,
     # the rows clearly slower than the fastest leave the race, timed no more (NOTE: [Racing])
-    wanted = {"visits": settings.policy.visits, "max_time": settings.policy.max_time}
-    for _ in range(settings.policy.visits - 1 + RETIMES):
+    wanted = settings.policy.__dict__
+    for _ in range(settings.policy.visits - 1 + settings.policy.retimes):
         _race(rows)
         again = [i for i, row in enumerate(rows)
                  if not _dropped(row) and visits.wanted(visits.record_of(row), wanted)]

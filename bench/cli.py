@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 # Checked where they are used (cases.select, plan.check_dtypes), with one-line errors that list
@@ -100,7 +101,6 @@ def cmd_run(args) -> int:
     from bench.analysis.journal import Journal, find_unfinished, running
     from bench.render import terminal
     from bench.sweep import machine, plan as planning, runner
-    from bench.sweep.plan import Settings
 
     results_dir = Path(args.results_dir)
     plugins = planning.load_plugins(args.plugin)
@@ -130,10 +130,8 @@ def cmd_run(args) -> int:
             written.append(runner.execute(path, live=False if args.verbose else None))
     else:
         files.directory(results_dir)  # before planning, and before the note on the load
-        profile = planning.profile(args.profile)
-        settings = Settings(profile=args.profile, policy=profile.policy,
-                            pair_timeout=args.pair_timeout or profile.pair_timeout,
-                            threads=args.threads or machine.default_threads(), seed=args.seed)
+        settings = planning.settings(args.profile, timing_text=args.timing, pair_timeout=args.pair_timeout,
+                                     threads=args.threads, seed=args.seed)
         shard = planning.parse_shard(args.shard) if args.shard else None
         selection = {k: getattr(args, k) for k in ("cases", "tags", "strategies", "dtype")}
         for device in machine.devices(args.device):
@@ -322,12 +320,15 @@ def cmd_advise(args) -> int:
     from bench import advisor
     from bench.analysis import files
     from bench.render import terminal
-    from bench.sweep import machine
+    from bench.sweep import machine, plan as planning
+    from bench.sweep.plan import Settings
 
     machine.devices(args.device)  # a one-line error where CUDA is asked for and absent
     if args.output:
         files.writable(args.output)
     torch.set_num_threads(args.threads or machine.default_threads())
+    settings = Settings(profile="advise", policy=replace(advisor.POLICY, **planning.timing(args.timing)),
+                        threads=torch.get_num_threads())
     obj = load_target(args.target, args.path or ())
     dtype = getattr(torch, args.dtype)
     if args.batch is not None and args.batch <= 0:
@@ -343,7 +344,7 @@ def cmd_advise(args) -> int:
         print(advisor.progress_line(row), file=sys.stderr)
 
     advice = advisor.advise(fn, *inputs, strategies=args.strategies, kind=kind, float64=float64, name=args.target,
-                    progress=progress, output=args.output)
+                            settings=settings, progress=progress, output=args.output)
     print(advice)
     if args.output:
         print(f"wrote {args.output}")
@@ -420,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", help="run shard i of n, e.g. 2/4")
     p.add_argument("--pair-timeout", type=seconds, help="seconds before a pair is stopped (default: the profile's)")
+    p.add_argument("--timing", metavar="KEY=VALUE,...",
+                   help="replace the profile's timing policy in part, e.g. retimes=0,max_time=0.05 (keys: warmup, "
+                        "visits, retimes, min_rounds, max_rounds, max_time, precision, min_round_time)")
     p.add_argument("--resume", nargs="?", const="latest", help="finish an unfinished run (default: the latest)")
     p.add_argument("--fresh", action="store_true", help="start over even if this run was left unfinished")
     p.add_argument("--results-dir", default="results")
@@ -480,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("--rounds", type=int, default=4, help="interleave the environments in this many rounds")
+    p.add_argument("--timing", metavar="KEY=VALUE,...", help="replace the profile's timing policy in part (see run)")
     p.add_argument("--confirm", type=int, default=1, metavar="N",
                    help="re-measure each significant change N more times, interleaved; keep it only if it "
                         "comes back every time (0: off)")
@@ -500,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", action="append")
     p.add_argument("--threads", type=positive, help="torch threads (default: one fewer than the CPUs this process may use)")
     p.add_argument("-o", "--output", help="also write an HTML report here")
+    p.add_argument("--timing", metavar="KEY=VALUE,...", help="replace the advisor's timing policy in part (see run)")
     p.set_defaults(fn=cmd_advise)
     return parser
 

@@ -1,21 +1,44 @@
-"""Shared fixtures: the CLI as a user runs it, a real tiny sweep, temporary registrations."""
+"""Shared fixtures: the CLI as a user runs it, a real tiny sweep, temporary registrations,
+and the rules that let the suite run in parallel (``make test`` runs it under pytest-xdist).
+
+NOTE: [Tests in parallel]
+    ``make test`` runs the tests in two worker processes (``-n 2 --dist loadgroup``), so that
+    one worker's child processes (sweeps, the CLI) use the CPU while the other waits on its
+    own. Three rules keep that safe:
+
+    * A test that disturbs the machine or draws a verdict from timings (CPU burners) is marked
+      ``alone``: it waits until the tests running beside it end, and none starts beside it
+      until it ends (:func:`_room`, a pair of file locks that every test passes through).
+    * What is expensive to make is made once per test run, by whichever worker asks first,
+      and shared (:func:`made_once`): the tiny sweep, the spoiled sweep. A module whose
+      module-scoped fixtures hold a real sweep or a browser is one ``xdist_group``, run by
+      one worker, so the fixture is made once; so are the SLURM tests (one cluster per run).
+    * Sweeps time as little as their checks need (:data:`LEAST`, passed by :func:`run_cli`):
+      no warm-up, brief rounds, and no pass timing disturbed pairs again, since the other
+      worker's load would disturb them. A test of the timing passes asks for its own timing.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
+import json
 import os
 import pty
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.analysis.schema import Row
 from bench.measure.pair import measure
@@ -36,14 +59,44 @@ TINY_CASES = "seed-article,seed-article-multi,seed-linear,graph-break-powers,mlp
 TINY_STRATEGIES = "manual-backward,functional,jacrev,jacfwd,fd-forward,fd-forward-loop"
 
 
+#: The least timing a sweep's checks need (``--timing``): tests check outcomes, never times.
+LEAST = "warmup=0,max_time=0.02,retimes=0"
+
+
+def sweep_args(args) -> list[str]:
+    """``args`` of a ``jacbench run``, ``matrix`` or ``advise``, with :data:`LEAST` timing
+    unless they set a timing or resume a run (whose timing is its journal's)."""
+    args = [str(a) for a in args]
+    if args[:1] in (["run"], ["matrix"], ["advise"]) and "--timing" not in args and "--resume" not in args:
+        return [*args, "--timing", LEAST]
+    return args
+
+
 def run_cli(*args, timeout=600, check=False, **kw) -> subprocess.CompletedProcess:
-    """``python -m bench ARGS`` in a child process, as a user would run ``jacbench``."""
+    """``python -m bench ARGS`` in a child process, as a user would run ``jacbench``; a sweep
+    with :data:`LEAST` timing unless it sets its own (:func:`sweep_args`)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", **kw.pop("env", {})}
-    proc = subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=kw.pop("cwd", ROOT), env=env,
+    proc = subprocess.run([sys.executable, "-m", "bench", *sweep_args(args)], cwd=kw.pop("cwd", ROOT), env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"jacbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_main(*args) -> subprocess.CompletedProcess:
+    """``jacbench ARGS`` through ``bench.cli.main`` in this process, as :func:`run_cli` would
+    run it, less the seconds a fresh interpreter takes to import torch: for a command that
+    stops at a one-line error before any work, and imports no ``--plugin`` (whose strategies
+    would stay registered in this process). Its status, stdout and stderr."""
+    from bench import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(sweep_args(args))
+        except SystemExit as e:  # argparse's errors
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def run_in_terminal(*args, columns: int = 80, timeout: float = 600, cwd=ROOT) -> str:
@@ -53,7 +106,7 @@ def run_in_terminal(*args, columns: int = 80, timeout: float = 600, cwd=ROOT) ->
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(PYTHONPATH=str(ROOT), JACBENCH_MACHINE="testbox", TERM="xterm-256color")
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], cwd=cwd, env=env, stdin=slave,
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *sweep_args(args)], cwd=cwd, env=env, stdin=slave,
                             stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     out, deadline = bytearray(), time.monotonic() + timeout
@@ -101,6 +154,44 @@ def checked(problem: str, strategy: str, dtype: str = "float32", device: str = "
     return row
 
 
+class Hold:
+    """A file that holds the strategy ``test-held`` (``tests/plugins/misbehaving.py``) in its
+    calls while it exists: a sweep started with :attr:`env` waits there, for as long as the
+    test needs to do what it tests, and goes on at full speed once :meth:`release` is called.
+    Waiting on the test, not on a guess of how long is enough."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.touch()
+
+    @property
+    def env(self) -> dict:
+        return {"JACBENCH_TEST_HOLD": str(self.path)}
+
+    def hold(self) -> None:
+        self.path.touch()
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def in_flight(journal: Path | None) -> str | None:
+    """The pair a sweep's journal says is running now (started, with no result yet), or None."""
+    if journal is None or not Path(journal).exists():
+        return None
+    current = None
+    for line in Path(journal).read_text().splitlines()[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line being written
+            break
+        if entry.get("type") == "start":
+            current = entry["pair"]
+        elif entry.get("type") == "result":
+            current = None
+    return current
+
+
 @contextlib.contextmanager
 def burning(processes: int = 2, seconds: float = 30.0):
     """Processes that keep a CPU each busy until the block ends (or ``seconds`` pass, should
@@ -116,15 +207,66 @@ def burning(processes: int = 2, seconds: float = 30.0):
             p.wait()
 
 
-@pytest.fixture(scope="session")
-def tiny_results(tmp_path_factory) -> Path:
-    """A real sweep of a few problems and strategies through the CLI; its results file."""
-    out = tmp_path_factory.mktemp("results")
-    run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", TINY_CASES,
-            "--strategies", TINY_STRATEGIES, "--results-dir", out, check=True)
-    files = list(out.glob("*.json"))
+# --- in parallel (NOTE: [Tests in parallel]) ---------------------------------------------------
+
+#: pytest-xdist's name for this test run, the same in every worker; None without xdist
+RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if RUN is not None:  # a worker beside another on few cores: one torch thread, not two that wait on each other
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _room(alone: bool):
+    """Every test enters a room: an ``alone`` test once the others have left, and none enters
+    while it is there. Two file locks: the door (held by an ``alone`` test while it waits
+    and runs, so that no test slips in meanwhile) and the room (shared, or held alone)."""
+    if RUN is None:  # one process: every test runs alone
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"jacbench-tests-{RUN}"
+    with open(f"{base}.door", "a") as door, open(f"{base}.room", "a") as room:
+        fcntl.flock(door, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(door, fcntl.LOCK_UN)
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    with _room(item.get_closest_marker("alone") is not None):
+        yield
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The directory ``name``, filled by ``make(directory)`` once per test run: by the first
+    worker to ask, while the others wait for it, then shared by all."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if RUN is not None else root  # the workers' common directory
+    made = root / name
+    with open(root / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (made / ".made").exists():
+            shutil.rmtree(made, ignore_errors=True)
+            made.mkdir()
+            make(made)
+            (made / ".made").touch()
+    return made
+
+
+def one_results_file(directory: Path) -> Path:
+    files = list(Path(directory).glob("*.json"))
     assert len(files) == 1, files
     return files[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory) -> Path:
+    """A real sweep of a few problems and strategies through the CLI, made once per test run;
+    its results file, which no test may change."""
+    return one_results_file(made_once(tmp_path_factory, "tiny", lambda out: run_cli(
+        "run", "--profile", "quick", "--device", "cpu", "--cases", TINY_CASES, "--strategies", TINY_STRATEGIES,
+        "--timing", "warmup=0,max_time=0.02", "--results-dir", out, check=True)))  # disturbed pairs timed again
 
 
 @pytest.fixture

@@ -318,6 +318,7 @@ def test_a_clear_winner_states_its_margin_over_the_runner_up_with_an_interval():
     assert "faster than the runner-up jacfwd" in text and "1.20x (95% interval" in text, text
 
 
+@pytest.mark.alone
 def test_a_burn_halfway_through_advise_is_flagged_timed_again_and_changes_no_pick():
     """Two CPU burners start once half the strategies are timed and stop seconds later,
     before advise times its disturbed rows again. Flags and picks are asserted, never a time."""

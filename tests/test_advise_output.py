@@ -25,6 +25,8 @@ from .test_report import ARTIFACTS, open_page
 
 browser = test_report.browser  # a fixture: the report tests' real headless Chromium
 
+pytestmark = pytest.mark.xdist_group("advise-output")  # one worker: its advice and browser are module fixtures
+
 # A user's module, written where the test runs `jacbench advise` (the current directory).
 CHATTY = '''
 import torch

@@ -14,6 +14,8 @@ from bench.render import report
 from tests import bigfile
 from tests.test_report import assert_captions_once
 
+pytestmark = pytest.mark.xdist_group("big-report")  # one worker: its scaled file and report are a module fixture
+
 ROWS = 2500
 CAP = 600  # the tables' cap in this test, so that its rows overflow it
 

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from tests.conftest import TIMED, run_cli
+from tests.conftest import TIMED, run_cli, run_main
 
 from bench.analysis import results
 
@@ -42,11 +42,15 @@ def test_list_filters():
     (["run", "--pair-timeout", "0", "--device", "cpu"], "--pair-timeout: must be a positive number of seconds, not 0"),
     (["run", "--pair-timeout", "-1", "--device", "cpu"], "--pair-timeout: must be a positive number of seconds"),
     (["run", "--cases", "", "--device", "cpu"], "--cases: takes name globs such as 'mlp-*', not an empty string"),
+    (["run", "--timing", "speed=fast", "--device", "cpu"], "--timing takes KEY=VALUE with KEY one of warmup, visits"),
+    (["run", "--timing", "retimes=-1", "--device", "cpu"], "--timing retimes must be at least 0, not -1"),
+    (["run", "--timing", "max_time=inf", "--device", "cpu"], "--timing max_time must be positive and finite, not inf"),
+    (["run", "--timing", "visits=1.5", "--device", "cpu"], "--timing visits takes a whole number, not '1.5'"),
     (["advise", "tests.test_advise:SmallNet", "--input-shape", "6", "--dtype", "float8"],
      "argument --dtype: invalid choice: 'float8' (choose from 'float32', 'float64', 'float16', 'bfloat16')"),
 ])
 def test_bad_input_is_a_one_line_error_naming_the_choices(argv, fragment, tmp_path):
-    proc = run_cli(*argv, "--results-dir", tmp_path) if argv[0] == "run" else run_cli(*argv)
+    proc = run_main(*argv, "--results-dir", tmp_path) if argv[0] == "run" else run_main(*argv)
     assert proc.returncode == 2
     assert fragment in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr

@@ -20,6 +20,8 @@ from tests.conftest import ROOT, TIMED, run_cli
 
 from bench.analysis import results
 
+pytestmark = pytest.mark.xdist_group("contributing")  # one worker: its copy of the project is a module fixture
+
 DOC = ROOT / "CONTRIBUTING.md"
 BLOCK = re.compile(r'^```python title="([^"]+)"\n(.*?)^```$', re.M | re.S)
 LINT = Path(sys.executable).with_name("lint-imports")

@@ -18,11 +18,12 @@ from bench.analysis.journal import Journal
 from bench.analysis.picks import best_per_problem
 from bench.render import summary
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # it burns the CPUs (NOTE: [Tests in parallel])
 
 # picks far apart (a vectorized Jacobian against loops over 128 outputs), so that "no pick
 # changed" is a fact of the strategies and not luck of the timings
-SWEEP = ["run", "--profile", "quick", "--device", "cpu", "--threads", "2",
+# (the quick profile's timing, with its passes that time disturbed pairs again)
+SWEEP = ["run", "--profile", "quick", "--device", "cpu", "--threads", "2", "--timing", "retimes=2",
          "--cases", "mlp-in128-out128-w64-d1,mlp-in128-out128-w64-d2,mlp-in128-out128-w256-d1,mlp-in128-out128-w256-d2",
          "--strategies", "jacrev,grad-loop,manual-backward"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TIMED, run_cli
+from tests.conftest import ROOT, TIMED, Hold, in_flight, made_once, run_cli, run_main, sweep_args
 
 from bench.analysis import files
 from bench.analysis.journal import Journal, running
@@ -53,14 +53,15 @@ def snapshot(directory: Path) -> dict:
     return out
 
 
-def _sweep(results_dir, *extra, strategies="test-slow", cases="seed-newton,seed-trig"):
+def _sweep(results_dir, *extra, strategies="test-held", cases="seed-newton,seed-trig"):
     return ["run", "--profile", "quick", "--device", "cpu", "--cases", cases, "--strategies", strategies,
             "--plugin", PLUGIN, "--results-dir", results_dir, *extra]
 
 
-def _start(argv, delay=0.5, **kw) -> subprocess.Popen:
-    env = {**os.environ, **ENV, "JACBENCH_TEST_DELAY": str(delay)}
-    return subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
+def _start(argv, hold: Hold | None = None, **kw) -> subprocess.Popen:
+    """A sweep started in the background; with ``hold``, its ``test-held`` pairs wait on it."""
+    env = {**os.environ, **ENV, **(hold.env if hold else {})}
+    return subprocess.Popen([sys.executable, "-m", "bench", *sweep_args(argv)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -88,20 +89,29 @@ def _done(results_dir, n):
     return path is not None and len(Journal.read(path).results) >= n
 
 
-@pytest.fixture(scope="module")
+def _held(results_dir) -> bool:
+    """A ``test-held`` pair of the sweep in ``results_dir`` is in flight: held, if held."""
+    return "test-held" in (in_flight(_journal(results_dir)) or "")
+
+
+@pytest.fixture(scope="session")
 def killed(tmp_path_factory) -> Path:
-    """The results directory of a run killed outright after one of its four pairs (copy it)."""
-    results = tmp_path_factory.mktemp("killed")
-    proc = _start(_sweep(results, strategies="test-slow,jacrev"), start_new_session=True)
-    _wait_for(lambda: _done(results, 1))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    return results
+    """The results directory of a run killed outright after one of its four pairs, made once
+    per test run (copy it)."""
+    def kill(results):
+        hold = Hold(results.parent / "killed.hold")
+        proc = _start(_sweep(results, strategies="test-held,jacrev"), hold, start_new_session=True)
+        _wait_for(lambda: _done(results, 1) and _held(results))  # jacrev done, test-held held
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        hold.release()
+
+    return made_once(tmp_path_factory, "killed", kill)
 
 
 def _copy(killed: Path, to: Path) -> Path:
     """A copy of the killed run in ``to``, its results to go there too: the copy's journal."""
-    shutil.copytree(killed, to, dirs_exist_ok=True)
+    shutil.copytree(killed, to, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".made"))
     journal = _journal(to)
     header, rest = journal.read_text().split("\n", 1)
     header = json.loads(header)
@@ -147,7 +157,9 @@ KINDS = {"fifo": "is a FIFO", "device": "is a character device", "directory": "i
 def test_an_output_that_is_not_a_regular_file_is_refused_before_any_work(tiny_results, tmp_path, command, kind):
     target = _make(kind, tmp_path)
     before = snapshot(tmp_path)
-    proc = run_cli(*OUTPUTS[command](tiny_results, target), timeout=120)
+    # in this process (seconds less), but for the FIFO: opened by mistake, it would block for good
+    proc = run_cli(*OUTPUTS[command](tiny_results, target), timeout=120) if kind == "fifo" else \
+        run_main(*OUTPUTS[command](tiny_results, target))
     one_line(proc, f"{target} {KINDS[kind]}; jacbench writes only regular files")
     assert snapshot(tmp_path) == before  # untouched, and nothing else made (no run started)
 
@@ -173,7 +185,7 @@ def test_an_output_through_a_symlink_replaces_the_file_it_points_to(tiny_results
 def test_an_output_in_a_place_that_takes_no_file_is_one_line(tiny_results, tmp_path, where, fragment):
     (tmp_path / "FILE").write_text("mine")
     out = where.replace("FILE", str(tmp_path / "FILE"))
-    one_line(run_cli("report", tiny_results, "-o", out), fragment.replace("FILE", str(tmp_path / "FILE")))
+    one_line(run_main("report", tiny_results, "-o", out), fragment.replace("FILE", str(tmp_path / "FILE")))
     assert (tmp_path / "FILE").read_text() == "mine"
 
 
@@ -242,15 +254,17 @@ def test_a_full_disk_keeps_the_old_report_whole(tiny_results, tmp_path):
 
 def test_a_disk_that_fills_up_mid_sweep_stops_it_in_one_line_and_a_rerun_loses_nothing(tmp_path):
     with tmpfs(tmp_path / "disk", "8m") as disk:
-        argv = _sweep(disk, strategies="test-slow,jacrev,jacfwd")
-        proc = _start(argv)
-        _wait_for(lambda: _done(disk, 1))
+        argv = _sweep(disk, strategies="test-held,jacrev,jacfwd")
+        hold = Hold(tmp_path / "hold")
+        proc = _start(argv, hold)
+        _wait_for(lambda: _done(disk, 1) and _held(disk))
         filler = fill(disk)
+        hold.release()  # its next write finds the disk full
         one_line(_finish(proc), "No space left on device")
         kept = Journal.read(_journal(disk)).results
         assert kept and not list(disk.glob("*.json"))
         filler.unlink()
-        run_cli(*argv, check=True, env={"JACBENCH_TEST_DELAY": "0"})
+        run_cli(*argv, check=True)
         pairs = _pairs(disk)
         assert len(pairs) == len(set(pairs)) == 6 and set(kept) <= set(pairs)  # none lost, none twice
         doc = json.loads(next(disk.glob("*.json")).read_text())
@@ -305,7 +319,7 @@ def test_a_read_only_journal_is_one_line_and_stays_as_it_was(killed, tmp_path, p
     journal.chmod(0o444)
     journal.parent.chmod(0o555)
     before = snapshot(tmp_path)
-    one_line(as_user(*_sweep(tmp_path, strategies="test-slow,jacrev")), f"{journal}", "Permission denied")
+    one_line(as_user(*_sweep(tmp_path, strategies="test-held,jacrev")), f"{journal}", "Permission denied")
     assert snapshot(tmp_path) == before
 
 
@@ -319,21 +333,25 @@ def test_an_unwritable_report_directory_is_one_line_before_rendering(tiny_result
 
 def test_of_two_identical_runs_started_together_exactly_one_runs(tmp_path):
     for attempt in range(2):
-        results = tmp_path / str(attempt)
-        procs = [_start(_sweep(results)) for _ in range(2)]
+        results, hold = tmp_path / str(attempt), Hold(tmp_path / f"hold{attempt}")
+        procs = [_start(_sweep(results), hold) for _ in range(2)]
+        _wait_for(lambda: any(p.poll() is not None for p in procs))  # one refused while the other is held
+        hold.release()
         done = [_finish(p) for p in procs]
         assert sorted(d.returncode for d in done) == [0, 2], [d.stderr[-1000:] for d in done]
         winner = procs[[d.returncode for d in done].index(0)]
         error = one_line(next(d for d in done if d.returncode == 2))
         assert f"process {winner.pid} on " in error and "is running" in error
-        assert _pairs(results) == ["cpu-float32-seed-newton-test-slow", "cpu-float32-seed-trig-test-slow"]
+        assert _pairs(results) == ["cpu-float32-seed-newton-test-held", "cpu-float32-seed-trig-test-held"]
         assert not list(results.glob(".partial/*"))  # the journal finished and removed; no lock file left
 
 
 def test_a_different_plan_in_the_same_results_dir_runs_alongside_and_says_so(tmp_path):
-    first = _start(_sweep(tmp_path), delay=1)
-    _wait_for(lambda: _journal(tmp_path) is not None and running(_journal(tmp_path)))
-    second = run_cli(*_sweep(tmp_path, cases="seed-arm2"), env={"JACBENCH_TEST_DELAY": "0"})
+    hold = Hold(tmp_path / "hold")
+    first = _start(_sweep(tmp_path), hold)
+    _wait_for(lambda: _held(tmp_path))
+    second = run_cli(*_sweep(tmp_path, cases="seed-arm2"))
+    hold.release()
     assert _finish(first).returncode == 0 and second.returncode == 0, second.stderr
     assert "note: 1 other run is going on in" in second.stderr
     assert len(list(tmp_path.glob("*.json"))) == 2
@@ -341,12 +359,14 @@ def test_a_different_plan_in_the_same_results_dir_runs_alongside_and_says_so(tmp
 
 def test_resume_takes_the_newest_journal_that_is_not_running(killed, tmp_path):
     idle = _copy(killed, tmp_path)
-    busy = _start(_sweep(tmp_path, cases="seed-arm2"), delay=2)
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
+    busy = _start(_sweep(tmp_path, cases="seed-arm2"), hold)
     try:
         _wait_for(lambda: any(running(p) for p in tmp_path.glob(".partial/*.journal.jsonl")))
-        proc = run_cli("run", "--resume", "--results-dir", tmp_path, env={"JACBENCH_TEST_DELAY": "0"})
+        proc = run_cli("run", "--resume", "--results-dir", tmp_path)
         assert proc.returncode == 0 and f"resuming {idle}" in proc.stderr, proc.stderr
     finally:
+        hold.release()
         _finish(busy)
 
 
@@ -357,7 +377,7 @@ def test_a_torn_journal_tail_resumes_at_the_first_try(killed, tmp_path):
     done = Journal.read(journal).results
     with open(journal, "a") as f:
         f.write('{"type": "result", "pair": "cpu-flo')  # a write the kill cut short
-    proc = run_cli(*_sweep(tmp_path, strategies="test-slow,jacrev"), env={"JACBENCH_TEST_DELAY": "0"})
+    proc = run_cli(*_sweep(tmp_path, strategies="test-held,jacrev"))
     assert proc.returncode == 0, proc.stderr
     assert len(_pairs(tmp_path)) == 4 and set(done) <= set(_pairs(tmp_path))
 
@@ -396,11 +416,12 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_sweep_process_killed_by_an_operator_is_recorded_with_its_signal(tmp_path):
-    proc = _start(_sweep(tmp_path), delay=3)
-    _wait_for(lambda: _journal(tmp_path) is not None and any(
-        e.get("type") == "start" for e in map(json.loads, _journal(tmp_path).read_text().splitlines())))
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
+    proc = _start(_sweep(tmp_path), hold)
+    _wait_for(lambda: _held(tmp_path))
     (child,) = _children(proc.pid)
     os.kill(child, signal.SIGKILL)
+    hold.release()  # the next pair, in a fresh process, goes on at once
     assert _finish(proc).returncode == 0
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     killed = [r["extra_info"] for r in doc["jacbench"]["untimed"]]

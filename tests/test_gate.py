@@ -19,6 +19,8 @@ from bench.analysis.picks import best_per_problem, family_picks
 from bench.gate import accuracy
 from bench.measure import pair
 
+pytestmark = pytest.mark.xdist_group("gate")  # one worker: its spoiled and misbehaving sweeps are module fixtures
+
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 SPOILED_CASES = "mlp-in128-out128-w256-d2,multi-affine-in8-out4,penalty-identity-h16-out16-b8"
 PENALTY_ONLY = {"bad-detached-penalty", "bad-penalty-grads"}  # right Jacobians, wrong penalties
@@ -152,8 +154,8 @@ def test_each_misbehaving_function_is_diagnosed_in_the_sweep(misbehaving_sweep, 
         assert set(rows["status"]) == {"disputed"}, rows[["strategy", "status", "reason"]]
         for reason in rows["reason"]:
             assert all(w in reason for w in words), reason
-    else:  # a zero Jacobian that autograd and finite differences agree on
-        ok = rows[rows["status"] == "ok"]
+    else:  # a zero Jacobian that autograd and finite differences agree on (timed, disturbed or not)
+        ok = rows[rows["status"].isin(TIMED)]
         assert len(ok) >= 2 and (ok["error"] == 0).all()
         assert all(all(w in reason for w in words) for reason in ok["reason"]), ok["reason"].tolist()
 

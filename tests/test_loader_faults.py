@@ -21,6 +21,8 @@ import pytest
 
 from bench import cli
 
+pytestmark = pytest.mark.xdist_group("loader-faults")  # one worker: its broken files are a module fixture
+
 #: What a field is replaced with. ``DELETE`` removes it.
 DELETE = object()
 MUTATIONS = {

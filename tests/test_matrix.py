@@ -87,23 +87,27 @@ def test_a_real_interpreter_passes_the_probe():
 def test_real_matrix_of_the_same_torch_twice_compares_every_pair(tmp_path):
     out = tmp_path / "matrix.html"
     proc = run_cli("matrix", "--python", f"a={sys.executable}", "--python", f"b={sys.executable}",
-                   "--profile", "standard", "--device", "cpu", "--cases", CASES, "--strategies", STRATEGIES,
+                   "--profile", "quick", "--device", "cpu", "--cases", CASES, "--strategies", STRATEGIES,
                    "--rounds", "2", "--results-dir", tmp_path / "results", "-o", out, check=True)
     # interleaved: a then b in round 1, b then a in round 2
     assert re.findall(r"^round (\d)/2: (\w)$", proc.stderr, re.M) == [("1", "a"), ("1", "b"), ("2", "b"), ("2", "a")]
     files = [next((tmp_path / "results" / name).glob("*.json")) for name in ("a", "b")]  # one directory each
     for name, f in zip("ab", files):
         assert results.origin(results.read(f))["environment"] == name
-    pairs = plan.make("standard", devices=["cpu"], problems=[CASES], strategy_patterns=[STRATEGIES])
+    pairs = plan.make("quick", devices=["cpu"], problems=[CASES], strategy_patterns=[STRATEGIES])
     c = compare.compare(files)
     if "confirming" in proc.stderr:  # what the sweep flagged was re-measured, and the report says how it went
         again = [next((tmp_path / "results" / n / "confirm-1").glob("*.json")) for n in "ab"]
         c = compare.confirm(c, [compare.compare(again)])
         assert "re-measured" in proc.stdout
     assert [s.label for s in c.sides] == ["a", "b"] and len(c.table) == len(pairs)
-    assert (c.table["status_kind"] == "").all() and (c.table["verdict"] != "missing").all()
+    assert (c.table["verdict"] != "missing").all()
+    # the same torch twice changes no status, but for a pair that other work kept disturbed
+    # on one side (the other tests' load, on a busy machine): the machine's doing, said as such
+    changed = c.table[c.table["status_kind"] != ""]
+    assert (changed["status_kind"] == "changed").all() and changed["status_change"].str.contains("disturbed").all()
     timed = c.table[c.table["verdict"] != "untimed"]
-    assert len(timed) >= len(pairs) - 3
+    assert len(timed) >= len(pairs) - 3 - len(changed)
     # Which rows come out "slower" or "faster" is a verdict drawn from timings: on a loaded
     # machine the same torch twice can differ, so it is printed, not asserted.
     changed = timed[timed["verdict"].str.startswith(("slower", "faster"))]

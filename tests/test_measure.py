@@ -94,14 +94,14 @@ def test_a_call_over_its_memory_budget_is_stopped_and_one_within_it_is_not():
 
 def test_a_call_of_too_many_ops_to_profile_is_still_timed_with_its_memory_said_unmeasured(temporary_strategy,
                                                                                          monkeypatch):
-    def many_ops(fn, xs, create_graph=False):  # right, but its profile holds about 2 GB of events
+    def many_ops(fn, xs, create_graph=False):  # right, but its profile holds over 12 MB of events
         t = torch.zeros(())
-        for _ in range(100_000):
+        for _ in range(30_000):
             t = t + 1
         return strategies.textbook.jacrev(fn, xs)
 
     temporary_strategy("test-many-ops", many_ops)
-    _let_the_recording_grow_by(32 * 2**20, monkeypatch)
+    _let_the_recording_grow_by(4 * 2**20, monkeypatch)
     monkeypatch.setattr(memory, "_spoiled", [False])
     row = measure(Pair("cpu", "float32", MLP, "test-many-ops"), TIMED)
     assert row.status == "ok", row.reason
@@ -225,6 +225,7 @@ def test_cuda_out_of_memory_is_oom_and_the_next_peak_is_unaffected(temporary_str
     assert measure(Pair("cuda", "float32", MLP, "jacrev"), TIMED).peak_bytes == before
 
 
+@pytest.mark.alone
 def test_rounds_timed_beside_cpu_burners_are_flagged_disturbed():
     """Two bounded CPU-burning processes take both cores while a real pair is timed: its
     threads wait for a CPU, and the row says so. Only the flag is asserted, never a time."""

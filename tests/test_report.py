@@ -24,6 +24,8 @@ from bench.analysis import results
 from bench.analysis.picks import family_picks, timed
 from bench.render import figures as figs, report
 
+pytestmark = pytest.mark.xdist_group("report")  # one worker: its pages are module fixtures
+
 ARTIFACTS = ROOT / "build" / "test-artifacts"  # gitignored (build/)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

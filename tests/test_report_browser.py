@@ -19,7 +19,7 @@ REFERENCE = sorted((ROOT / "results" / "reference").glob("*cpu*.json"))
 
 browser = test_report.browser  # the one way the tests find Chromium and playwright
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]  # one worker, one Chromium
 
 
 @pytest.fixture(scope="module")

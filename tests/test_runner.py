@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TIMED, run_cli
+from tests.conftest import ROOT, TIMED, Hold, in_flight, run_cli, sweep_args
 
 from bench.analysis import results
 from bench.analysis.journal import Journal, running
@@ -28,25 +28,32 @@ def _records(path):
     return {r["param"]: r for r in doc["benchmarks"] + doc["jacbench"]["untimed"]}
 
 
-def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL, until=None) -> Journal:
+def _start_and_kill(argv, tmp_path, after: int = 0, stop=signal.SIGKILL, until=None, hold: Hold | None = None,
+                    delay: float = 0) -> Journal:
     """Start a real sweep and send ``stop`` to its runner once ``after`` pairs are journaled
-    (or once ``until(journal)`` holds). Only the runner gets it: its sweep child must die with
-    it, not go on measuring as an orphan. SIGINT goes to the whole process group instead, as
-    a terminal's Ctrl-C does."""
-    until = until or (lambda journal: len(journal.results) >= after)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "0.3"}
+    and its ``test-held`` pair is in flight, held by ``hold`` (made here if not given), or
+    once ``until(journal)`` holds. Only the runner gets it: its sweep child must die with it,
+    not go on measuring as an orphan. SIGINT goes to the whole process group instead, as a
+    terminal's Ctrl-C does."""
+    if until is None:
+        hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
+        until = lambda journal: len(journal.results) >= after and "test-held" in (in_flight(journal.path) or "")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": str(delay),
+           **(hold.env if hold else {})}
     # a terminal's Ctrl-C reaches a runner that handles SIGINT, even where these tests were
     # started in the background of a shell, which ignores it (and children inherit that)
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *sweep_args(argv)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal_dir = tmp_path / ".partial"
     deadline = time.time() + 120
     while time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
         journals = list(journal_dir.glob("*.journal.jsonl")) if journal_dir.exists() else []
         if journals and until(Journal.read(journals[0])):
             break
+    else:
+        raise AssertionError("the sweep never reached the point to stop it at")
     if stop == signal.SIGINT:
         os.killpg(proc.pid, stop)
     else:
@@ -54,6 +61,8 @@ def _start_and_kill(argv, tmp_path, after: int, stop=signal.SIGKILL, until=None)
     assert proc.wait(timeout=60) == (-stop if stop == signal.SIGKILL else 128 + stop)
     (journal,) = journal_dir.glob("*.journal.jsonl")
     size = journal.stat().st_size
+    if hold:
+        hold.release()  # an orphan would go on now, and write
     time.sleep(1.5)
     assert journal.stat().st_size == size  # no orphan is still writing
     before = Journal.read(journal)
@@ -75,8 +84,8 @@ def _kept(final: dict, before: dict) -> bool:
 
 def test_sigkill_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-*", "--strategies",
-            "test-slow,jacrev", "--plugin", PLUGIN, "--results-dir", tmp_path]
-    before = _start_and_kill(argv, tmp_path, after=4)
+            "test-held,jacrev,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    before = _start_and_kill(argv, tmp_path, after=2)  # jacrev and jacfwd done, test-held held
     resumed = run_cli("run", "--resume", "--results-dir", tmp_path, check=True)
     assert "resuming" in resumed.stderr
     (final,) = tmp_path.glob("*.json")
@@ -92,8 +101,8 @@ def test_sigkill_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
 
 def test_the_same_command_resumes_an_unfinished_run(tmp_path):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig,seed-arm2",
-            "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
-    before = _start_and_kill(argv, tmp_path, after=2)
+            "--strategies", "test-held,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    before = _start_and_kill(argv, tmp_path, after=1)
     again = run_cli(*argv, check=True)
     assert "resuming 6 pairs on cpu" in again.stderr and f"{len(before.results)} already done" in again.stderr
     (final,) = tmp_path.glob("*.json")
@@ -105,11 +114,18 @@ def test_the_same_command_resumes_an_unfinished_run(tmp_path):
 def test_a_run_killed_while_it_times_pairs_again_resumes_and_every_pair_has_its_visits(tmp_path):
     """The standard profile times each fast pair in two visits, the second in a later pass
     (NOTE: [Visits]); a SIGKILL during that pass loses nothing and redoes no first pass."""
-    argv = ["run", "--profile", "standard", "--device", "cpu", "--cases",
-            "seed-newton,seed-trig,seed-arm2,seed-arm3,seed-powers", "--strategies", "jacrev,jacfwd,test-slow",
-            "--plugin", PLUGIN, "--results-dir", tmp_path]
-    before = _start_and_kill(argv, tmp_path, after=15, until=lambda j: j.passes >= 2 and len(j.retiming) < 10)
-    assert before.passes == 2 and 0 < len(before.retiming) < 10
+    argv = ["run", "--profile", "standard", "--device", "cpu", "--cases", "seed-newton,seed-trig,seed-arm2,seed-arm3,"
+            "seed-powers", "--strategies", "jacrev,jacfwd,test-slow,test-held", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
+    hold.release()  # the first pass runs free; the second is held at its first test-held pair
+
+    def in_the_second_pass(journal) -> bool:
+        if journal.passes >= 2:
+            hold.hold()  # before its fresh process has started
+        return journal.passes >= 2 and "test-held" in (in_flight(journal.path) or "")
+
+    before = _start_and_kill(argv, tmp_path, until=in_the_second_pass, hold=hold, delay=0.02)
+    assert before.passes == 2 and 0 < len(before.retiming) <= 15  # of the 15 pairs fast enough for two visits
     firsts = {p: r["extra_info"]["visits"][0] for p, r in before.results.items()}
     resumed = run_cli(*argv, check=True)
     assert "resuming" in resumed.stderr
@@ -130,9 +146,18 @@ def test_a_run_killed_while_it_times_pairs_again_resumes_and_every_pair_has_its_
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_so(tmp_path, stop):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
-            "--strategies", "test-slow,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
-    before = _start_and_kill(argv, tmp_path, after=2, stop=stop)
-    assert before.wall_s >= 2 * 0.3  # at least the two slow pairs it finished
+            "--strategies", "test-held,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    held = []  # when the test first saw the test-held pair held
+
+    def held_a_while(journal) -> bool:
+        if "test-held" not in (in_flight(journal.path) or ""):
+            return False
+        held.append(time.monotonic())
+        return held[-1] - held[0] >= 0.5
+
+    before = _start_and_kill(argv, tmp_path, after=1, stop=stop, until=held_a_while,
+                             hold=Hold(tmp_path.parent / f"{tmp_path.name}.hold"))
+    assert before.wall_s >= held[-1] - held[0] >= 0.5  # the runner ran all the while the pair was held
     # every pair the sweep process journaled counts, whether or not the runner had seen it finish
     assert before.pace[0] == before.wall_s and before.pace[1] == len(before.results)
     entries = [json.loads(line) for line in before.path.read_text().splitlines()]
@@ -151,7 +176,7 @@ def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_
 def test_after_a_call_stopped_part_way_the_sweep_goes_on_in_a_fresh_process(tmp_path):
     run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig", "--strategies",
             "test-many-ops,test-slow", "--plugin", PLUGIN, "--results-dir", tmp_path, check=True,
-            env={"JACBENCH_TEST_PROFILER_MB": "32"})
+            env={"JACBENCH_TEST_PROFILER_MB": "4"})
     rows = {(r["problem"], r["strategy"]): r for r in results.load(tmp_path.glob("*.json")).to_dict("records")}
     assert len(rows) == 4 and all(r["status"] in TIMED for r in rows.values())
     for problem in ("seed-newton", "seed-trig"):
@@ -177,17 +202,19 @@ def _running(results_dir) -> bool:
 
 def test_a_second_runner_on_the_same_run_is_refused(tmp_path):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton,seed-trig",
-            "--strategies", "test-slow", "--plugin", PLUGIN, "--results-dir", tmp_path]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "bench", *map(str, argv)], cwd=ROOT, env=env,
+            "--strategies", "test-held", "--plugin", PLUGIN, "--results-dir", tmp_path]
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", **hold.env}
+    first = subprocess.Popen([sys.executable, "-m", "bench", *sweep_args(argv)], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not _running(tmp_path):
-            time.sleep(0.1)
+            time.sleep(0.05)
         second = run_cli(*argv)
         assert second.returncode == 2 and f"process {first.pid} on " in second.stderr.splitlines()[-1]
     finally:
+        hold.release()
         first.wait(timeout=120)
     assert first.returncode == 0 and len(list(tmp_path.glob("*.json"))) == 1
 
@@ -195,11 +222,11 @@ def test_a_second_runner_on_the_same_run_is_refused(tmp_path):
 def test_a_hanging_pair_times_out_and_the_sweep_goes_on(tmp_path):
     proc = run_cli("run", "--profile", "quick", "--device", "cpu", "--cases", "seed-newton",
                    "--strategies", "jacrev,test-hang,test-hang-later,jacfwd", "--plugin", PLUGIN, "--pair-timeout",
-                   "12", "--results-dir", tmp_path, check=True)  # a cold first pair takes about 5 s
+                   "5", "--results-dir", tmp_path, check=True)  # from each pair's start; a cold gate takes ~1 s
     (final,) = tmp_path.glob("*.json")
     status = {r["extra_info"]["strategy"]: r["extra_info"] for r in _records(final).values()}
     hang, later = status["test-hang"], status["test-hang-later"]
-    assert hang["status"] == "timeout" and hang["reason"] == "stopped after the per-pair limit of 12 s"
+    assert hang["status"] == "timeout" and hang["reason"] == "stopped after the per-pair limit of 5 s"
     assert hang["error"] is None and hang["first_call_s"] is None  # it never got past its first call
     assert later["status"] == "timeout" and later["reason"].endswith("after its first call passed the accuracy check")
     assert later["error"] <= later["tolerance"] and later["first_call_s"] > 0  # what the gate found is kept

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TIMED, run_cli
+from tests.conftest import ROOT, TIMED, run_cli, run_main, sweep_args
 
 from bench.analysis import results
 from bench.analysis.journal import Journal, find_unfinished
 from bench.analysis.schema import Row, host, job
 from bench.sweep import machine, plan, slurm
 from bench.sweep.slurm import Spec
+
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker: one cluster per test run
 
 CLUSTER = ROOT / "tests" / "cluster" / "cluster.sh"
 CASES = "seed-newton,seed-linear,seed-trig"
@@ -95,7 +97,7 @@ def test_a_task_cancelled_midway_resumes_and_the_array_merges_into_exactly_the_p
     out = tmp_path / "results"
     args = ["run", "--executor", "slurm", "--tasks", "3", *SWEEP, "--results-dir", out]
     env = {**os.environ, "PYTHONPATH": str(ROOT), **IN_SLURM}
-    sweep = subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], cwd=ROOT, env=env,
+    sweep = subprocess.Popen([sys.executable, "-m", "bench", *sweep_args(args)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         cancelled, kept, journal = _wait_for_a_task_midway(out, sweep)
@@ -206,6 +208,6 @@ def test_sbatch_flags_pass_through_and_a_bad_one_is_one_line():
     (["--executor", "local", "--sbatch=-p gpu"], "long sbatch options"),
 ])
 def test_bad_executor_options_are_one_line_errors(tmp_path, extra, says):
-    proc = run_cli("run", "--results-dir", tmp_path, "--profile", "quick", *extra)
+    proc = run_main("run", "--results-dir", tmp_path, "--profile", "quick", *extra)
     assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not list(tmp_path.glob(f"{slurm.SWEEPS}/*/sweep.json"))

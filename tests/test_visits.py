@@ -61,13 +61,14 @@ def test_a_disturbed_visit_is_dropped_for_the_new_one_and_kept_as_evidence():
 
 
 def test_which_pairs_a_later_pass_times_again():
-    policy = {"visits": 2, "max_time": 0.4}
+    policy = {"visits": 2, "max_time": 0.4, "retimes": 2}
     assert visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)]), policy)  # one visit of two
-    assert not visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)]), {"visits": 1, "max_time": 0.4})
+    assert not visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)]), {**policy, "visits": 1})
     assert not visits.wanted(_record([0.5] * 3, [_visit(0.5, 3)]), policy)  # slower than a visit's cap
     assert not visits.wanted(_record([1e-3] * 5, [_visit(1e-3, 5)], status="wrong"), policy)
     disturbed = [_visit(1e-3, 5), _visit(2e-3, 5, disturbed=0.8)]
     assert visits.wanted(_record([1e-3] * 10, disturbed), policy)  # two visits, one disturbed
+    assert not visits.wanted(_record([1e-3] * 10, disturbed), {**policy, "retimes": 0})  # a setting: none again
     tried = [_visit(3e-3, 5, disturbed=0.9)] * 2
     assert not visits.wanted(_record([1e-3] * 10, disturbed, retimed=tried), policy)  # retimed enough
     final = visits.settled(_record([1e-3] * 10, disturbed, retimed=tried))
@@ -75,6 +76,9 @@ def test_which_pairs_a_later_pass_times_again():
     assert final["extra_info"]["status"] == "disturbed" and "in 4 tries" in reason
     assert "90% of rounds waiting, 90% of rounds waiting, 80% of rounds waiting" in reason
     assert visits.settled(_record([1e-3] * 5, [_visit(1e-3, 5)])) is None
+    noted = _record([1e-3] * 10, disturbed, retimed=tried)
+    noted["extra_info"]["reason"] = "its Jacobian is zero almost everywhere"
+    assert visits.settled(noted)["extra_info"]["reason"].endswith("; its Jacobian is zero almost everywhere")
 
 
 def test_the_drift_between_visits_widens_every_interval():
@@ -102,6 +106,6 @@ def test_a_visit_during_which_the_machine_was_busy_is_disturbed_though_no_round_
     assert visits.disturbed(marked) and not visits.disturbed(record)
     assert visits.annotated(marked, samples) is None  # nothing new to mark
     assert visits.annotated(_record([1e-3] * 5, [quiet]), samples) is None  # a quiet visit stays as it was
-    assert visits.wanted(marked, {"visits": 2, "max_time": 0.4})  # timed again
+    assert visits.wanted(marked, {"visits": 2, "max_time": 0.4, "retimes": 1})  # timed again
     steady = [[t, 1.2, None] for t, _, _ in samples]  # a load there all along is no reason to time again
     assert visits.annotated(record, steady) is None

@@ -43,7 +43,6 @@ SWITCH_RATE = 100.0
 CPU_SHARE = 0.5
 STALL_SPREAD = 3.0  # samples spread wider than this (p90 / p10) were stalled, not merely noisy
 DISTURBED_SHARE = 0.25  # a row with more of its rounds disturbed than this is itself disturbed
-RETIMES = 2  # a disturbed row is timed again, later in the run, at most this many times
 
 
 def is_disturbed(share: float | None) -> bool:

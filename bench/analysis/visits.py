@@ -25,7 +25,7 @@ NOTE: [Visits]
     against an undisturbed run's; 1.04x outside the burn) while their rounds' run-queue
     delay stayed near zero: the burners slowed the CPU the thread kept (a shared core), not
     its turn on it. A disturbed visit is dropped and taken again in a later pass, at most
-    :data:`stats.RETIMES` times per pair; its evidence stays in the row (``retimed``). A
+    ``Policy.retimes`` times per pair; its evidence stays in the row (``retimed``). A
     pair whose visits are still disturbed after that becomes ``disturbed``: shown, never
     used. Calls slower than a visit's time cap are visited once: they cost the most, and a
     drift of a fraction of a second matters least to them.
@@ -37,7 +37,7 @@ import math
 
 from bench.analysis.load import BUSY, baseline, during
 from bench.analysis.schema import Status
-from bench.analysis.stats import RETIMES, Ratio, is_disturbed, summarize
+from bench.analysis.stats import Ratio, is_disturbed, summarize
 
 FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
 
@@ -56,12 +56,12 @@ def record_of(row) -> dict:
 
 def wanted(record: dict, policy: dict) -> bool:
     """Whether an ``ok`` pair needs another visit: it has fewer than the policy's, or one of
-    them was disturbed and it has been retimed fewer than :data:`RETIMES` times."""
+    them was disturbed and it has been retimed fewer than the policy's ``retimes`` times."""
     info = record["extra_info"]
     if info["status"] != "ok" or "stats" not in record or info.get("revisit_failed"):
         return False
     if disturbed(record):
-        return len(info.get("retimed") or []) < RETIMES
+        return len(info.get("retimed") or []) < policy["retimes"]
     visits = info.get("visits") or [{"median": record["stats"]["median"]}]
     slow = visits[0]["median"] > policy["max_time"] / policy.get("visits", 1)
     return len(visits) < policy.get("visits", 1) and not slow
@@ -138,6 +138,8 @@ def settled(record: dict) -> dict | None:
     said = ", ".join(f"{v.get('disturbed') or 0:.0%} of rounds waiting" + (
         f" beside {v['busy']:.1f} busy CPUs" if (v.get("busy") or 0) >= BUSY else "") for v in tries if bad(v))
     reason = f"other work disturbed its timing in {len(tries)} tries ({said}): its time is shown, never used"
+    if info.get("reason"):  # what the gate noted stays (a Jacobian zero almost everywhere, say)
+        reason = f"{reason}; {info['reason']}"
     return {**record, "extra_info": {**info, "status": Status.DISTURBED, "reason": reason}}
 
 

@@ -59,6 +59,9 @@ class Policy:
             pair's pooled rounds: a visit's time cap is ``max_time / visits``, its fewest
             rounds ``min_rounds / visits`` (at least :data:`FEWEST_ROUNDS`) and its precision
             target ``precision * sqrt(visits)``.
+        retimes: how many times, at most, a pair whose visit other work disturbed is timed
+            again in a later pass (NOTE: [Visits]); 0 keeps a disturbed visit's evidence and
+            times it no more.
         min_rounds: rounds taken before the time cap applies; calls so slow that these rounds
             would outlast ``min_rounds * max_time`` stop at :data:`FEWEST_ROUNDS` once that
             much time is spent (a pair of 25 s calls is not held for minutes more).
@@ -72,6 +75,7 @@ class Policy:
 
     warmup: int = 1
     visits: int = 1
+    retimes: int = 2
     min_rounds: int = 5
     max_rounds: int = 1000
     max_time: float = 0.5

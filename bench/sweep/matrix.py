@@ -224,9 +224,7 @@ def command(args) -> int:
     if args.confirm < 0:
         raise ValueError(f"--confirm must be 0 or more, not {args.confirm}")
     envs = venvs(args.torch_versions, args.python, Path(args.venvs_dir))
-    profile = planning.PROFILE_SETTINGS[args.profile]
-    settings = planning.Settings(profile=args.profile, policy=profile.policy, pair_timeout=profile.pair_timeout,
-                                 threads=args.threads or machine.default_threads(), seed=0)
+    settings = planning.settings(args.profile, timing_text=args.timing, threads=args.threads)
     pairs = planning.make(args.profile, devices=[args.device], dtypes=args.dtype, problems=args.cases,
                           tags=args.tags, strategy_patterns=args.strategies)
     found = {e.name: ensure(e) for e in envs}

@@ -11,7 +11,8 @@ import fnmatch
 import hashlib
 import importlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import cases
 from cases import PROFILES
@@ -20,6 +21,7 @@ from bench import kinds, strategies
 from bench.analysis.schema import Pair, Row
 from bench.measure.pair import one_line
 from bench.measure.timing import Policy
+from bench.sweep import machine
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
@@ -46,6 +48,40 @@ def profile(name: str) -> Profile:
         return PROFILE_SETTINGS[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+
+
+#: The least each of the timing policy's numbers may be (``--timing``).
+_LEAST = {"warmup": 0, "retimes": 0, "visits": 1, "min_rounds": 1, "max_rounds": 1}
+
+
+def timing(text: str | None) -> dict:
+    """``--timing KEY=VALUE,...``: fields of :class:`Policy` that replace the profile's, e.g.
+    ``retimes=0,max_time=0.05``. Each is checked; a bad one is a one-line ValueError."""
+    types = {f.name: f.type for f in fields(Policy)}
+    out = {}
+    for item in cases.split_patterns([text] if text else None):
+        key, sep, value = item.partition("=")
+        if key not in types or not sep:
+            raise ValueError(f"--timing takes KEY=VALUE with KEY one of {', '.join(types)}, not {item!r}")
+        try:
+            number = int(value) if types[key] in (int, "int") else float(value)
+        except ValueError:
+            raise ValueError(f"--timing {key} takes {'a whole number' if key in _LEAST else 'seconds'}, "
+                             f"not {value!r}") from None
+        if number < _LEAST.get(key, 0) or not math.isfinite(number) or (key not in _LEAST and number <= 0):
+            least = f"at least {_LEAST[key]}" if key in _LEAST else "positive and finite"
+            raise ValueError(f"--timing {key} must be {least}, not {value}")
+        out[key] = number
+    return out
+
+
+def settings(profile_name: str, *, timing_text: str | None = None, pair_timeout: float | None = None,
+             threads: int | None = None, seed: int = 0) -> "Settings":
+    """A run's settings: the profile's, with ``--timing`` and the other options over them."""
+    chosen = profile(profile_name)
+    return Settings(profile=profile_name, policy=replace(chosen.policy, **timing(timing_text)),
+                    pair_timeout=pair_timeout or chosen.pair_timeout, threads=threads or machine.default_threads(),
+                    seed=seed)
 
 
 @dataclass(frozen=True)

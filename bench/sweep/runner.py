@@ -36,7 +36,6 @@ from bench.analysis import files, load, visits
 from bench.analysis.journal import Journal, JournalError, Lock, RunError, Terminated, find_unfinished
 from bench.analysis.results import assemble, file_name
 from bench.analysis.schema import Row, Status
-from bench.analysis.stats import RETIMES
 from bench.render import terminal
 from bench.sweep import machine, plan as planning
 from bench.sweep.plan import Pair, Settings
@@ -46,6 +45,9 @@ from bench.sweep.progress import Progress, account
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = Path(__file__).resolve().parent / "suite.py"
 POLL = 0.1
+#: seconds a fresh sweep process may take to start (import torch, collect the plan) before the
+#: per-pair limit applies: a loaded machine's slow start-up is not the first pair's timeout
+STARTUP_S = 60.0
 
 
 def partial_dir(results_dir: Path) -> Path:
@@ -157,8 +159,8 @@ def _execute(journal_path, python, stream, clock, max_pairs, live) -> Path | Non
     try:
         journal = _run(journal_path, target, progress, python, log, clock)
         progress.close()
-        policy = journal.header["settings"]["policy"]
-        last = policy.get("visits", 1) + RETIMES
+        policy = Settings.from_dict(journal.header["settings"]).policy.__dict__  # its defaults filled in
+        last = policy["visits"] + policy["retimes"]
         while not journal.remaining() and journal.passes < last:
             _mark_busy(journal, journal_path)
             again = [p for p in journal.pairs if visits.wanted(journal.results[p], policy)]
@@ -262,11 +264,16 @@ def _die_with_parent() -> None:
 def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit,
                sampler: "load.Sampler") -> tuple[str, str | None]:
     """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
-    cmd = [python, "-m", "pytest", str(SWEEP), "-p", "bench.sweep.plugin", f"--jacbench-journal={journal_path}",
-           f"--jacbench-max-pairs={limit}",
-           "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(ROOT), "-W", "ignore::DeprecationWarning"]
+    # pytest with the two plugins the sweep needs and no other: none of the environment's own
+    # (hypothesis imports itself at exit, xdist reads options), and not the hooks that collect
+    # the garbage of a torch-sized heap several times over on the way out (1.4 s a process)
+    cmd = [python, "-m", "pytest", str(SWEEP), "-p", "pytest_benchmark.plugin", "-p", "bench.sweep.plugin",
+           f"--jacbench-journal={journal_path}", f"--jacbench-max-pairs={limit}", "-p", "no:unraisableexception",
+           "-p", "no:threadexception", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(ROOT),
+           "-W", "ignore::DeprecationWarning"]
     path = [str(ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")]  # the cwd, for --plugin modules
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), "PYTHONUNBUFFERED": "1",
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     with open(log, "ab") as log_file:
         # Its own session, so a timeout kills the child with any workers it started (compile
         # workers); and death with the parent, so a killed runner leaves no orphan measuring on.
@@ -274,7 +281,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                                  start_new_session=True, preexec_fn=_die_with_parent)
     offset = Path(journal_path).stat().st_size
     oom_kills = _oom_kills()
-    current, last_event = None, clock()
+    current, last_event, allowance = None, clock(), STARTUP_S  # the child's start-up is no pair's
     try:
         while True:
             offset, entries = _read_new(journal_path, offset)
@@ -282,7 +289,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                 if e["type"] != "checked":  # the per-pair limit counts from the pair's start
                     last_event = clock()
                 if e["type"] == "start":
-                    current = e["pair"]
+                    current, allowance = e["pair"], 0.0
                     progress.running(pairs[current])
                 elif e["type"] == "result":
                     current = None
@@ -298,7 +305,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                     elif e["type"] == "start":
                         current = e["pair"]
                 return _exit_text(code, oom_kills), current
-            if clock() - last_event > timeout:
+            if clock() - last_event > timeout + allowance:
                 _kill(child)
                 if current is None:
                     current = next(iter(Journal.read(journal_path).remaining()), None)

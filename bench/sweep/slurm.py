@@ -67,16 +67,15 @@ class Spec:
     pair_timeout: float | None
     plugins: list
     results_dir: str  # absolute: the tasks' working directory may differ
+    timing: str | None = None  # --timing
 
     @property
     def selection(self) -> dict:
         return {k: getattr(self, k) for k in ("cases", "tags", "strategies", "dtype")}
 
     def settings(self) -> Settings:
-        profile = planning.profile(self.profile)
-        return Settings(profile=self.profile, policy=profile.policy,
-                        pair_timeout=self.pair_timeout or profile.pair_timeout,
-                        threads=self.threads or machine.default_threads(), seed=self.seed)
+        return planning.settings(self.profile, timing_text=self.timing, pair_timeout=self.pair_timeout,
+                                 threads=self.threads, seed=self.seed)
 
     def devices(self, gpus: int) -> list[str]:
         """The devices the tasks will find: ``all`` is the CPU, and CUDA where GPUs are asked for."""
@@ -136,7 +135,8 @@ class Sweep:
         spec = Spec(profile=args.profile, device=args.device, cases=args.cases, tags=args.tags,
                     strategies=args.strategies, dtype=args.dtype, seed=args.seed, threads=args.threads,
                     pair_timeout=args.pair_timeout, plugins=planning.load_plugins(args.plugin),
-                    results_dir=str(Path(args.results_dir).absolute()))
+                    results_dir=str(Path(args.results_dir).absolute()), timing=args.timing)
+        spec.settings()  # a bad --timing, and
         for device in spec.devices(options["gpus"]):
             spec.pairs(device)  # a bad selection: its one-line error now, not in every task
         partitions = args.partition or [None]

@@ -2,9 +2,9 @@
 
 Each is a real failure, not a simulation: a segfault through ctypes, a call that never
 returns (the first, or every one after a right first), an allocation the CPU allocator
-refuses, a slow but correct strategy, and a correct one of too many ops to profile (with
-JACBENCH_TEST_PROFILER_MB, the MB its recording may take while it runs). The correct ones
-note the process they ran in.
+refuses, a slow but correct strategy, a correct one that waits until the test lets it go
+on, and a correct one of too many ops to profile (with JACBENCH_TEST_PROFILER_MB, the MB its
+recording may take while it runs). The correct ones note the process they ran in.
 """
 
 import ctypes
@@ -50,22 +50,34 @@ def _cpu_oom(fn, inputs, create_graph=False):
 
 
 def _slow(fn, inputs, create_graph=False):
-    """Cost: one jacrev after a pause (JACBENCH_TEST_DELAY seconds), so a sweep can be killed mid-way."""
+    """Cost: one jacrev after a pause (JACBENCH_TEST_DELAY seconds, 0.05 by default): a pair
+    slower than a brief visit's time cap."""
     time.sleep(float(os.environ.get("JACBENCH_TEST_DELAY", "0.05")))
     strategies.note(pid=os.getpid())
     return strategies.textbook.jacrev(fn, inputs)
 
 
+def _held(fn, inputs, create_graph=False):
+    """Cost: one jacrev, once the file JACBENCH_TEST_HOLD names is gone: a test holds a sweep
+    in this pair for as long as it needs (``tests.conftest.Hold``), then lets it go on."""
+    hold = os.environ.get("JACBENCH_TEST_HOLD")
+    while hold and os.path.exists(hold):
+        time.sleep(0.01)
+    strategies.note(pid=os.getpid())
+    return strategies.textbook.jacrev(fn, inputs)
+
+
 def _many_ops(fn, inputs, create_graph=False):
-    """Cost: 100,000 tiny ops, about 2 GB of profiler recording."""
+    """Cost: 30,000 tiny ops, over 12 MB of profiler recording."""
     t = torch.zeros(())
-    for _ in range(100_000):
+    for _ in range(30_000):
         t = t + 1
     strategies.note(pid=os.getpid())
     return strategies.textbook.jacrev(fn, inputs)
 
 
 for name, compute in [("test-crash", _crash), ("test-hang", _hang), ("test-hang-later", _hang_after_first_call),
-                      ("test-oom", _cpu_oom), ("test-slow", _slow), ("test-many-ops", _many_ops)]:
+                      ("test-oom", _cpu_oom), ("test-slow", _slow), ("test-held", _held),
+                      ("test-many-ops", _many_ops)]:
     if name not in strategies.STRATEGIES:
         strategies.register(name, "reverse")(compute)
