@@ -65,8 +65,9 @@ slurm:
 
 # The whole suite, in parallel workers (tests/conftest.py, NOTE: [Tests in parallel]), with the
 # slowest tests listed at the end; `make test-fast` leaves out the end-to-end sweeps, the
-# browser, the cluster and the tests that must run alone: the loop between edits.
-WORKERS ?= 2
+# browser, the cluster and the tests that must run alone: the loop between edits. Three
+# workers on 2 cores: much of a test's time is its child processes starting, or waiting.
+WORKERS ?= 3
 PARALLEL = -n $(WORKERS) --dist loadgroup
 
 test: install browser slurm

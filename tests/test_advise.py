@@ -67,6 +67,7 @@ def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     assert "<table" in page and advice.best in page and "data:image/png" in page
 
 
+@pytest.mark.alone  # a visit disturbed by the other tests' load is timed again, and counted otherwise
 def test_the_race_measures_work_memory_and_t_f_only_of_the_strategies_it_keeps(temporary_strategy):
     """NOTE: [Racing]: the first visit is brief; the second, of those still in the race, adds the rest."""
     def slow(fn, xs, create_graph=False):

@@ -221,7 +221,7 @@ def audit(fn: Callable, inputs: tuple[torch.Tensor, ...], jacobian: torch.Tensor
     scale_f = f0.abs().max().item() if f0.numel() else 0.0
     moved = max((f0 - a).abs().max().item() for a in again) if f0.numel() else 0.0
     if not math.isfinite(moved) or moved > 100 * eps * max(scale_f, 1e-300):
-        return Audit(f"f is random: two calls at the same inputs differ by {moved / max(scale_f, 1e-300):.2g} "
+        return Audit(f"f is random: calls at the same inputs differ by {moved / max(scale_f, 1e-300):.2g} "
                      "(relative), as dropout in training mode or sampling inside f do, so it has no Jacobian "
                      "to check a strategy against")
     gen = torch.Generator().manual_seed(seed + 7919)
