@@ -45,6 +45,7 @@ def spoiled_sweep(tmp_path_factory):
     return path, results.load([path])
 
 
+@pytest.mark.slow
 def test_every_spoiled_strategy_is_caught_in_every_dtype(spoiled_sweep):
     _, frame = spoiled_sweep
     spoiled = frame[frame["strategy"].str.startswith("bad-")]
@@ -64,6 +65,7 @@ def test_every_spoiled_strategy_is_caught_in_every_dtype(spoiled_sweep):
     assert set(honest["status"]) <= TIMED, honest[~honest["status"].isin(TIMED)][["problem", "dtype", "reason"]]
 
 
+@pytest.mark.slow
 def test_the_gate_names_what_is_wrong(spoiled_sweep):
     _, frame = spoiled_sweep
     reason = {(r.strategy, r.problem, r.dtype): r.reason for r in frame.itertuples()}
@@ -97,6 +99,7 @@ def spoiled():
     sys.modules.pop("tests.plugins.spoiled", None)
 
 
+@pytest.mark.slow
 def test_no_spoiled_strategy_is_picked_by_summary_or_report(spoiled_sweep, tmp_path):
     path, frame = spoiled_sweep
     wrong = frame[frame["status"] == "wrong"]
@@ -145,6 +148,7 @@ def misbehaving_sweep(tmp_path_factory):
     return results.load([path])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(fooling.EXPECTED))
 def test_each_misbehaving_function_is_diagnosed_in_the_sweep(misbehaving_sweep, name):
     _, status, words = fooling.EXPECTED[name]
