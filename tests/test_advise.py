@@ -48,6 +48,7 @@ class SmallNet(nn.Sequential):
 # --- end to end --------------------------------------------------------------------------------
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     x = torch.linspace(-1, 1, 6)
     advice = bench.advise(small_fn, x, strategies=FEW, settings=ADVISE, output=tmp_path / "advice.html")
@@ -97,6 +98,7 @@ def test_advise_a_module_uses_its_structure_and_a_float64_copy():
     assert structured.notes["chain_flops"] > 0 and structured.error < 1e-5
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_ranking_follows_the_measured_times(temporary_strategy):
     def slow(fn, xs, create_graph=False):
         time.sleep(0.004)
@@ -111,6 +113,7 @@ def test_ranking_follows_the_measured_times(temporary_strategy):
     assert slow_med > 0.004 > fast
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_a_wrong_strategy_is_never_recommended(temporary_strategy):
     temporary_strategy("test-wrong", lambda fn, xs, create_graph=False: tuple(2 * b for b in strategies.textbook.jacrev(fn, xs)))
     advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-wrong,jacrev", settings=ADVISE)
@@ -227,6 +230,7 @@ def test_jacobian_auto_with_create_graph_picks_a_differentiable_strategy(monkeyp
     assert g.shape == x.shape and g.abs().sum() > 0
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
     x = torch.linspace(-1, 1, 6)
     advice = bench.advise(small_fn, x, strategies="jacrev,jacfwd", settings=ADVISE)
@@ -238,6 +242,7 @@ def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
 # --- the command line and the package surface -------------------------------------------------
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_params_and_batched_inputs_for_the_command():
     fn, inputs, kind, float64 = cli.build_inputs(SmallNet(), (6,), 4, "params", "cpu", torch.float32)
     assert kind == "params" and len(inputs) == 4 and fn(*inputs).shape == (4, 3)

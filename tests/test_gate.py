@@ -122,6 +122,7 @@ def test_no_spoiled_strategy_is_picked_by_summary_or_report(spoiled_sweep, tmp_p
         assert name not in picks_text and name not in recommendations, name
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_advise_recommends_no_spoiled_strategy(dtype, spoiled):
     x = torch.linspace(-1, 1, 6, dtype=getattr(torch, dtype))
@@ -164,6 +165,7 @@ def test_each_misbehaving_function_is_diagnosed_in_the_sweep(misbehaving_sweep, 
         assert all(all(w in reason for w in words) for reason in ok["reason"]), ok["reason"].tolist()
 
 
+@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 @pytest.mark.parametrize("name", list(fooling.EXPECTED))
 def test_each_misbehaving_function_is_diagnosed_by_advise_and_jacobian(name):
     fn, status, words = fooling.EXPECTED[name]
