@@ -215,10 +215,17 @@ def burning(processes: int = 2, seconds: float = 30.0):
 
 # --- in parallel (NOTE: [Tests in parallel]) ---------------------------------------------------
 
-#: pytest-xdist's name for this test run, the same in every worker; None without xdist
-RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-if RUN is not None:  # a worker beside another on few cores: one torch thread, not two that wait on each other
-    torch.set_num_threads(1)
+#: pytest-xdist's name for this test run, the same in every worker; None outside a worker (set
+#: by :func:`pytest_configure`: a pytest that a test starts inherits the worker's environment,
+#: and must not take the run's locks)
+RUN: str | None = None
+
+
+def pytest_configure(config):
+    global RUN
+    if hasattr(config, "workerinput"):  # an xdist worker
+        RUN = config.workerinput["testrunuid"]
+        torch.set_num_threads(1)  # beside other workers on few cores: not two threads that wait on each other
 
 
 @contextlib.contextmanager

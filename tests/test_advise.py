@@ -176,6 +176,7 @@ def test_a_function_that_cannot_run_in_float64_falls_back_honestly():
 # --- bench.jacobian ----------------------------------------------------------------------------
 
 
+@pytest.mark.alone  # it asserts a pick's margin, which rows disturbed by other tests' load can withhold
 def test_jacobian_auto_uses_the_measured_choice_cached_per_signature(monkeypatch):
     calls = []
     real = advisor.advise
