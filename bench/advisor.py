@@ -498,18 +498,23 @@ def _conclude(advice: Advice) -> None:
     ``functional`` as ratios with 95% bootstrap intervals (``stats.ratio``), widened by the
     drift between visits. Strategies that cannot be told apart from the fastest are a tie
     within noise, which goes to the one that needs the least memory. Rows still disturbed
-    after re-measuring are shown, never picked."""
+    after re-measuring are shown, never picked over an undisturbed row of their kind (exact,
+    or finite differences where no exact one is correct)."""
     from bench.analysis.formats import fmt_bytes
 
     ok = advice.ok
     running = [r for r in ok if not _dropped(r)]  # NOTE: [Racing]: a dropped row is never picked
     calm = [r for r in running if not _disturbed(r)]
+    # a disturbed exact row is still correct: finite differences are never the only choice
+    # because the exact rows were timed while the machine was busy
+    exact = [r for r in calm if _is_exact(r)] or [r for r in running if _is_exact(r)]
+    usable = calm or running
     if len(calm) < len(running):
         noisy = ", ".join(r.strategy for r in running if _disturbed(r))
+        doubtful = _disturbed((exact or usable)[0])  # the row the pick comes from
         advice.warnings.append(f"timed while the machine was busy, even when timed again: {noisy}; shown, "
-                               "never recommended" + ("" if calm else " (all were, so the ranking is doubtful)"))
-    usable = calm or running
-    exact = [r for r in usable if _is_exact(r)]
+                               + ("and recommended only because each of its rivals was too, so the ranking "
+                                  "is doubtful" if doubtful else "never recommended"))
     advice.fastest = usable[0].strategy if usable else None
     if not ok:
         reasons = sorted({r.reason.split(";")[0] for r in advice.rows if r.status in ("wrong", "error")})
@@ -535,14 +540,19 @@ def _conclude(advice: Advice) -> None:
         parts.append(f"{ratio(best, base)} faster than torch.autograd.functional.jacobian "
                      f"({fmt_time(_median_iqr(base)[0])})")
     rivals = [r for r in [fastest] + ties if r is not best]
-    runner = exact[1] if len(exact) > 1 else next((r for r in ok if _is_exact(r) and _dropped(r)), None)
+    others = [r for r in ok if _is_exact(r) and r not in exact]  # dropped by the race, or disturbed
+    # the runner-up: the next calm exact row, else the fastest slower one of the others
+    runner = exact[1] if len(exact) > 1 else next((r for r in others if _median_iqr(r)[0] > med), None)
     if rivals:
         parts.append(f"a tie within noise with {', '.join(r.strategy for r in rivals)} "
                      f"({ratio(best, rivals[0])}), which goes to the one that needs the least "
                      f"memory ({fmt_bytes(best.peak_bytes)})")
     elif runner is not None:
         parts.append(f"{ratio(best, runner)} faster than the runner-up {runner.strategy}"
-                     + (" (dropped by the race)" if _dropped(runner) else ""))
+                     + (" (dropped by the race)" if _dropped(runner) else
+                        " (timed while the machine was busy)" if _disturbed(runner) else ""))
+    elif others:  # faster, but disturbed
+        parts.append(f"{others[0].strategy} measured faster while the machine was busy")
     else:
         parts.append("the only correct exact strategy")
     text = f"use {best.strategy}: {fmt_time(med)} per call, " + "; ".join(parts)

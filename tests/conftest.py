@@ -11,7 +11,8 @@ NOTE: [Tests in parallel]
     * A test that disturbs the machine or whose verdict hangs on the load (CPU burners,
       visits counted as disturbed) is marked ``alone``: it waits until the tests running
       beside it end, and none starts beside it until it ends (:func:`_room`, a pair of file
-      locks that every test passes through).
+      locks that every test passes through). They are collected last, so that they run
+      after the rest rather than drain the workers in the middle of the run.
     * What is expensive to make is made once per test run, by whichever worker asks first,
       and shared (:func:`made_once`): the tiny sweep, the killed run. A module whose
       module-scoped fixtures hold a real sweep or a browser is one ``xdist_group``, run by
@@ -243,6 +244,14 @@ def _room(alone: bool):
         if not alone:
             fcntl.flock(door, fcntl.LOCK_UN)
         yield
+
+
+def pytest_collection_modifyitems(items):
+    """``alone`` tests last, where the others have left (a stable sort: the same order in every
+    worker). xdist hands out its groups first and the single tests in this order, so an
+    ``alone`` test seldom waits for a room to empty, and never empties a room mid-run; one in
+    an ``xdist_group`` runs with its group."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -48,7 +48,6 @@ class SmallNet(nn.Sequential):
 # --- end to end --------------------------------------------------------------------------------
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     x = torch.linspace(-1, 1, 6)
     advice = bench.advise(small_fn, x, strategies=FEW, settings=ADVISE, output=tmp_path / "advice.html")
@@ -98,7 +97,7 @@ def test_advise_a_module_uses_its_structure_and_a_float64_copy():
     assert structured.notes["chain_flops"] > 0 and structured.error < 1e-5
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
+@pytest.mark.alone  # it asserts which strategy is picked, which a row disturbed by other tests' load changes
 def test_ranking_follows_the_measured_times(temporary_strategy):
     def slow(fn, xs, create_graph=False):
         time.sleep(0.004)
@@ -113,7 +112,6 @@ def test_ranking_follows_the_measured_times(temporary_strategy):
     assert slow_med > 0.004 > fast
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_a_wrong_strategy_is_never_recommended(temporary_strategy):
     temporary_strategy("test-wrong", lambda fn, xs, create_graph=False: tuple(2 * b for b in strategies.textbook.jacrev(fn, xs)))
     advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="test-wrong,jacrev", settings=ADVISE)
@@ -176,7 +174,7 @@ def test_a_function_that_cannot_run_in_float64_falls_back_honestly():
 # --- bench.jacobian ----------------------------------------------------------------------------
 
 
-@pytest.mark.alone  # it asserts a pick's margin, which rows disturbed by other tests' load can withhold
+@pytest.mark.alone  # it asserts a pick's margin, which a faster rival disturbed by other tests' load withholds
 def test_jacobian_auto_uses_the_measured_choice_cached_per_signature(monkeypatch):
     calls = []
     real = advisor.advise
@@ -231,7 +229,6 @@ def test_jacobian_auto_with_create_graph_picks_a_differentiable_strategy(monkeyp
     assert g.shape == x.shape and g.abs().sum() > 0
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
     x = torch.linspace(-1, 1, 6)
     advice = bench.advise(small_fn, x, strategies="jacrev,jacfwd", settings=ADVISE)
@@ -243,7 +240,6 @@ def test_advise_fills_the_cache_that_jacobian_reads(monkeypatch):
 # --- the command line and the package surface -------------------------------------------------
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_params_and_batched_inputs_for_the_command():
     fn, inputs, kind, float64 = cli.build_inputs(SmallNet(), (6,), 4, "params", "cpu", torch.float32)
     assert kind == "params" and len(inputs) == 4 and fn(*inputs).shape == (4, 3)
@@ -291,11 +287,33 @@ def test_import_bench_imports_no_torch_until_advise_is_used():
 # --- how sure the answer is ---------------------------------------------------------------------
 
 
-def _row(name, samples, peak):
+def _row(name, samples, peak, disturbed=0.0):
     from bench.analysis.schema import Row
 
     return Row("p", name, "cpu", "float32", status="ok", samples=list(samples), peak_bytes=peak, error=0.0,
-               disturbed=0.0)
+               disturbed=disturbed)
+
+
+def test_exact_strategies_timed_while_the_machine_was_busy_are_still_picked_over_finite_differences():
+    import random
+
+    rng = random.Random(2)
+    fast = [1e-3 * (1 + 0.05 * rng.random()) for _ in range(30)]
+    rows = [_row("fd-central", fast, 100), _row("jacrev", [3 * s for s in fast], 4000, disturbed=0.9),
+            _row("functional", [4 * s for s in fast], 5000, disturbed=0.9)]
+    advice = advisor.Advice(rows=rows)
+    advisor._conclude(advice)
+    assert advice.best == "jacrev" and advice.fastest == "fd-central", advice.recommendation
+    assert advice.recommendation.startswith("use jacrev: ") and "only finite differences" not in advice.recommendation
+    assert "recommended only because each of its rivals was too" in " ".join(advice.warnings)
+    assert "faster than the runner-up functional" in advice.recommendation
+    for jacfwd, said in ((2, "faster than the runner-up jacrev (timed while the machine was busy)"),
+                         (5, "jacrev measured faster while the machine was busy")):
+        calm = advisor.Advice(rows=rows + [_row("jacfwd", [jacfwd * s for s in fast], 3000)])
+        calm.rows.sort(key=lambda r: r.samples[0])  # ranked, as advise leaves them
+        advisor._conclude(calm)  # an undisturbed exact row is picked, faster disturbed ones or not
+        assert calm.best == "jacfwd" and "never recommended" in " ".join(calm.warnings), calm.recommendation
+        assert said in calm.recommendation, calm.recommendation
 
 
 def test_a_tie_within_noise_goes_to_the_strategy_that_needs_less_memory():

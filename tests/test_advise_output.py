@@ -79,7 +79,6 @@ def test_cli_advise_fits_100_columns_and_summarises_what_torch_printed(tmp_path)
     assert "Graph break" in html and "batching rule for aten::tanh_backward" in html
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_text_wraps_between_words_at_any_width(advised):
     advice, _ = advised
     for columns in (60, 100):
@@ -135,7 +134,6 @@ def test_the_figure_is_dot_and_whisker_on_a_log_axis():
         np.testing.assert_allclose(drawn["10th percentile"].get_offsets()[y], [p10, y])
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 def test_the_page_has_human_units_and_says_what_is_drawn(advised):
     advice, out = advised
     html = out.read_text()
@@ -157,7 +155,6 @@ def test_the_page_has_human_units_and_says_what_is_drawn(advised):
     assert "white-space: nowrap" in html
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 @pytest.mark.browser
 def test_the_page_in_chromium_keeps_every_number_on_one_line(browser, advised):
     _, out = advised

@@ -103,8 +103,10 @@ def spoiled():
 def test_no_spoiled_strategy_is_picked_by_summary_or_report(spoiled_sweep, tmp_path):
     path, frame = spoiled_sweep
     wrong = frame[frame["status"] == "wrong"]
-    picks = family_picks(frame)
-    assert len(picks.dropna(subset=["exact_strategy"])) == 4 * 3  # every dtype and family has a pick
+    # A row disturbed by other tests' load is withheld from the picks; this test is about wrong
+    # rows, so here it counts as timed, and every dtype and family has a pick to check.
+    picks = family_picks(frame.assign(status=frame["status"].replace("disturbed", "ok")))
+    assert len(picks.dropna(subset=["exact_strategy"])) == 4 * 3
     for pick in picks.itertuples():
         spoilt = set(wrong[(wrong["dtype"] == pick.dtype) & (wrong["family"] == pick.family)]["strategy"])
         assert pick.strategy not in spoilt and pick.exact_strategy not in spoilt, (pick, spoilt)
@@ -122,7 +124,6 @@ def test_no_spoiled_strategy_is_picked_by_summary_or_report(spoiled_sweep, tmp_p
         assert name not in picks_text and name not in recommendations, name
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_advise_recommends_no_spoiled_strategy(dtype, spoiled):
     x = torch.linspace(-1, 1, 6, dtype=getattr(torch, dtype))
@@ -165,7 +166,6 @@ def test_each_misbehaving_function_is_diagnosed_in_the_sweep(misbehaving_sweep, 
         assert all(all(w in reason for w in words) for reason in ok["reason"]), ok["reason"].tolist()
 
 
-@pytest.mark.alone  # it asserts a pick, which rows disturbed by other tests' load can withhold
 @pytest.mark.parametrize("name", list(fooling.EXPECTED))
 def test_each_misbehaving_function_is_diagnosed_by_advise_and_jacobian(name):
     fn, status, words = fooling.EXPECTED[name]
