@@ -1,9 +1,10 @@
 """The advisor: which way of computing a Jacobian is fastest for *your* function, measured.
 
 ``advise(fn, *inputs)`` runs every applicable strategy on the user's own function and inputs
-through the sweep's own per-pair machinery (``pair.measure_problem``: the float64
-correctness gate, memory, work, adaptive timing) on an ad-hoc, unregistered
-:class:`cases.Problem`, and returns an :class:`Advice`: the ranked rows and a one-line
+through the sweep's own machinery (``bench.measure.pair``: the float64 correctness gate,
+memory, work) on an ad-hoc, unregistered :class:`cases.Problem`, times the correct ones
+together, interleaved (``pair.measure_together``; NOTE: [Paired timing] in
+``bench.analysis.stats``), and returns an :class:`Advice`: the ranked rows and a one-line
 recommendation with the measured speedup. ``jacobian(fn, *inputs, strategy="auto")`` uses
 that measured choice, cached on the function per input signature (shapes, dtypes, device),
 so the winner can be dropped into the user's code. ``jacbench advise MODULE:FUNCTION`` is
@@ -37,7 +38,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ import cases
 from bench import kinds, strategies as registry
 from bench.analysis import files, load, racing, rules, stats, visits
 from bench.analysis.formats import fmt_time
+from bench.analysis.picks import row_ratio
 from bench.analysis.schema import Row, Status, status_rank
 from bench.analysis.stats import Ratio
 from bench.gate import accuracy, audit, state
@@ -56,7 +58,7 @@ from bench.strategies.memo import memo, signature
 from bench.sweep.plan import Settings, select_strategies
 
 #: How long each strategy is timed: a quick sweep's budget, enough to rank.
-POLICY = Policy(warmup=1, visits=2, min_rounds=5, max_time=0.3, precision=0.03)
+POLICY = Policy(warmup=1, min_rounds=5, max_time=0.3, precision=0.03, min_round_time=0.02)
 #: Strategies of every profile are candidates, except the chunk sweep's intermediate sizes
 #: (a memory/time curve, not a candidate) unless named.
 _SKIP_BY_DEFAULT = re.compile(r"^jac(rev|fwd)-chunk(1|4|64|256)$")
@@ -92,6 +94,7 @@ class Advice:
         diagnosis: a one-line reason the function cannot be measured at all, or None.
         warnings: anything the user should know about the measurement (e.g. the reference).
         reference: how the reference Jacobian was made (NOTE: [Advisor reference]).
+        timing: how the strategies were timed: together, by which clock (NOTE: [Paired timing]).
         device, dtype, kind: what was measured.
         caught: what libraries warned and logged while it measured, instead of printing it.
     """
@@ -103,6 +106,7 @@ class Advice:
     diagnosis: str | None = None
     warnings: list[str] = field(default_factory=list)
     reference: str = ""
+    timing: str = ""
     device: str = "cpu"
     dtype: str = "float32"
     kind: str = "vector"
@@ -140,16 +144,14 @@ def _median_iqr(row: Row) -> tuple[float | None, float | None]:
 
 
 def _notes_text(row: Row) -> str:
-    keep = ("colors", "pattern", "order", "chain_flops", "compile_s", "chunk_size", "captured", "graph_breaks",
-            "remeasured")
+    keep = ("colors", "pattern", "order", "chain_flops", "compile_s", "chunk_size", "captured", "graph_breaks")
     parts = [k if v is True else f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
              for k, v in ((k, row.notes[k]) for k in keep if k in row.notes)]
     if "dropped" in row.notes:
         parts.insert(0, row.notes["dropped"])
     if _disturbed(row):
-        busy = max((v.get("busy") or 0 for v in row.visits), default=0)
-        parts.append(f"disturbed ({row.disturbed:.0%} of rounds waited for a CPU"
-                     + (f", other work used {busy:.1f} CPUs" if busy >= load.BUSY else "") + ")")
+        parts.append(f"disturbed: {row.disturbed:.0%} of its cycles were dropped, a round in them having waited "
+                     "for a CPU" if row.cycles else f"disturbed: {row.disturbed:.0%} of its rounds waited for a CPU")
     if row.fallback:
         parts.append("vmap fallback: " + ", ".join(row.fallback_ops))
     return "; ".join(parts)
@@ -171,6 +173,8 @@ def progress_line(row: Row) -> str:
     from bench.render import advice as page
 
     med, _ = _median_iqr(row)
+    if med is None and row.status == Status.OK:  # gated: timed with the others next
+        return page.line(row.strategy, "correct", f"first call {fmt_time(row.first_call_s)}")
     return page.line(row.strategy, str(row.status), fmt_time(med) if med is not None else row.reason)
 
 
@@ -348,7 +352,8 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
 def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Settings, names: list[str],
              progress) -> None:
     """Gate and time the strategies ``names`` on ``fn(*inputs)`` into ``advice``: the
-    reference first, then each strategy, then the visits again, then the conclusion."""
+    reference first, then each strategy's gate, then the correct ones timed together, then
+    the conclusion."""
     usual = load.Watch()  # the load other work keeps up anyway, read while the reference is computed
     problem, advice.reference, advice.warnings = _problem(fn, inputs, advice.kind, module, sparsity, float64,
                                                           advice.name)
@@ -361,43 +366,23 @@ def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Se
     if checked.note:
         advice.warnings.append(checked.note)
 
-    single = settings.policy.visits == 1
-    brief = settings if single else replace(settings, policy=replace(settings.policy, warmup=0))
-
-    def timed(name: str, before: Row | None = None) -> Row:
-        """A visit of one strategy. Of several, the first is brief (NOTE: [Racing]): its gated
-        first call is its warm-up, and its work, memory and t(f) wait for its second visit,
-        if the race keeps it."""
-        watch, started = load.Watch(), time.time()
-        row = pair.measure_problem(problem, registry.get(name), advice.device, advice.dtype,
-                                   brief if before is None else settings,
-                                   iterations=before.iterations if before else None,
-                                   extras=single if before is None else not single and len(before.visits) == 1)
+    # every strategy gated in turn, then the correct ones timed together, interleaved, with
+    # the clearly slower ones raced out (NOTE: [Paired timing], NOTE: [Racing])
+    watch, started = load.Watch(), time.time()
+    cpu_clock = advice.device == "cpu" and torch.get_num_threads() == 1
+    rows = pair.measure_together(problem, names, advice.device, advice.dtype, settings, cpu_clock=cpu_clock,
+                                 race=_race, on_gated=progress, seed=settings.seed)
+    other = watch.other()
+    busy = None if other is None else max(0.0, other - usual)
+    if busy is not None and busy >= load.BUSY:  # a load the pairing cancels: said, not held against a row
+        advice.warnings.append(f"other work used {busy:.1f} CPUs while the strategies were timed; timed together, "
+                               "they were slowed alike" + ("" if cpu_clock else ", and the cycles in which a round "
+                                                           "waited for a CPU were dropped"))
+    for row in rows:
         row.started, row.seconds = started, time.time() - started
-        _busy(row, watch, usual)
         if row.status == Status.OK:
             row.visits = [visits.visit(row)]
-        if before is not None:
-            visits.merge(row, visits.record_of(before))
-        return row
-
-    rows = []
-    for s in names:
-        rows.append(timed(s))
-        if progress:
-            progress(rows[-1])
-    # every timed row visited again once all were timed (NOTE: [Visits]), and those disturbed
-    # timed again at the end: a disturbed visit is dropped for the new one. Before each pass,
-    # the rows clearly slower than the fastest leave the race, timed no more (NOTE: [Racing])
-    wanted = settings.policy.__dict__
-    for _ in range(settings.policy.visits - 1 + settings.policy.retimes):
-        _race(rows)
-        again = [i for i, row in enumerate(rows)
-                 if not _dropped(row) and visits.wanted(visits.record_of(row), wanted)]
-        for i in again:
-            rows[i] = timed(rows[i].strategy, rows[i])
-            if rows[i].retimed:
-                rows[i].notes["remeasured"] = True
+    advice.timing = _timing_said(rows)
     advice.drift = visits.drift(r.info() for r in rows)
     advice.rows = _rank(rows)
     _conclude(advice)
@@ -442,31 +427,46 @@ def _caught(into: list[Caught]):
         into.extend(Caught(*key, n) for key, n in counts.items())
 
 
-def _race(rows: list[Row]) -> None:
-    """Note on each correct row clearly slower than the fastest of its kind (exact, or
-    finite differences) that it is dropped by the race: timed no more, never recommended
-    (NOTE: [Racing] in ``bench.analysis.racing``)."""
-    drift = visits.drift(r.info() for r in rows)
+def _timing_said(rows: list[Row]) -> str:
+    """How the rows were timed, in a line: together in how many cycles, by which clock, and
+    for the CPU clock how the wall clock compared (NOTE: [Paired timing])."""
+    timed = [r for r in rows if r.cycles]
+    if not timed:
+        return ""
+    dropped = max(r.notes.get("cycles_dropped", 0) for r in timed)
+    cycles = max(len(r.cycles) for r in timed) + dropped
+    said = f"the correct strategies were timed together, interleaved, in {cycles} cycles"
+    if timed[0].clock == "cpu":
+        wall = stats.summarize([w / c for r in timed for w, c in zip(r.wall, r.samples) if c > 0]).median
+        said += (" by this process's CPU time (one thread), which waiting for a CPU does not lengthen; "
+                 f"their wall time was {wall:.2f}x that (median over every round)")
+    else:
+        said += " by the wall clock" + (", synchronized" if timed[0].device.startswith("cuda") else "")
+    return said + (f"; {dropped} cycles were dropped as disturbed" if dropped else "")
+
+
+def _race(timings: dict) -> dict[str, str]:
+    """The strategies clearly slower than the fastest, and why: they are timed no more, and
+    never recommended (NOTE: [Racing] in ``bench.analysis.racing``). An exact strategy races
+    the exact ones (it is the pick however fast finite differences are); finite differences
+    race them all. ``timings`` are the running strategies' (``interleave``)."""
+    out = {}
     for exact in (True, False):
-        running = {r.strategy: r for r in rows
-                   if r.status == Status.OK and _is_exact(r) == exact and not _dropped(r)}
-        leader, slower = racing.race({name: racing.Entrant(r.samples, len(r.visits), _disturbed(r))
-                                      for name, r in running.items()}, drift)
-        for name, ratio in slower.items():
-            running[name].notes["dropped"] = f"dropped by the race: {ratio} slower than {leader}"
+        rivals = {name: t for name, t in timings.items() if exact is False or _is_exact_name(name)}
+        if not any(t.cycles for t in rivals.values()):  # after the warm-up, before any round
+            leader, slower = racing.hopeless({name: t.warm for name, t in rivals.items() if t.warm})
+            why = {name: f"dropped by the race before its rounds: its warm call took {ratio:.0f}x as long as "
+                         f"{leader}'s" for name, ratio in slower.items()}
+        else:
+            leader, slower = racing.race({name: t.kept() for name, t in rivals.items()})
+            why = {name: f"dropped by the race: {ratio} slower than {leader}" for name, ratio in slower.items()}
+        out.update({name: text for name, text in why.items() if _is_exact_name(name) == exact})
+    return out
 
 
 def _dropped(row: Row) -> bool:
     """Whether the race dropped the row: clearly slower than the fastest, timed no more."""
     return "dropped" in row.notes
-
-
-def _busy(row: Row, watch: "load.Watch", usual: float) -> None:
-    """Note on the row how many CPUs other work used while it was measured, beyond the
-    ``usual`` (NOTE: [Visits] in ``bench.analysis.visits``)."""
-    other = watch.other()
-    if other is not None:
-        row.notes["busy"] = round(max(0.0, other - usual), 2)
 
 
 def _disturbed(row: Row) -> bool:
@@ -490,7 +490,11 @@ def _rank(rows: list[Row]) -> list[Row]:
 
 
 def _is_exact(row: Row) -> bool:
-    return registry.get(row.strategy).exact if row.strategy in registry.STRATEGIES else True
+    return _is_exact_name(row.strategy)
+
+
+def _is_exact_name(name: str) -> bool:
+    return registry.get(name).exact if name in registry.STRATEGIES else True
 
 
 def _conclude(advice: Advice) -> None:
@@ -516,6 +520,11 @@ def _conclude(advice: Advice) -> None:
                                + ("and recommended only because each of its rivals was too, so the ranking "
                                   "is doubtful" if doubtful else "never recommended"))
     advice.fastest = usable[0].strategy if usable else None
+    if not ok and any(r.status == Status.DISTURBED for r in advice.rows):
+        advice.recommendation = ("no recommendation: the machine was too busy to time the correct strategies (every "
+                                 "cycle was disturbed); run again on a quieter machine, or with one thread, whose "
+                                 "CPU clock waiting for a CPU does not disturb")
+        return
     if not ok:
         reasons = sorted({r.reason.split(";")[0] for r in advice.rows if r.status in ("wrong", "error")})
         advice.recommendation = ("no recommendation: no strategy gave a correct Jacobian"
@@ -527,8 +536,9 @@ def _conclude(advice: Advice) -> None:
                                  f"(error {usable[0].error:.1e})")
         return
     fastest = exact[0]
-    def ratio(a: Row, b: Row) -> Ratio:  # NOTE: [Visits]: widened by the drift between visits
-        return visits.widened(stats.ratio(a.samples, b.samples), advice.drift, len(a.visits), len(b.visits))
+    def ratio(a: Row, b: Row) -> Ratio:  # the report's own (NOTE: [Paired timing])
+        return row_ratio(*({"samples": r.samples, "cycles": r.cycles, "visits": r.visits, "drift": advice.drift}
+                           for r in (a, b)))
 
     ties = [r for r in exact[1:] if ratio(fastest, r).tie]
     best = min([fastest] + ties, key=lambda r: (r.peak_bytes if r.peak_bytes is not None else math.inf))

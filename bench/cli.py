@@ -327,8 +327,10 @@ def cmd_advise(args) -> int:
     if args.output:
         files.writable(args.output)
     torch.set_num_threads(args.threads or machine.default_threads())
-    settings = Settings(profile="advise", policy=replace(advisor.POLICY, **planning.timing(args.timing)),
-                        threads=torch.get_num_threads())
+    timing = planning.timing(args.timing)
+    for key in set(timing) & {"visits", "retimes"}:
+        raise ValueError(f"--timing {key} applies to sweeps; advise times its strategies together, in one pass")
+    settings = Settings(profile="advise", policy=replace(advisor.POLICY, **timing), threads=torch.get_num_threads())
     obj = load_target(args.target, args.path or ())
     dtype = getattr(torch, args.dtype)
     if args.batch is not None and args.batch <= 0:

@@ -17,6 +17,7 @@ from torch import nn
 import bench
 from .conftest import ADVISE, ROOT, burning, run_cli
 from bench import advisor, cli, strategies
+from bench.analysis import stats
 from bench.measure.timing import Policy
 from bench.sweep.plan import Settings
 
@@ -67,24 +68,27 @@ def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     assert "<table" in page and advice.best in page and "data:image/png" in page
 
 
-@pytest.mark.alone  # a visit disturbed by the other tests' load is timed again, and counted otherwise
 def test_the_race_measures_work_memory_and_t_f_only_of_the_strategies_it_keeps(temporary_strategy):
-    """NOTE: [Racing]: the first visit is brief; the second, of those still in the race, adds the rest."""
+    """NOTE: [Racing]: the strategies are timed together; those the race drops are timed no
+    more, and their work, memory and t(f) are not measured."""
     def slow(fn, xs, create_graph=False):
         time.sleep(0.02)
         return strategies.get("jacrev")(fn, xs)
 
     temporary_strategy("test-slow", slow)
-    settings = Settings(profile="advise", policy=Policy(warmup=1, visits=2, min_rounds=4, max_time=0.05))
+    settings = Settings(profile="advise", policy=Policy(warmup=1, min_rounds=4, max_time=0.05))
     advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev,test-slow", settings=settings)
-    for row in advice.ok:  # test-slow is dropped, unless the machine was busy while it was timed
+    rows = {r.strategy: r for r in advice.ok}
+    assert "dropped" not in rows["jacrev"].notes
+    for row in rows.values():  # test-slow, 20 ms against well under 1, unless load dropped every cycle
         if "dropped" in row.notes:
-            assert len(row.visits) == 1 and row.peak_bytes is None and row.work is None and row.f_s is None
+            assert "dropped by the race" in row.notes["dropped"] and row.strategy == "test-slow"
+            assert row.peak_bytes is None and row.work is None and row.f_s is None
         else:
-            assert len(row.visits) == 2 and row.peak_bytes and row.work["vjps"] == 4 and row.f_s > 0
-    assert "dropped" not in advice.row("jacrev").notes
-    single = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev", settings=ADVISE)
-    assert single.row("jacrev").peak_bytes and single.row("jacrev").f_s  # one visit: all in it
+            assert row.peak_bytes and row.work["vjps"] == 4 and row.f_s > 0
+    slow = rows["test-slow"]
+    assert rows["jacrev"].cycles[:len(slow.cycles)] == slow.cycles  # timed in the same cycles
+    assert slow.clock == "wall"  # its sleep is no CPU time: the CPU clock would not see it
 
 
 def test_advise_a_module_uses_its_structure_and_a_float64_copy():
@@ -344,40 +348,76 @@ def test_a_clear_winner_states_its_margin_over_the_runner_up_with_an_interval():
 
 
 @pytest.mark.alone
-def test_a_burn_halfway_through_advise_is_flagged_timed_again_and_changes_no_pick():
-    """Two CPU burners start once half the strategies are timed and stop seconds later,
-    before advise times its disturbed rows again. Flags and picks are asserted, never a time."""
-    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)) / 8
+@pytest.mark.parametrize("threads", [2, 1])
+def test_a_burn_halfway_through_the_timing_drops_its_cycles_together_and_changes_no_pick(threads):
+    """Two CPU burners start once the strategies are gated, during their interleaved timing,
+    and stop a second later. On the wall clock (two threads), the cycles they disturbed are
+    dropped for every strategy at once; on the CPU clock (one thread), which waiting for a CPU
+    does not lengthen, none is. Flags and picks are asserted, never a time."""
+    g = torch.Generator().manual_seed(0)
+    w1, w2 = torch.randn(128, 64, generator=g) / 8, torch.randn(32, 128, generator=g) / 8
 
-    def wide(x):  # 32 -> 64: loops over 64 outputs against one vectorized Jacobian
-        return torch.tanh(w @ torch.tanh(x))
+    def mlp(x):  # 64 -> 32: reverse mode is about 1.15x faster than forward mode here
+        return w2 @ torch.tanh(w1 @ torch.sin(x))
 
-    x = torch.linspace(-1, 1, 32)
-    names = "jacrev,grad-loop,manual-backward,functional"
-    # rounds of 20 ms: each spans several of the burners' time slices
-    settings = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=10, max_time=0.3, min_round_time=0.02))
-    quiet = bench.advise(wide, x, strategies=names, settings=settings)
-    done, burn = [], contextlib.ExitStack()
+    x = torch.linspace(-1, 1, 64)
+    names = "jacrev,jacfwd,grad-loop,functional"  # the loops are raced out; the two vectorized stay close
+    # rounds of 20 ms, each spanning several of the burners' time slices; timed to the cap
+    policy = Policy(warmup=0, min_rounds=10, max_time=0.5, precision=1e-4, min_round_time=0.02)
+    settings = Settings(profile="advise", policy=policy)
+    burn = contextlib.ExitStack()
+    start, stop = (threading.Timer(0.4, lambda: burn.enter_context(burning())), threading.Timer(1.6, burn.close))
 
     def progress(row):
-        done.append(row)
-        if len(done) == 2:  # halfway: burn for a few seconds
-            burn.enter_context(burning())
+        if row.strategy == names.split(",")[-1]:  # the last gated: the timing begins
+            start.start()
             stop.start()
-        if len(done) == 4:  # the burn is over before the disturbed rows are timed again
-            stop.join()
 
-    stop = threading.Timer(3.0, burn.close)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        burned = bench.advise(wide, x, strategies=names, settings=settings, progress=progress)
+        quiet = bench.advise(mlp, x, strategies=names, settings=settings)
+        burned = bench.advise(mlp, x, strategies=names, settings=settings, progress=progress)
     finally:
-        stop.cancel()
+        start.cancel(), stop.cancel()
+        start.join() if start.is_alive() else None
         burn.close()
-    during = [r for r in done[2:] if advisor._disturbed(r)]
-    assert during, [(r.strategy, r.disturbed) for r in done]  # the burn disturbed what it overlapped
-    assert all(burned.row(r.strategy).notes.get("remeasured") for r in during)
-    stuck = {r.strategy for a in (quiet, burned) for r in a.ok if advisor._disturbed(r)}
-    for a in (quiet, burned):  # what stayed disturbed is never picked
-        assert a.best not in {r.strategy for r in a.ok if advisor._disturbed(r)}, a.recommendation
-    if not stuck:  # a machine busy beyond the test's own burn can keep a row out; otherwise no pick changed
-        assert quiet.best == burned.best == "jacrev", (quiet.recommendation, burned.recommendation)
+        torch.set_num_threads(before)
+    through = [r for r in burned.rows if r.strategy in ("jacrev", "jacfwd")]  # never raced out: 1.15x apart
+    assert {r.status for r in through} <= {"ok", "disturbed"}, [(r.strategy, r.reason) for r in through]
+    assert len({tuple(r.cycles) for r in through}) == 1  # the same cycles kept for both
+    dropped = {r.notes.get("cycles_dropped", 0) for r in through}
+    if threads == 1:
+        assert "CPU time" in burned.timing and dropped == {0}, burned.timing
+        assert quiet.best and burned.best
+    else:  # dropped together; on a machine busy beyond the burn, perhaps every cycle, and then it says so
+        assert len(dropped) == 1 and dropped != {0}, [(r.strategy, r.notes, r.reason) for r in through]
+        if not burned.ok:
+            assert burned.best is None and "too busy to time" in burned.recommendation, burned.recommendation
+    for a in (quiet, burned):
+        assert a.best in (None, "jacrev", "jacfwd"), a.recommendation
+    if quiet.best and burned.best and "a tie within noise" not in quiet.recommendation:  # a clear margin
+        assert quiet.best == burned.best, (quiet.recommendation, burned.recommendation)
+
+
+def test_the_report_advise_and_compare_state_one_ratio_of_the_same_samples():
+    """One statistics layer: the same samples get the same ratio and interval everywhere."""
+    import random
+
+    from bench.analysis import compare, picks
+
+    rng = random.Random(3)
+    a = [1e-3 * (1 + 0.05 * rng.random()) for _ in range(30)]
+    b = [1.2e-3 * (1 + 0.05 * rng.random()) for _ in range(30)]
+    unpaired = picks.row_ratio({"samples": a}, {"samples": b})
+    assert compare.bootstrap_ratio(a, b) == (unpaired.low, unpaired.high)
+    cycles = list(range(30))
+    paired = picks.row_ratio({"samples": a, "cycles": cycles}, {"samples": b, "cycles": cycles})
+    assert paired == stats.paired(dict(zip(cycles, a)), dict(zip(cycles, b))) != unpaired
+    for timed_together, want in ((False, unpaired), (True, paired)):
+        rows = [_row("jacrev", a, 4000), _row("jacfwd", b, 1000)]
+        for r in rows if timed_together else ():
+            r.cycles = cycles
+        advice = advisor.Advice(rows=rows)
+        advisor._conclude(advice)
+        assert f"{want} faster than the runner-up jacfwd" in advice.recommendation, advice.recommendation

@@ -46,6 +46,8 @@ def test_list_filters():
     (["run", "--timing", "retimes=-1", "--device", "cpu"], "--timing retimes must be at least 0, not -1"),
     (["run", "--timing", "max_time=inf", "--device", "cpu"], "--timing max_time must be positive and finite, not inf"),
     (["run", "--timing", "visits=1.5", "--device", "cpu"], "--timing visits takes a whole number, not '1.5'"),
+    (["advise", "tests.test_advise:SmallNet", "--input-shape", "6", "--timing", "visits=2"],
+     "--timing visits applies to sweeps; advise times its strategies together, in one pass"),
     (["advise", "tests.test_advise:SmallNet", "--input-shape", "6", "--dtype", "float8"],
      "argument --dtype: invalid choice: 'float8' (choose from 'float32', 'float64', 'float16', 'bfloat16')"),
 ])

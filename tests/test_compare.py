@@ -350,3 +350,25 @@ def test_a_change_that_does_not_come_back_in_a_re_measurement_is_not_reproduced(
     assert len(compare.failures(confirmed, "slower")) == 1
     page = shown.html(confirmed)
     assert "Not reproduced" in page and "(0/1)" in page
+
+
+def test_a_machine_twice_as_fast_is_said_first_and_only_a_row_that_moved_against_the_rest_changes(tmp_path):
+    """NOTE: [Machine moved]: the same code on a machine about twice as fast."""
+    problems = [f"p{k}" for k in range(8)]
+    base = [row(p, "jacrev", data=samples(1e-3 * (k + 1), seed=k)) for k, p in enumerate(problems)]
+    speed = {p: 0.5 for p in problems} | {"p3": 0.5 * 1.3}  # p3: 30% slower than the rest moved
+    new = [row(p, "jacrev", data=samples(1e-3 * (k + 1) * speed[p], seed=50 + k)) for k, p in enumerate(problems)]
+    c = compare.compare([write_results(tmp_path / "base.json", base, machine="old"),
+                         write_results(tmp_path / "new.json", new, machine="new")])
+    t = by_problem(c)
+    said = [w for w in c.warnings if "moved by about" in w]
+    assert len(said) == 1 and "0.5" in said[0] and "the machine or its load, not the code?" in said[0], c.warnings
+    assert t.loc["p3", "verdict"] == "slower" and 0.6 < t.loc["p3", "ratio"] < 0.7  # the raw ratio is kept
+    assert set(t.drop(index="p3")["verdict"]) == {"no significant change"}
+    assert (t["ci_lo"] < t["ratio"]).all() and (t["ratio"] < t["ci_hi"]).all()
+    # a shift most rows do not share is no machine's: the same rows, half of them twice as fast
+    half = [row(p, "jacrev", data=samples(1e-3 * (k + 1) * (0.5 if k % 2 else 1), seed=70 + k))
+            for k, p in enumerate(problems)]
+    c = compare.compare([tmp_path / "base.json", write_results(tmp_path / "half.json", half, machine="new")])
+    assert not [w for w in c.warnings if "moved by about" in w]
+    assert set(by_problem(c).loc[problems[1::2], "verdict"]) == {"faster"} and (by_problem(c)["shift"] == 1).all()

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from bench.analysis.stats import summarize
-from bench.measure.timing import Policy, measure
+from bench.measure.timing import Policy, interleave, measure
 
 
 class FakeClock:
@@ -174,3 +174,114 @@ def test_ratio_intervals_tell_a_tie_from_a_margin_deterministically():
     assert not margin.tie and margin.low > 1.1 and margin.value == pytest.approx(1.2)
     assert ratio(a, [1.2 * v for v in a]) == ratio(a, [1.2 * v for v in a])  # seeded: the same answer twice
     assert str(margin).startswith("1.20x (95% interval")
+
+
+# --- timed together (NOTE: [Paired timing]) ------------------------------------------------------
+
+
+class DriftingClock:
+    """A fake clock on which every call takes twice as long while ``slow(now, calls)`` holds
+    (``calls``: how many calls ran before it)."""
+
+    def __init__(self, slow):
+        self.now, self.slow, self.calls = 0.0, slow, 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call(self, seconds: float):
+        def run():
+            self.now += seconds * (2 if self.slow(self.now, self.calls) else 1)
+            self.calls += 1
+        return run
+
+
+QUIET = lambda: (0.0, 0, 0.0)  # noqa: E731 - no disturbance evidence
+
+
+def test_a_drift_that_slows_every_call_leaves_paired_ratios_exact_where_one_after_another_does_not():
+    from bench.analysis.stats import PAIRED_FLOOR, paired
+
+    policy = Policy(warmup=1, min_rounds=10, max_time=0.05, precision=0.01, min_round_time=1e-3)
+    speeds = {"a": 1e-3, "b": 2e-3, "c": 3e-3}
+    clock = DriftingClock(lambda now, calls: 0.1 < now < 0.2 or now > 0.3)  # slow in stretches
+    apart = {}
+    for name, s in speeds.items():  # one after another, as a sweep of pairs
+        apart[name] = measure(clock.call(s), policy, timer=clock, usage=QUIET).summary.median
+        clock.now += 0.1
+    assert abs(apart["b"] / apart["a"] - 2) > 0.5  # the drift landed in one of them
+
+    clock = DriftingClock(lambda now, calls: calls // 3 % 2 == 1)  # every other cycle (3 calls) at half speed
+    t = interleave({n: clock.call(s) for n, s in speeds.items()}, speeds, policy, timer=clock, cpu_timer=clock,
+                   usage=QUIET)
+    assert t["a"].cycles == t["b"].cycles == t["c"].cycles and t["a"].iterations == 1
+    assert {round(x, 9) for x in t["a"].samples} == {1e-3, 2e-3}  # the drift is in the rounds...
+    for name, want in (("b", 2), ("c", 3)):
+        r = paired(t["a"].kept(), t[name].kept())
+        assert r.value == pytest.approx(want)  # ...and cancels in every cycle's ratio: the interval is the floor's
+        assert r.low == pytest.approx(want / (1 + PAIRED_FLOOR)) and r.high == pytest.approx(want * (1 + PAIRED_FLOOR))
+    assert t["a"].precise and not t["a"].dropped
+
+
+def test_a_disturbed_cycle_is_dropped_for_every_call_at_once():
+    clock = DriftingClock(lambda now, calls: False)
+    rounds = []
+
+    def usage():  # the run-queue delay jumps by 1 s during the 5th round of all: that round waited
+        rounds.append(None)
+        delay = 1.0 if len(rounds) >= 10 else 0.0
+        return clock.now, 0, delay
+
+    policy = Policy(warmup=0, min_rounds=6, max_time=1.0, precision=0.5)
+    t = interleave({"a": clock.call(1e-3), "b": clock.call(2e-3)}, {"a": 1e-3, "b": 2e-3}, policy, timer=clock,
+                   cpu_timer=clock, usage=usage)
+    assert t["a"].dropped == t["b"].dropped == [2]  # the 3rd cycle: two usage reads per round, two rounds a cycle
+    assert 2 not in t["a"].kept() and 2 not in t["b"].kept() and len(t["a"].kept()) == len(t["b"].kept()) >= 6
+
+
+def test_with_the_cpu_clock_waiting_for_a_cpu_is_no_part_of_a_round_and_drops_no_cycle():
+    wall, cpu = DriftingClock(lambda now, calls: False), DriftingClock(lambda now, calls: False)
+
+    def call(seconds):
+        def run():
+            cpu.now += seconds
+            wall.now += 3 * seconds  # it waited twice as long as it ran
+        return run
+
+    delay = iter(range(10_000))
+    usage = lambda: (cpu.now, 0, float(next(delay)))  # noqa: E731 - a run-queue delay that grows every read
+    t = interleave({"a": call(1e-3), "b": call(2e-3)}, {"a": 1e-3, "b": 2e-3}, Policy(warmup=0, min_rounds=5),
+                   cpu_clock=True, timer=wall, cpu_timer=cpu, usage=usage)
+    assert t["a"].clock == "cpu" and t["a"].samples == pytest.approx([1e-3] * len(t["a"].samples))
+    assert t["a"].wall == pytest.approx([3e-3] * len(t["a"].samples))
+    assert not t["a"].dropped and t["a"].precise
+
+
+def test_a_call_that_raises_is_timed_no_more_and_the_others_go_on():
+    clock = DriftingClock(lambda now, calls: False)
+    calls = []
+
+    def breaks():
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("out of memory, say")
+        clock.now += 1e-3
+
+    t = interleave({"ok": clock.call(1e-3), "breaks": breaks}, {"ok": 1e-3, "breaks": 1e-3},
+                   Policy(warmup=1, min_rounds=5), timer=clock, cpu_timer=clock, usage=QUIET)
+    assert isinstance(t["breaks"].error, RuntimeError) and len(t["ok"].samples) >= 5 and t["ok"].error is None
+
+
+def test_a_call_that_waits_off_the_cpu_is_timed_by_the_wall_clock_with_the_others():
+    wall, cpu = DriftingClock(lambda now, calls: False), DriftingClock(lambda now, calls: False)
+
+    def call(seconds, sleeps):
+        def run():
+            cpu.now += seconds
+            wall.now += seconds + sleeps  # a sleep, a device, another thread: no CPU, and no wait for one
+        return run
+
+    t = interleave({"a": call(1e-3, 0.0), "sleeps": call(1e-3, 4e-3)}, {"a": 1e-3, "sleeps": 5e-3},
+                   Policy(warmup=0, min_rounds=5), cpu_clock=True, timer=wall, cpu_timer=cpu, usage=QUIET)
+    assert t["a"].clock == t["sleeps"].clock == "wall"
+    assert t["sleeps"].samples == pytest.approx([5e-3] * len(t["sleeps"].samples)) and len(t["a"].samples) >= 5

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import results
+from bench.analysis import results, stats
 from bench.analysis.stats import NOISE_WARNING, STALL_SPREAD, spread
 
 VERDICTS = ("slower", "faster", "inconclusive", "not reproduced", "no significant change", "untimed", "new",
@@ -55,7 +55,6 @@ CHANGED = ("slower", "faster")
 FAIL_ON = ("slower", "status", "any")
 MATCH = ["problem", "strategy", "device", "dtype"]
 MEMORY_FLOOR = 1024  # bytes: a peak that moves by less than this is not a memory change
-BOOTSTRAP = 400  # resamples for the ratio's interval
 
 # Identity of a side: files that agree on all of these may merge into one side (see ``group``).
 _IDENTITY = ("environment", "machine", "torch_build", "python", "commit", "profile")
@@ -236,20 +235,12 @@ def mann_whitney_p(a, b) -> float:
     return 1.0 if math.isnan(p) else p  # all samples equal: no evidence of a difference
 
 
-def bootstrap_ratio(a, b, resamples: int = BOOTSTRAP, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(b) / median(a)."""
-    import numpy as np
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+def bootstrap_ratio(a, b) -> tuple[float, float]:
+    """The 95% interval of median(b) / median(a): the one bootstrap of every verdict (``stats.ratio``)."""
     if len(a) < 2 or len(b) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), (resamples, len(a)))], axis=1)
-    mb = np.median(b[rng.integers(0, len(b), (resamples, len(b)))], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = mb / ma
-    lo, hi = np.nanquantile(r, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    r = stats.ratio(a, b)
+    return r.low, r.high
 
 
 def judge(ratio: float, p: float, n_base: int, n_new: int, threshold: float, alpha: float,
@@ -318,15 +309,18 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
             extra = new.set_index(key)[c]
             fill = merged.set_index(key).index.map(lambda k: extra.get(k))
             merged[c] = merged[c].where(merged[c].notna(), pd.Series(fill, index=merged.index))
+    records = merged.to_dict("records")
+    shift = moved(records, threshold)
     out = []
-    for row in merged.to_dict("records"):
+    for row in records:
         rec = dict(row)
         both = row["_merge"] == "both"
         a, z = row.get("samples_base"), row.get("samples_new")
-        timed = both and isinstance(a, list) and isinstance(z, list) and row["status_base"] == "ok" == row["status_new"]
+        timed = _timed(row)
         ratio = p = lo = hi = low_ratio = float("nan")
         if timed:
             ratio = row["median_new"] / row["median_base"] if row["median_base"] > 0 else float("inf")
+            z = [x / shift for x in z]  # NOTE: [Machine moved]: judged after the side's shift
             low_ratio = low(z) / low(a) if low(a) > 0 else float("inf")
             p = mann_whitney_p(a, z)
             lo, hi = bootstrap_ratio(a, z)
@@ -337,8 +331,8 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
         elif not timed:
             v = "untimed"
         else:
-            v = judge(ratio, p, len(a), len(z), threshold, alpha, low_ratio,
-                        max(row["rel_iqr_base"], row["rel_iqr_new"]))
+            v = judge(ratio / shift, p, len(a), len(z), threshold, alpha, low_ratio,
+                      max(row["rel_iqr_base"], row["rel_iqr_new"]))
         kind = status_kind(row.get("status_base"), row.get("status_new")) if both else ""
         mem_ratio, memory = float("nan"), ""
         pb, pn = row.get("peak_bytes_base"), row.get("peak_bytes_new")
@@ -351,7 +345,8 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
                     memory = "less"
         noisy = timed and (row["rel_iqr_base"] > NOISE_WARNING or row["rel_iqr_new"] > NOISE_WARNING)
         stalled = timed and max(spread(a), spread(z)) > STALL_SPREAD
-        rec.update(ratio=ratio, ci_lo=lo, ci_hi=hi, p=p, low_ratio=low_ratio, verdict=v, stalled=bool(stalled),
+        rec.update(ratio=ratio, shift=shift, ci_lo=lo * shift, ci_hi=hi * shift, p=p, low_ratio=low_ratio, verdict=v,
+                   stalled=bool(stalled),
                    status_change=f"{row['status_base']}→{row['status_new']}" if kind else "",
                    status_kind=kind, mem_ratio=mem_ratio, memory=memory, noisy=bool(noisy))
         rec["regression"] = v == "slower" or kind == "regression" or memory == "more"
@@ -366,6 +361,37 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
     frame["_order"] = frame["verdict"].map(order)
     frame["_mag"] = -frame["ratio"].map(lambda r: abs(math.log(r)) if is_number(r) and r > 0 else 0)
     return frame.sort_values(["_order", "_mag"] + key).drop(columns=["_order", "_mag"]).reset_index(drop=True)
+
+
+#: NOTE: [Machine moved]
+#:     Two runs of the same code on two machines, or on one machine on two days, differ by
+#:     the machine: a standard run made here against the committed reference called 934 of
+#:     1,086 rows faster, every one by about 2x. When at least :data:`MOVED_SHARE` of a
+#:     side's timed rows (and :data:`MOVED_LEAST` rows at least) moved beyond the threshold the
+#:     same way, the side's shift is the geometric median of its rows' ratios, ``compare``
+#:     says so first, and each row is judged after that shift (its new samples divided by it):
+#:     a row is slower or faster only where it moved against the rest. The raw ratio is kept.
+MOVED_SHARE = 0.75
+MOVED_LEAST = 4
+
+
+def _timed(row: dict) -> bool:
+    a, z = row.get("samples_base"), row.get("samples_new")
+    return (row["_merge"] == "both" and isinstance(a, list) and isinstance(z, list)
+            and row["status_base"] == "ok" == row["status_new"])
+
+
+def moved(records: list[dict], threshold: float) -> float:
+    """The side's shift (NOTE: [Machine moved]): the geometric median of the timed rows'
+    ratios where most of them moved beyond ``threshold`` the same way, else 1."""
+    import numpy as np
+
+    ratios = np.array([r["median_new"] / r["median_base"] for r in records if _timed(r) and r["median_base"] > 0])
+    if len(ratios) < MOVED_LEAST:
+        return 1.0
+    shift = float(np.exp(np.median(np.log(ratios))))
+    beyond = ratios > 1 + threshold if shift > 1 else ratios < 1 / (1 + threshold)
+    return shift if beyond.mean() >= MOVED_SHARE else 1.0
 
 
 def low(samples) -> float:
@@ -421,6 +447,13 @@ def _checks(sides: list[Side], table: pd.DataFrame) -> tuple[list[str], list[str
     def differ(field_name):
         return [s for s in sides[1:] if str(s.env.get(field_name)) != str(base.env.get(field_name))]
 
+    for s in sides[1:]:
+        rows = table[(table["side"] == s.label) & table["ratio"].notna()] if "shift" in table else table.iloc[:0]
+        if len(rows) and rows["shift"].iloc[0] != 1.0:
+            shift = rows["shift"].iloc[0]
+            warnings.append(f"every row of {s.label} moved by about {shift:.2f}x against {base.label} (the median of "
+                            f"{len(rows)} timed rows): the machine or its load, not the code? Each row is judged "
+                            f"after that shift: slower or faster only against the rest")
     for s in sides:
         if not s.env["pairs"]:
             warnings.append(f"{s.label} holds no pairs ({', '.join(str(f) for f in s.files)}): every row of the "

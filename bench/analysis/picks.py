@@ -44,7 +44,7 @@ import pandas as pd
 from bench.analysis import visits
 from bench.analysis.formats import fmt_bytes, missing
 from bench.analysis.schema import status_rank
-from bench.analysis.stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Ratio, ratio
+from bench.analysis.stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Z95, Ratio, between
 
 BASELINES = ("functional", "manual-backward")
 PLATFORM = ["machine", "torch", "device", "dtype"]
@@ -96,15 +96,17 @@ def geomean(values) -> float:
 
 
 def row_ratio(a, b) -> Ratio:
-    """median(b) / median(a) of two rows, with its bootstrap interval over their rounds
-    (``stats.ratio``) widened by the run's drift between visits (NOTE: [Visits]); for rows
-    without raw samples, carried from their medians' intervals."""
+    """b's time over a's of two rows, with its bootstrap interval (``stats.between``: paired
+    over the cycles they were timed in together, else over their rounds) widened by the
+    run's drift between visits (NOTE: [Visits]); for rows without raw samples, carried from
+    their medians' intervals."""
     sa, sb = a.get("samples"), b.get("samples")
     if not (isinstance(sa, list) and isinstance(sb, list) and sa and sb):
         return _geomean_ratio(pd.DataFrame([a]), pd.DataFrame([b]))
     drift = a.get("drift")
     k = [len(x["visits"]) if isinstance(x.get("visits"), list) else 1 for x in (a, b)]
-    return visits.widened(ratio(sa, sb, resamples=999), None if missing(drift) else drift, *k)
+    cycles = [x.get("cycles") if isinstance(x.get("cycles"), list) else () for x in (a, b)]
+    return visits.widened(between(sa, sb, *cycles), None if missing(drift) else drift, *k)
 
 
 def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str, ratio_of=row_ratio) -> dict:
@@ -240,10 +242,10 @@ def _geomean_ratio(mine: pd.DataFrame, base: pd.DataFrame) -> Ratio:
     """The geometric mean over problems of base's median / mine, with a 95% interval from the
     medians' own intervals (NOTE: [Median precision]) carried through the logarithm."""
     logs = np.log(base["median"].astype(float).to_numpy() / mine["median"].astype(float).to_numpy())
-    rel = lambda d: (d["ci_half"].astype(float).fillna(0).to_numpy() / 1.96 / d["median"].astype(float).to_numpy()) ** 2
+    rel = lambda d: (d["ci_half"].astype(float).fillna(0).to_numpy() / Z95 / d["median"].astype(float).to_numpy()) ** 2
     sd = float(np.sqrt((rel(mine) + rel(base)).sum())) / len(logs)
     centre = float(logs.mean())
-    return Ratio(math.exp(centre), math.exp(centre - 1.96 * sd), math.exp(centre + 1.96 * sd))
+    return Ratio(math.exp(centre), math.exp(centre - Z95 * sd), math.exp(centre + Z95 * sd))
 
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:

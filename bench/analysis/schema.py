@@ -103,6 +103,9 @@ class Row:
     switches: list[int] = field(default_factory=list, repr=False)  # involuntary switches, per round
     delay: list[float | None] = field(default_factory=list, repr=False)  # seconds waiting for a CPU, per call
     disturbed: float | None = None  # the fraction of rounds disturbed (NOTE: [Disturbance])
+    clock: str = "wall"  # what the samples are: synchronized wall seconds, or the process's "cpu" seconds
+    cycles: list[int] = field(default_factory=list, repr=False)  # each round's cycle, where timed together
+    wall: list[float] = field(default_factory=list, repr=False)  # wall seconds per call, per round, beside cpu ones
     visits: list[dict] = field(default_factory=list)  # each visit's median, rounds, disturbed, started, seconds
     retimed: list[dict] = field(default_factory=list)  # visits dropped as disturbed: the same fields
     started: float | None = None  # when the pair started (unix time): where it sits on the run's timeline

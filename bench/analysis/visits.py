@@ -37,16 +37,15 @@ import math
 
 from bench.analysis.load import BUSY, baseline, during
 from bench.analysis.schema import Status
-from bench.analysis.stats import Ratio, is_disturbed, summarize
+from bench.analysis.stats import Z95, Ratio, is_disturbed, summarize
 
 FIELDS = ("median", "rounds", "disturbed", "started", "seconds")
 
 
 def visit(row) -> dict:
     """The summary of one visit: the row just measured."""
-    busy = {"busy": row.notes["busy"]} if "busy" in row.notes else {}  # advise's own reading of the load
     return {"median": summarize(row.samples).median, "rounds": len(row.samples), "disturbed": row.disturbed,
-            "started": row.started, "seconds": row.seconds, **busy}
+            "started": row.started, "seconds": row.seconds}
 
 
 def record_of(row) -> dict:
@@ -166,7 +165,7 @@ def interval(median: float, half: float, visits, drift: float | None) -> float:
     if drift is None:
         return half
     k = max(1, len(visits or []))
-    return max(half, median * (math.exp(1.96 * drift / math.sqrt(k)) - 1))
+    return max(half, median * (math.exp(Z95 * drift / math.sqrt(k)) - 1))
 
 
 def widened(r: Ratio, drift: float | None, visits_a: int, visits_b: int) -> Ratio:
@@ -175,6 +174,6 @@ def widened(r: Ratio, drift: float | None, visits_a: int, visits_b: int) -> Rati
     that movement is added to the interval in quadrature, in logarithms."""
     if drift is None or r.value <= 0 or r.low <= 0:
         return r
-    moved = 1.96 * drift * math.sqrt(1 / max(1, visits_a) + 1 / max(1, visits_b))
+    moved = Z95 * drift * math.sqrt(1 / max(1, visits_a) + 1 / max(1, visits_b))
     half = math.hypot(max(math.log(r.high / r.value), math.log(r.value / r.low)), moved)
     return Ratio(r.value, r.value * math.exp(-half), r.value * math.exp(half))

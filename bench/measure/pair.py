@@ -1,16 +1,21 @@
-"""Measuring one (device, dtype, problem, strategy) pair: gate first, then memory, work, time.
+"""Measuring (device, dtype, problem, strategy) pairs: the gate first, then time, work, memory.
 
 The order matters. A problem whose reference failed its audit (NOTE: [Reference audit]) is
 ``disputed``, and its strategies are not run. The first call is the gate: its result is
 compared with the float64 reference before anything is timed, and a pair that fails it is
-recorded as ``wrong`` with its error, never timed. Only a correct pair has its memory, work
-and time measured, and the last timed call's result is gated again: a strategy whose answer
-changes between calls is ``wrong`` too. Every failure becomes a status with a one-line
-reason; nothing here raises for a bad pair.
+recorded as ``wrong`` with its error, never timed. Only a correct pair is timed and has its
+work and memory measured, and the last timed call's result is gated again: a strategy whose
+answer changes between calls is ``wrong`` too. Every failure becomes a status with a
+one-line reason; nothing here raises for a bad pair.
+
+A pair is timed alone (:func:`measure_problem`, the sweep's way), or with the other
+strategies of its problem, interleaved (:func:`measure_together`, the advisor's way; NOTE:
+[Paired timing] in ``bench.analysis.stats``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import warnings
@@ -26,7 +31,7 @@ from bench.analysis.schema import Row, Status
 from bench.analysis.stats import Summary
 from bench.gate import accuracy, state
 from bench.measure import counting, memory
-from bench.measure.timing import Timer, measure as time_call
+from bench.measure.timing import Timer, Timing, interleave, measure as time_call
 
 if TYPE_CHECKING:
     from bench.sweep.plan import Pair, Settings
@@ -71,61 +76,93 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
     Torch's global state is restored afterwards (``bench.gate.state.kept``); a pair that changed it
     says so in its reason. ``iterations`` marks a later visit (NOTE: [Visits] in ``bench.analysis.visits``):
     the calls per round of the first. ``extras`` says whether the work, the memory and t(f)
-    are measured too: by default in the first visit only; the advisor's race measures them in
-    the later visit, of the strategies left in it (NOTE: [Racing]).
+    are measured too: by default in the first visit only.
     """
-    row = Row.of(problem, strategy, device, dtype, settings.seed)
-    reason = kinds.unsupported(strategy, problem.kind, device)
-    if reason:
-        row.status, row.reason = Status.UNSUPPORTED, reason
-        return row
-    changed: list[str] = []
-    with state.kept(changed):
-        _measure(row, problem, strategy, device, dtype, settings, timer, on_checked, iterations,
-                 iterations is None if extras is None else extras)
-    left = state.left_changed(changed)
-    if left:
-        row.reason = f"{row.reason}; {left}" if row.reason else left
-    return row
+    gated = Gated(problem, strategy, device, dtype, settings, timer=timer, on_checked=on_checked,
+                  extras=iterations is None if extras is None else extras)
+    if gated.ready:
+        with state.kept(gated.changed), gated.failures():
+            gated.finish(time_call(gated.call, settings.policy, timer=timer, sync=gated.sync,
+                                   estimate=gated.row.first_call_s, iterations=iterations))
+    return gated.done()
 
 
-def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_checked, iterations, extras) -> None:
-    device, dtype = torch.device(device), getattr(torch, dtype)
-    kind = kinds.get(problem.kind)
-    built = None
-    try:
-        torch.manual_seed(settings.seed)
-        reference = kinds.reference(problem, settings.seed)
+def measure_together(problem, names: list[str], device: str, dtype: str, settings: Settings, *,
+                     cpu_clock: bool = False, race=None, on_gated: Callable[[Row], None] | None = None,
+                     seed: int = 0) -> list[Row]:
+    """Gate each strategy of ``names`` on one problem in turn, then time those that passed
+    together, interleaved (``bench.measure.timing.interleave``; NOTE: [Paired timing] in
+    ``bench.analysis.stats``), then finish each: the answer gated again, t(f), the memory.
+    A strategy that changed torch's global state in its gate is timed apart, after the rest:
+    it would change the others' rounds. ``race`` is ``interleave``'s; a strategy it drops is
+    noted ``dropped`` and has no memory recorded. ``on_gated`` sees each row once gated."""
+    gated = []
+    for name in names:
+        g = Gated(problem, strategies.get(name), device, dtype, settings, extras=True)
+        gated.append(g)
+        if on_gated is not None:
+            on_gated(g.row)
+    together = [g for g in gated if g.ready and not g.changed]
+    if together:
+        changed: list[str] = []
+        with state.kept(changed):
+            timings = interleave({g.row.strategy: g.call for g in together},
+                                 {g.row.strategy: g.row.first_call_s for g in together}, settings.policy,
+                                 cpu_clock=cpu_clock, busy_cpu=torch.device(device).type == "cpu",
+                                 sync=together[0].sync, seed=seed, race=race)
+        for g in together:
+            g.changed.extend(changed)
+            with state.kept(g.changed):
+                g.finish(timings[g.row.strategy])
+    for g in gated:
+        if g.ready and g not in together:
+            with state.kept(g.changed), g.failures():
+                g.finish(time_call(g.call, settings.policy, sync=g.sync, estimate=g.row.first_call_s))
+    return [g.done() for g in gated]
+
+
+class Gated:
+    """One strategy on one problem, past its gate: built, and its first call checked against
+    the reference. Where it passed (``ready``), ``call`` is the call to time and
+    :meth:`finish` takes its timing: the last answer gated again, then (``extras``) the work
+    count, t(f) and the memory. :meth:`done` gives the row. Every failure is a status."""
+
+    def __init__(self, problem, strategy, device: str, dtype: str, settings: Settings, *,
+                 timer: Timer = time.perf_counter, on_checked: Callable[[Row], None] | None = None,
+                 extras: bool = True):
+        self.row = Row.of(problem, strategy, device, dtype, settings.seed)
+        self.problem, self.strategy, self.settings, self.timer, self.extras = problem, strategy, settings, timer, extras
+        self.device, self.dtype = torch.device(device), getattr(torch, dtype)
+        self.changed: list[str] = []
+        self.ready, self.built, self.last = False, None, []
+        reason = kinds.unsupported(strategy, problem.kind, device)
+        if reason:
+            self.row.status, self.row.reason = Status.UNSUPPORTED, reason
+            return
+        with state.kept(self.changed), self.failures():
+            self._gate(on_checked)
+
+    def _gate(self, on_checked) -> None:
+        row, problem, strategy, timer = self.row, self.problem, self.strategy, self.timer
+        self.kind = kind = kinds.get(problem.kind)
+        torch.manual_seed(self.settings.seed)
+        self.reference = reference = kinds.reference(problem, self.settings.seed)
         if reference.disputed:
             row.status, row.reason = Status.DISPUTED, reference.disputed
             return
-        built = problem.build(device, dtype, settings.seed)
-        sync = sync_of(device)
-
-        def run(fn=built.fn):
-            return kind.run(strategy, fn, built.inputs)
-
-        def call():
-            with strategies.using(built.module, built.sparsity):
-                return run()
-
-        last = []
-
-        def timed_call():  # keeps the last result, to gate it again; the one before is freed first
-            last.clear()
-            last.append(call())
-
+        self.built = built = problem.build(self.device, self.dtype, self.settings.seed)
+        self.sync = sync = sync_of(self.device)
         enable_fallback_warnings()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = timer()
             with strategies.using(built.module, built.sparsity, notes=row.notes):
-                result = run()
+                result = self._run()
             sync()
             row.first_call_s = timer() - start
         row.fallback_ops = fallback_ops(caught)
         row.fallback = bool(row.fallback_ops)
-        verdict = kind.check(strategy, built, result, reference, dtype, row.notes)
+        verdict = kind.check(strategy, built, result, reference, self.dtype, row.notes)
         row.error, row.tolerance = verdict.error, verdict.tolerance
         if not verdict.ok:
             row.status, row.reason = Status.WRONG, _diagnosed(verdict.reason, built, strategy)
@@ -136,38 +173,86 @@ def _measure(row: Row, problem, strategy, device, dtype, settings, timer, on_che
         del result
         if on_checked is not None:
             on_checked(row)
+        self.ready = True
 
-        if extras:
-            row.work = _count_work(kind, built, run)
-        timing = time_call(timed_call, settings.policy, timer=timer, sync=sync, estimate=row.first_call_s,
-                           iterations=iterations)
-        row.samples, row.iterations, row.precise = timing.samples, timing.iterations, timing.precise
-        row.cpu, row.switches, row.delay = timing.cpu, timing.switches, timing.delay
-        row.disturbed = timing.disturbed(busy_cpu=device.type == "cpu")
-        later = kind.later(strategy, built, last[0], reference, dtype, row.notes) if last else None
-        last.clear()
-        if later is not None:
-            row.status, row.reason, row.samples = Status.WRONG, f"its answer changed between calls: {later}", []
-            return
-        if not extras:
-            return
-        row.f_s, row.f_iqr = _time_f(problem, kind, built, device, dtype, settings, timer, sync)
-        try:  # last: a recording too big to finish stops the call part-way
-            row.peak_bytes = memory.peak_bytes(call, device)
-        except memory.Unmeasurable as exc:
-            row.notes["memory"] = str(exc)
-    except strategies.Unsupported as exc:
-        row.status, row.reason, row.samples = Status.UNSUPPORTED, str(exc), []
-    except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
-        row.status = Status.OOM if memory.is_oom(exc) else Status.ERROR
-        if row.status == Status.OOM:
-            memory.spoil()
-        row.reason = _diagnosed(one_line(exc), built, strategy)
-        row.samples = []
-    finally:
-        del built
-        if row.status not in (Status.OK, Status.UNSUPPORTED):
-            memory.release(device)
+    def _run(self, fn=None):
+        return self.kind.run(self.strategy, self.built.fn if fn is None else fn, self.built.inputs)
+
+    def _call(self):
+        with strategies.using(self.built.module, self.built.sparsity):
+            return self._run()
+
+    def call(self) -> None:
+        """The timed call; it keeps its answer, to gate it again (the one before is freed first)."""
+        self.last.clear()
+        self.last.append(self._call())
+
+    def finish(self, timing: Timing) -> None:
+        """Take the timing (of the cycles kept, where interleaved), gate the last answer again,
+        and measure t(f) and the memory (``extras``; not of a strategy the race dropped)."""
+        row = self.row
+        with self.failures():
+            if timing.error is not None:
+                raise timing.error
+            kept = timing.kept()
+            index = [i for i, c in enumerate(timing.cycles) if c in kept] if timing.cycles else range(len(timing.samples))
+            rounds = lambda values: [values[i] for i in index]  # noqa: E731 - the rounds kept
+            row.samples, row.cpu, row.switches, row.delay = map(rounds, (timing.samples, timing.cpu, timing.switches,
+                                                                         timing.delay))
+            row.iterations, row.precise, row.clock = timing.iterations, timing.precise, timing.clock
+            if timing.cycles:
+                row.cycles = rounds(timing.cycles)
+                row.wall = rounds(timing.wall) if timing.clock == "cpu" else []
+                row.disturbed = len(timing.dropped) / len(timing.cycles)
+                if timing.dropped:
+                    row.notes["cycles_dropped"] = len(timing.dropped)
+            else:
+                row.disturbed = timing.disturbed(busy_cpu=self.device.type == "cpu")
+            if timing.raced:
+                row.notes["dropped"] = timing.raced
+            later = (self.kind.later(self.strategy, self.built, self.last[0], self.reference, self.dtype, row.notes)
+                     if self.last else None)
+            self.last.clear()
+            if later is not None:
+                row.status, row.reason, row.samples = Status.WRONG, f"its answer changed between calls: {later}", []
+                return
+            if not row.samples:
+                row.status, row.reason = Status.DISTURBED, "every cycle it was timed in was disturbed"
+                return
+            if not self.extras or "dropped" in row.notes:
+                return
+            row.work = _count_work(self.kind, self.built, self._run)
+            row.f_s, row.f_iqr = _time_f(self.problem, self.kind, self.built, self.device, self.dtype, self.settings,
+                                         self.timer, self.sync)
+            try:  # last: a recording too big to finish stops the call part-way
+                row.peak_bytes = memory.peak_bytes(self._call, self.device)
+            except memory.Unmeasurable as exc:
+                row.notes["memory"] = str(exc)
+
+    def done(self) -> Row:
+        """The row, with the global state it left changed, if any; the built problem freed."""
+        self.built, self.ready = None, False
+        left = state.left_changed(self.changed)
+        if left:
+            self.row.reason = f"{self.row.reason}; {left}" if self.row.reason else left
+        if self.row.status not in (Status.OK, Status.UNSUPPORTED):
+            memory.release(self.device)
+        return self.row
+
+    @contextlib.contextmanager
+    def failures(self):
+        """Every failure becomes the row's status with a one-line reason."""
+        row = self.row
+        try:
+            yield
+        except strategies.Unsupported as exc:
+            row.status, row.reason, row.samples, self.ready = Status.UNSUPPORTED, str(exc), [], False
+        except Exception as exc:  # noqa: BLE001 - every failure is a recorded status
+            row.status = Status.OOM if memory.is_oom(exc) else Status.ERROR
+            if row.status == Status.OOM:
+                memory.spoil()
+            row.reason = _diagnosed(one_line(exc), self.built, self.strategy)
+            row.samples, self.ready = [], False
 
 
 #: t(f) per problem, device, dtype and seed, measured once per process (a problem's pairs run together)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import resource
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -91,10 +93,22 @@ class Timing:
     cpu: list[float] = field(default_factory=list)  # CPU seconds per call, one per round
     switches: list[int] = field(default_factory=list)  # involuntary context switches, one per round
     delay: list[float | None] = field(default_factory=list)  # seconds per call waiting for a CPU, per round
+    cycles: list[int] = field(default_factory=list)  # the cycle of each round, timed together (interleave)
+    wall: list[float] = field(default_factory=list)  # wall seconds per call, per round (interleave)
+    clock: str = "wall"  # what the samples are: "wall" (synchronized) seconds, or the process's "cpu" seconds
+    dropped: list[int] = field(default_factory=list)  # cycles dropped as disturbed, for every strategy at once
+    raced: str | None = None  # why the race stopped timing it (interleave)
+    warm: float | None = None  # its warm-up call's seconds, by the clock, where undisturbed (interleave)
+    error: BaseException | None = None  # what its call raised while timed together (interleave)
 
     @property
     def summary(self) -> Summary:
         return summarize(self.samples)
+
+    def kept(self) -> dict[int, float]:
+        """The samples of the cycles kept (``interleave``), by cycle."""
+        dropped = set(self.dropped)
+        return {c: s for c, s in zip(self.cycles, self.samples) if c not in dropped}
 
     def disturbed(self, busy_cpu: bool = True) -> float:
         """The fraction of rounds that were disturbed (NOTE: [Disturbance] in ``bench.analysis.stats``)."""
@@ -166,3 +180,165 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         if spent >= cap:
             break
     return timing
+
+
+def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, float], policy: Policy, *,
+               cpu_clock: bool = False, busy_cpu: bool = True, timer: Timer = time.perf_counter,
+               cpu_timer: Timer = time.process_time, sync: Callable[[], None] = lambda: None,
+               usage: Usage = process_usage, seed: int = 0,
+               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None) -> dict[str, Timing]:
+    """Time several calls together, interleaved (NOTE: [Paired timing] in ``bench.analysis.stats``).
+
+    Each cycle times one round of every call still running, in a fresh random order; each
+    call's rounds are calibrated from its ``estimates`` (seconds per call) to last about
+    ``policy.min_round_time``. A cycle in which a round was disturbed (NOTE: [Disturbance])
+    is dropped for every call at once, so that the rounds left pair up. Timing stops once
+    ``policy.min_rounds`` cycles are kept and every call's ratio to the fastest is known to
+    ``policy.precision``, or once the calls have spent ``policy.max_time`` each, never before
+    :data:`FEWEST_ROUNDS` kept cycles unless three times that is spent (a machine too busy
+    for any). ``race`` is asked which calls to time no more, and why (NOTE: [Racing] in
+    ``bench.analysis.racing``): once after the warm-up (each ``Timing.warm`` known, no round
+    yet), then at growing intervals; those it drops keep their rounds (dropped after the
+    warm-up: the warm call as their one round). A call that raises is timed no more, the
+    exception kept in its ``Timing.error``.
+
+    With ``cpu_clock`` (one CPU thread), a round is timed by the process's CPU time, its
+    wall time kept beside it: waiting for a CPU that other work holds is no part of the
+    sample, so no round is dropped for it. Otherwise by the wall clock, with ``sync``
+    inside the round. The usage read as evidence of disturbance is outside the timed region.
+    """
+    from bench.analysis.stats import disturbed
+
+    rng = random.Random(seed)
+    names = list(calls)
+    estimates = dict(estimates)
+    timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
+    warm: dict[str, tuple] = {}  # each call's last warm-up call: a round of one call, where undisturbed
+    for n in names:  # warm-up, each in turn; a slow call is warm after its gated first call and one more
+        spent = 0.0
+        for _ in range(policy.warmup):
+            if spent >= policy.max_time:
+                break
+            cpu, switches, delay = usage()
+            start, start_cpu = timer(), cpu_timer()
+            try:
+                calls[n]()
+                sync()
+            except Exception as exc:  # noqa: BLE001 - its row says so; the others go on
+                timings[n].error = exc
+                break
+            wall, own = timer() - start, cpu_timer() - start_cpu
+            cpu_after, switches_after, delay_after = usage()
+            waited = None if delay is None or delay_after is None else delay_after - delay
+            estimates[n], spent = wall, spent + wall  # a warm call: the first one may have compiled
+            calm = cpu_clock or not disturbed(wall, cpu_after - cpu, switches_after - switches, waited,
+                                              busy_cpu=busy_cpu)
+            warm.pop(n, None)
+            if calm:
+                warm[n] = (own if cpu_clock else wall, cpu_after - cpu, switches_after - switches, waited)
+                timings[n].warm = warm[n][0]
+    for n, t in timings.items():
+        t.iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimates[n], 1e-9))))
+    running = [n for n in names if timings[n].error is None]
+    if race is not None and len(running) > 1:  # before the rounds, from the warm calls alone
+        for n, why in race({m: timings[m] for m in running}).items():
+            running.remove(n)
+            t = timings[n]
+            t.raced, t.iterations = why, 1
+            t.samples, t.cpu, t.switches, t.delay = ([x] for x in warm[n])
+    used: dict[str, list[float]] = {n: [] for n in names}  # the CPU clock's seconds per call, per round
+    waits: set[int] = set()  # the cycles in which a round waited for a CPU: disturbed on the wall clock
+
+    def wall_clock() -> None:
+        """Time by the wall clock after all: the CPU clock missed a call's waiting."""
+        for t in timings.values():
+            t.samples, t.clock, t.precise = list(t.wall), "wall", False
+            t.dropped = sorted(waits & set(t.cycles))
+
+    budget = policy.max_time * len(running)
+    spent, cycle, kept, check = 0.0, 0, 0, FEWEST_ROUNDS
+    while running and kept < policy.max_rounds and spent < 3 * budget:  # the cycles
+        order = running[:]
+        rng.shuffle(order)
+        waited_here = False
+        for n in order:
+            t, k, call = timings[n], timings[n].iterations, calls[n]
+            cpu, switches, delay = usage()
+            start, start_cpu = timer(), cpu_timer()
+            try:
+                for _ in range(k):
+                    call()
+                sync()
+            except Exception as exc:  # noqa: BLE001 - its row says so; the others go on
+                t.error = exc
+                running.remove(n)
+                continue
+            wall, own = (timer() - start) / k, (cpu_timer() - start_cpu) / k
+            cpu_after, switches_after, delay_after = usage()
+            t.wall.append(wall)
+            used[n].append(own)
+            t.samples.append(own if t.clock == "cpu" else wall)
+            t.cpu.append((cpu_after - cpu) / k)
+            t.switches.append(switches_after - switches)
+            t.delay.append(None if delay is None or delay_after is None else (delay_after - delay) / k)
+            t.cycles.append(cycle)
+            spent += wall * k
+            waited = None if t.delay[-1] is None else t.delay[-1] * k
+            waited_here = waited_here or disturbed(wall * k, t.cpu[-1] * k, t.switches[-1], waited, busy_cpu=busy_cpu)
+        on_cpu = timings[names[0]].clock == "cpu"  # one clock for all
+        if waited_here:
+            waits.add(cycle)
+            for n in order if not on_cpu else ():
+                if timings[n].cycles[-1:] == [cycle]:
+                    timings[n].dropped.append(cycle)
+        if on_cpu and _idles(timings, used):
+            wall_clock()
+            on_cpu = False
+        cycle += 1
+        kept = cycle - (0 if on_cpu else len(waits))
+        if kept < FEWEST_ROUNDS:
+            continue
+        if kept >= check:
+            check = max(check + 1, math.ceil(check * 1.5))
+            if race is not None and len(running) > 1:
+                for n, why in race({m: timings[m] for m in running}).items():
+                    running.remove(n)
+                    timings[n].raced = why
+            if kept >= policy.min_rounds and _precise(timings, running, policy.precision):
+                for n in running:
+                    timings[n].precise = True
+                break
+        if spent >= budget:
+            break
+    return timings
+
+
+#: a call whose rounds' wall time exceeds its CPU time and its wait for a CPU by more than
+#: this share is waiting on something else (a sleep, a device, another thread): the CPU clock
+#: would not see what a user waits for, so the problem is timed by the wall clock
+IDLE_SHARE = 0.25
+
+
+def _idles(timings: dict[str, Timing], used: dict[str, list[float]]) -> bool:
+    """Whether a call's median round spent more than :data:`IDLE_SHARE` of its wall time
+    neither on a CPU (``used``) nor waiting for one (the run-queue delay)."""
+    for n, t in timings.items():
+        if t.wall:
+            idle = [(w - u - (d or 0.0)) / w for w, u, d in zip(t.wall, used[n], t.delay) if w > 0]
+            if idle and statistics.median(idle) > IDLE_SHARE:
+                return True
+    return False
+
+
+def _precise(timings: dict[str, Timing], running: list[str], precision: float) -> bool:
+    """Whether every running call's paired ratio to the fastest is known to ``precision``
+    (half its 95% interval); of a call timed alone, its median."""
+    from bench.analysis.stats import paired
+
+    kept = {n: timings[n].kept() for n in running}
+    leader = min(running, key=lambda n: summarize(kept[n].values()).median)
+    own = summarize(kept[leader].values())
+    if len(running) == 1:
+        return own.ci_half <= precision * own.median
+    return all((r.high - r.low) / 2 <= precision * r.value
+               for r in (paired(kept[leader], kept[n], floor=0) for n in running if n != leader))

@@ -92,6 +92,8 @@ def text(advice, rows: list[dict], columns: int | None = None) -> str:
     out = [f"{advice.name}: {advice.kind} Jacobian of inputs {_shapes(advice)} on {advice.device}, {advice.dtype}"]
     if advice.reference:
         out.append(f"reference: {advice.reference}")
+    if advice.timing:
+        out.append(f"timing: {advice.timing}")
     out += [f"warning: {w}" for w in advice.warnings]
     ranked = [r for r in rows if r["rank"] is not None]
     if ranked:
