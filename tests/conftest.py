@@ -12,7 +12,8 @@ NOTE: [Tests in parallel]
       visits counted as disturbed) is marked ``alone``: it waits until the tests running
       beside it end, and none starts beside it until it ends (:func:`_room`, a pair of file
       locks that every test passes through). They are collected last, so that they run
-      after the rest rather than drain the workers in the middle of the run.
+      after the rest rather than drain the workers in the middle of the run; the ``slow``
+      ones first, so that the run does not end on one long test.
     * What is expensive to make is made once per test run, by whichever worker asks first,
       and shared (:func:`made_once`): the tiny sweep, the killed run. A module whose
       module-scoped fixtures hold a real sweep or a browser is one ``xdist_group``, run by
@@ -248,11 +249,15 @@ def _room(alone: bool):
 
 
 def pytest_collection_modifyitems(items):
-    """``alone`` tests last, where the others have left (a stable sort: the same order in every
-    worker). xdist hands out its groups first and the single tests in this order, so an
-    ``alone`` test seldom waits for a room to empty, and never empties a room mid-run; one in
-    an ``xdist_group`` runs with its group."""
-    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
+    """``slow`` tests first and ``alone`` tests last (a stable sort: the same order in every
+    worker). xdist hands out its groups first and the single tests in this order: the long
+    ones start early, where the short ones fill in beside them, rather than end the run on
+    one worker; and an ``alone`` test runs where the others have left, never emptying a
+    room mid-run. One in an ``xdist_group`` runs with its group."""
+    def order(item):
+        return item.get_closest_marker("alone") is not None, item.get_closest_marker("slow") is None
+
+    items.sort(key=order)
 
 
 @pytest.hookimpl(hookwrapper=True)
