@@ -281,7 +281,10 @@ def test_a_call_that_waits_off_the_cpu_is_timed_by_the_wall_clock_with_the_other
             wall.now += seconds + sleeps  # a sleep, a device, another thread: no CPU, and no wait for one
         return run
 
-    t = interleave({"a": call(1e-3, 0.0), "sleeps": call(1e-3, 4e-3)}, {"a": 1e-3, "sleeps": 5e-3},
-                   Policy(warmup=0, min_rounds=5), cpu_clock=True, timer=wall, cpu_timer=cpu, usage=QUIET)
-    assert t["a"].clock == t["sleeps"].clock == "wall"
+    calls = {"a": call(1e-3, 0.0), "sleeps": call(1e-3, 4e-3), "hopeless": call(0.1, 0.0)}
+    t = interleave(calls, {"a": 1e-3, "sleeps": 5e-3, "hopeless": 0.1}, Policy(warmup=1, min_rounds=5),
+                   cpu_clock=True, timer=wall, cpu_timer=cpu, usage=QUIET,
+                   race=lambda ts: {n: "raced" for n, x in ts.items() if x.warm and x.warm > 0.05 and not x.cycles})
+    assert t["a"].clock == t["sleeps"].clock == t["hopeless"].clock == "wall"
     assert t["sleeps"].samples == pytest.approx([5e-3] * len(t["sleeps"].samples)) and len(t["a"].samples) >= 5
+    assert t["hopeless"].raced and t["hopeless"].samples == pytest.approx([0.1])  # its warm call, by the wall clock

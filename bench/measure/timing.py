@@ -251,9 +251,12 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
 
     def wall_clock() -> None:
         """Time by the wall clock after all: the CPU clock missed a call's waiting."""
-        for t in timings.values():
-            t.samples, t.clock, t.precise = list(t.wall), "wall", False
-            t.dropped = sorted(waits & set(t.cycles))
+        for n, t in timings.items():
+            t.clock, t.precise = "wall", False
+            if t.cycles:
+                t.samples, t.dropped = list(t.wall), sorted(waits & set(t.cycles))
+            elif t.samples:  # raced out after its warm call: that call's wall time
+                t.samples = [estimates[n]]
 
     budget = policy.max_time * len(running)
     spent, cycle, kept, check = 0.0, 0, 0, FEWEST_ROUNDS
