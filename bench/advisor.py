@@ -35,7 +35,6 @@ import itertools
 import logging
 import math
 import re
-import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ import torch
 import cases
 
 from bench import kinds, strategies as registry
-from bench.analysis import files, load, racing, rules, stats, visits
+from bench.analysis import files, load, rules, stats, visits
 from bench.analysis.formats import fmt_time
 from bench.analysis.picks import row_ratio
 from bench.analysis.schema import Row, Status, status_rank
@@ -368,10 +367,10 @@ def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Se
 
     # every strategy gated in turn, then the correct ones timed together, interleaved, with
     # the clearly slower ones raced out (NOTE: [Paired timing], NOTE: [Racing])
-    watch, started = load.Watch(), time.time()
+    watch = load.Watch()
     cpu_clock = advice.device == "cpu" and torch.get_num_threads() == 1
     rows = pair.measure_together(problem, names, advice.device, advice.dtype, settings, cpu_clock=cpu_clock,
-                                 race=_race, on_gated=progress, seed=settings.seed)
+                                 race=pair.race, on_gated=progress, seed=settings.seed)
     other = watch.other()
     busy = None if other is None else max(0.0, other - usual)
     if busy is not None and busy >= load.BUSY:  # a load the pairing cancels: said, not held against a row
@@ -379,8 +378,7 @@ def _measure(advice: Advice, fn, inputs, module, sparsity, float64, settings: Se
                                "they were slowed alike" + ("" if cpu_clock else ", and the cycles in which a round "
                                                            "waited for a CPU were dropped"))
     for row in rows:
-        row.started, row.seconds = started, time.time() - started
-        if row.status == Status.OK:
+        if row.status == Status.OK and not row.visits:
             row.visits = [visits.visit(row)]
     advice.timing = _timing_said(rows)
     advice.drift = visits.drift(r.info() for r in rows)
@@ -445,25 +443,6 @@ def _timing_said(rows: list[Row]) -> str:
     return said + (f"; {dropped} cycles were dropped as disturbed" if dropped else "")
 
 
-def _race(timings: dict) -> dict[str, str]:
-    """The strategies clearly slower than the fastest, and why: they are timed no more, and
-    never recommended (NOTE: [Racing] in ``bench.analysis.racing``). An exact strategy races
-    the exact ones (it is the pick however fast finite differences are); finite differences
-    race them all. ``timings`` are the running strategies' (``interleave``)."""
-    out = {}
-    for exact in (True, False):
-        rivals = {name: t for name, t in timings.items() if exact is False or _is_exact_name(name)}
-        if not any(t.cycles for t in rivals.values()):  # after the warm-up, before any round
-            leader, slower = racing.hopeless({name: t.warm for name, t in rivals.items() if t.warm})
-            why = {name: f"dropped by the race before its rounds: its warm call took {ratio:.0f}x as long as "
-                         f"{leader}'s" for name, ratio in slower.items()}
-        else:
-            leader, slower = racing.race({name: t.kept() for name, t in rivals.items()})
-            why = {name: f"dropped by the race: {ratio} slower than {leader}" for name, ratio in slower.items()}
-        out.update({name: text for name, text in why.items() if _is_exact_name(name) == exact})
-    return out
-
-
 def _dropped(row: Row) -> bool:
     """Whether the race dropped the row: clearly slower than the fastest, timed no more."""
     return "dropped" in row.notes
@@ -490,11 +469,7 @@ def _rank(rows: list[Row]) -> list[Row]:
 
 
 def _is_exact(row: Row) -> bool:
-    return _is_exact_name(row.strategy)
-
-
-def _is_exact_name(name: str) -> bool:
-    return registry.get(name).exact if name in registry.STRATEGIES else True
+    return pair.is_exact(row.strategy)
 
 
 def _conclude(advice: Advice) -> None:
@@ -520,11 +495,6 @@ def _conclude(advice: Advice) -> None:
                                + ("and recommended only because each of its rivals was too, so the ranking "
                                   "is doubtful" if doubtful else "never recommended"))
     advice.fastest = usable[0].strategy if usable else None
-    if not ok and any(r.status == Status.DISTURBED for r in advice.rows):
-        advice.recommendation = ("no recommendation: the machine was too busy to time the correct strategies (every "
-                                 "cycle was disturbed); run again on a quieter machine, or with one thread, whose "
-                                 "CPU clock waiting for a CPU does not disturb")
-        return
     if not ok:
         reasons = sorted({r.reason.split(";")[0] for r in advice.rows if r.status in ("wrong", "error")})
         advice.recommendation = ("no recommendation: no strategy gave a correct Jacobian"

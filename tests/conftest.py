@@ -167,15 +167,17 @@ class Hold:
     """A file that holds the strategy ``test-held`` (``tests/plugins/misbehaving.py``) in its
     calls while it exists: a sweep started with :attr:`env` waits there, for as long as the
     test needs to do what it tests, and goes on at full speed once :meth:`release` is called.
-    Waiting on the test, not on a guess of how long is enough."""
+    Waiting on the test, not on a guess of how long is enough. A problem's pairs are journaled
+    once the problem is measured (NOTE: [Paired timing]), so a test that needs pairs done
+    before the held one holds from the second problem (``problem=2``)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path, problem: int = 1):
+        self.path, self.problem = Path(path), problem  # it holds from the problem-th a process measures
         self.path.touch()
 
     @property
     def env(self) -> dict:
-        return {"JACBENCH_TEST_HOLD": str(self.path)}
+        return {"JACBENCH_TEST_HOLD": str(self.path), "JACBENCH_TEST_HOLD_FROM": str(self.problem)}
 
     def hold(self) -> None:
         self.path.touch()

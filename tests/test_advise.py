@@ -390,10 +390,10 @@ def test_a_burn_halfway_through_the_timing_drops_its_cycles_together_and_changes
     if threads == 1:
         assert "CPU time" in burned.timing and dropped == {0}, burned.timing
         assert quiet.best and burned.best
-    else:  # dropped together; on a machine busy beyond the burn, perhaps every cycle, and then it says so
+    else:  # dropped together; on a machine busy beyond the burn perhaps every cycle, and then it says so
         assert len(dropped) == 1 and dropped != {0}, [(r.strategy, r.notes, r.reason) for r in through]
-        if not burned.ok:
-            assert burned.best is None and "too busy to time" in burned.recommendation, burned.recommendation
+        if all(r.disturbed == 1 for r in through):
+            assert "timed while the machine was busy" in " ".join(burned.warnings), burned.warnings
     for a in (quiet, burned):
         assert a.best in (None, "jacrev", "jacfwd"), a.recommendation
     if quiet.best and burned.best and "a tie within noise" not in quiet.recommendation:  # a clear margin

@@ -28,8 +28,9 @@ SWEEP = ["run", "--profile", "quick", "--device", "cpu", "--threads", "2", "--ti
          "--strategies", "jacrev,grad-loop,manual-backward"]
 
 
-def _burned_run(tmp_path, seconds: float = 4.0) -> tuple:
-    """Run the sweep, burning two CPUs for ``seconds`` from the moment half its pairs are done."""
+def _burned_run(tmp_path, seconds: float = 8.0) -> tuple:
+    """Run the sweep, burning two CPUs for ``seconds`` from the moment half its pairs are done:
+    long enough that a problem's pairs, timed together, are timed wholly inside the burn."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *SWEEP, "--results-dir", str(tmp_path)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -96,12 +96,12 @@ def _held(results_dir) -> bool:
 
 @pytest.fixture(scope="session")
 def killed(tmp_path_factory) -> Path:
-    """The results directory of a run killed outright after one of its four pairs, made once
-    per test run (copy it)."""
+    """The results directory of a run killed outright after the two pairs of its first
+    problem, made once per test run (copy it)."""
     def kill(results):
-        hold = Hold(results.parent / "killed.hold")
+        hold = Hold(results.parent / "killed.hold", problem=2)
         proc = _start(_sweep(results, strategies="test-held,jacrev"), hold, start_new_session=True)
-        _wait_for(lambda: _done(results, 1) and _held(results))  # jacrev done, test-held held
+        _wait_for(lambda: _done(results, 2) and _held(results))  # one problem done, test-held held in the next
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         hold.release()
@@ -255,7 +255,7 @@ def test_a_full_disk_keeps_the_old_report_whole(tiny_results, tmp_path):
 def test_a_disk_that_fills_up_mid_sweep_stops_it_in_one_line_and_a_rerun_loses_nothing(tmp_path):
     with tmpfs(tmp_path / "disk", "8m") as disk:
         argv = _sweep(disk, strategies="test-held,jacrev,jacfwd")
-        hold = Hold(tmp_path / "hold")
+        hold = Hold(tmp_path / "hold", problem=2)
         proc = _start(argv, hold)
         _wait_for(lambda: _done(disk, 1) and _held(disk))
         filler = fill(disk)
@@ -268,7 +268,7 @@ def test_a_disk_that_fills_up_mid_sweep_stops_it_in_one_line_and_a_rerun_loses_n
         pairs = _pairs(disk)
         assert len(pairs) == len(set(pairs)) == 6 and set(kept) <= set(pairs)  # none lost, none twice
         doc = json.loads(next(disk.glob("*.json")).read_text())
-        assert all(r["extra_info"]["status"] in TIMED for r in doc["benchmarks"] + doc["jacbench"]["untimed"])
+        assert all(r["extra_info"]["status"] in TIMED for r in doc["benchmarks"] + doc["jacbench"]["untimed"]), [(r["param"], r["extra_info"]["status"], r["extra_info"]["reason"]) for r in doc["benchmarks"] + doc["jacbench"]["untimed"]]
 
 
 # --- permissions: root without the capabilities that override them --------------------------

@@ -8,11 +8,10 @@ import random
 
 import pytest
 
-from bench import advisor
 from bench.advisor import POLICY
 from bench.analysis import racing
 from bench.analysis.stats import PAIRED_FLOOR
-from bench.measure import timing
+from bench.measure import pair, timing
 
 DRIFT = 0.215  # the machine's speed moves by 24% (one standard deviation, NOTE: [Visits])
 
@@ -45,7 +44,7 @@ def _race(seed: int, speeds: dict[str, float], drift: float = DRIFT) -> dict[str
     rng = random.Random(seed)
     calls = {name: machine.call(s, rng.uniform(0.03, 0.10)) for name, s in speeds.items()}
     timings = timing.interleave(calls, speeds, POLICY, timer=machine, cpu_timer=machine,
-                                usage=lambda: (0.0, 0, 0.0), seed=seed, race=advisor._race)
+                                usage=lambda: (0.0, 0, 0.0), seed=seed, race=pair.race)
     return {name: t.raced for name, t in timings.items() if t.raced}
 
 

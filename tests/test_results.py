@@ -32,6 +32,27 @@ def test_loader_gives_one_tidy_row_per_pair(tiny_results):
     assert broken.loc["functional", "median"] != broken.loc["functional", "median"]  # NaN: not timed
 
 
+def test_a_problem_s_strategies_are_timed_together_and_the_file_alone_pairs_their_rounds(tiny_results):
+    """NOTE: [Paired timing]: each round keeps its cycle, so a ratio between two rows of a
+    problem is recomputed from the file alone, and it is the one the picks use."""
+    from itertools import combinations
+
+    from bench.analysis import picks, stats
+
+    frame = results.load([tiny_results])
+    ok = frame[frame.status == "ok"]
+    together = ok[ok["cycles"].map(len) > 0]
+    assert together["cycles"].map(len).eq(together["rounds"]).all()
+    paired = 0
+    for _, g in together.groupby(["device", "dtype", "problem"]):
+        for a, b in combinations(g.to_dict("records"), 2):
+            if stats.is_paired(a["samples"], b["samples"], a["cycles"], b["cycles"]):
+                paired += 1
+                alone = stats.paired(dict(zip(a["cycles"], a["samples"])), dict(zip(b["cycles"], b["samples"])))
+                assert picks.row_ratio(a, b) == alone
+    assert paired >= len(together) // 2  # most rows of a problem share their cycles
+
+
 def test_a_pair_in_two_files_is_loaded_once_from_the_later_file_and_said(tiny_results, tmp_path):
     again = tmp_path / "again.json"
     again.write_text(tiny_results.read_text())

@@ -36,7 +36,7 @@ def _start_and_kill(argv, tmp_path, after: int = 0, stop=signal.SIGKILL, until=N
     not go on measuring as an orphan. SIGINT goes to the whole process group instead, as a
     terminal's Ctrl-C does."""
     if until is None:
-        hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
+        hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold", problem=2 if after else 1)
         until = lambda journal: len(journal.results) >= after and "test-held" in (in_flight(journal.path) or "")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JACBENCH_MACHINE": "testbox", "JACBENCH_TEST_DELAY": str(delay),
            **(hold.env if hold else {})}
@@ -85,7 +85,7 @@ def _kept(final: dict, before: dict) -> bool:
 def test_sigkill_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
     argv = ["run", "--profile", "quick", "--device", "cpu", "--cases", "seed-*", "--strategies",
             "test-held,jacrev,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
-    before = _start_and_kill(argv, tmp_path, after=2)  # jacrev and jacfwd done, test-held held
+    before = _start_and_kill(argv, tmp_path, after=2)  # a problem done, test-held held in the next
     resumed = run_cli("run", "--resume", "--results-dir", tmp_path, check=True)
     assert "resuming" in resumed.stderr
     (final,) = tmp_path.glob("*.json")
@@ -150,14 +150,14 @@ def test_an_interrupted_run_keeps_its_wall_time_and_a_resume_by_other_code_says_
             "--strategies", "test-held,jacfwd", "--plugin", PLUGIN, "--results-dir", tmp_path]
     held = []  # when the test first saw the test-held pair held
 
-    def held_a_while(journal) -> bool:
-        if "test-held" not in (in_flight(journal.path) or ""):
+    def held_a_while(journal) -> bool:  # in the second problem: the first one's pairs are journaled
+        if not journal.results or "test-held" not in (in_flight(journal.path) or ""):
             return False
         held.append(time.monotonic())
         return held[-1] - held[0] >= 0.5
 
     before = _start_and_kill(argv, tmp_path, after=1, stop=stop, until=held_a_while,
-                             hold=Hold(tmp_path.parent / f"{tmp_path.name}.hold"))
+                             hold=Hold(tmp_path.parent / f"{tmp_path.name}.hold", problem=2))
     assert before.wall_s >= held[-1] - held[0] >= 0.5  # the runner ran all the while the pair was held
     # every pair the sweep process journaled counts, whether or not the runner had seen it finish
     assert before.pace[0] == before.wall_s and before.pace[1] == len(before.results)
@@ -232,6 +232,7 @@ def test_a_hanging_pair_times_out_and_the_sweep_goes_on(tmp_path):
     assert later["status"] == "timeout" and later["reason"].endswith("after its first call passed the accuracy check")
     assert later["error"] <= later["tolerance"] and later["first_call_s"] > 0  # what the gate found is kept
     assert status["jacrev"]["status"] in TIMED and status["jacfwd"]["status"] in TIMED
+    assert not status["jacrev"]["cycles"] and not status["jacfwd"]["cycles"]  # the cycles hung: timed apart after
     assert "timeout" in proc.stderr
 
 

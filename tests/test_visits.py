@@ -36,8 +36,9 @@ def _visit(median, rounds, disturbed=0.0, started=0.0):
     return {"median": median, "rounds": rounds, "disturbed": disturbed, "started": started, "seconds": 0.1}
 
 
-def _row(samples, disturbed=0.0, status="ok"):
-    return SimpleNamespace(status=status, samples=list(samples), cpu=[0.0] * len(samples), switches=[0] * len(samples),
+def _row(samples, disturbed=0.0, status="ok", cycles=(), wall=()):
+    return SimpleNamespace(status=status, samples=list(samples), cycles=list(cycles), wall=list(wall),
+                           cpu=[0.0] * len(samples), switches=[0] * len(samples),
                            delay=[0.0] * len(samples), disturbed=disturbed, started=9.0, seconds=0.2, visits=[],
                            retimed=[], notes={}, first_call_s=None, peak_bytes=None, jac_bytes=None, work=None,
                            fallback=False, fallback_ops=[], f_s=None, f_iqr=None)
@@ -50,6 +51,17 @@ def test_a_later_visit_joins_the_earlier_rounds_and_keeps_what_only_the_first_me
     assert row.samples == [1.0, 1.1, 0.9, 2.0, 2.1]
     assert [v["rounds"] for v in row.visits] == [3, 2] and row.peak_bytes == 123 and row.work == {"vjps": 4}
     assert row.f_s == 2e-4  # t(f) too (NOTE: [Cost in units of f]): a later visit does not time f again
+
+
+def test_visits_timed_together_keep_each_round_s_cycle_and_wall_time_where_every_visit_has_them():
+    before = _record([1.0, 1.1, 0.9], [_visit(1.0, 3)], cycles=[0, 1, 2], wall=[1.5, 1.6, 1.4])
+    row = _row([2.0, 2.1], cycles=[1_000_000, 1_000_001], wall=[2.5, 2.6])
+    visits.merge(row, before)
+    assert row.cycles == [0, 1, 2, 1_000_000, 1_000_001] and row.wall == [1.5, 1.6, 1.4, 2.5, 2.6]
+    alone = _record([1.0, 1.1, 0.9], [_visit(1.0, 3)])  # its first visit was timed apart: no cycles to pair
+    row = _row([2.0, 2.1], cycles=[1_000_000, 1_000_001], wall=[2.5, 2.6])
+    visits.merge(row, alone)
+    assert row.samples == [1.0, 1.1, 0.9, 2.0, 2.1] and row.cycles == [] and row.wall == []
 
 
 def test_a_disturbed_visit_is_dropped_for_the_new_one_and_kept_as_evidence():

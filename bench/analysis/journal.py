@@ -5,12 +5,18 @@ environment, once per process), ``start`` (a pair is about to run), ``checked`` 
 call passed the accuracy gate: what the gate found, kept should the pair not finish),
 ``result`` (a pair's record), ``retime`` (the pairs a later pass times again, for another
 visit or because their timing was disturbed: NOTE: [Visits]; a ``result`` that
-``replaces`` is their new record), ``owner`` (the process that took the journal's
-:class:`Lock` to run it) and ``wall`` (the seconds one ``jacbench run`` spent on it and the
-pairs it finished, when it stops: a sweep resumed or interleaved in slices adds up its
-pieces). Each result is written, flushed and fsynced before the next pair starts, so a run
-killed at any moment keeps every pair it finished. A line cut short by the kill is ignored
-on reading and trimmed (:func:`trim`) before the journal is run again.
+``replaces`` is their new record), ``together`` (the pairs of one problem, past their
+gates, about to be timed together: NOTE: [Paired timing]; then a ``beat`` after each cycle
+and each pair's finish, from which the runner's per-pair limit counts), ``apart`` (pairs to
+time alone, because the process died while timing them together: alone, a crash is the
+pair's own), ``owner`` (the process that took the journal's :class:`Lock` to run it) and
+``wall`` (the seconds one ``jacbench run`` spent on it and the pairs it finished, when it
+stops: a sweep resumed or interleaved in slices adds up its pieces). Each result is written,
+flushed and fsynced as soon as it is measured (a pair that fails its gate at once, the
+others once their problem is timed), so a run killed at any moment keeps every pair it
+finished, and one killed while a problem's pairs were timed together times them again. A
+line cut short by the kill is ignored on reading and trimmed (:func:`trim`) before the
+journal is run again.
 
 A journal is created whole and exclusively (two processes starting the same plan at once
 cannot both create it), and one process at a time runs it (:class:`Lock`). Pure Python: no torch.
@@ -55,6 +61,7 @@ class Journal:
         self.pace = (0.0, 0)  # seconds and pairs finished, of the pieces that recorded both
         self.retiming: dict[str, int] = {}  # pairs to be timed again, with the pass that does it
         self.passes = 1  # passes over the plan begun: the first, then those timing pairs again
+        self.apart: set[str] = set()  # pairs to time alone: timing them with their problem's died
         for e in entries:
             self._take(e)
 
@@ -68,6 +75,8 @@ class Journal:
         elif entry["type"] == "retime":
             self.passes = max(self.passes, entry["round"])
             self.retiming.update((p, entry["round"]) for p in entry["pairs"] if p in self.results)
+        elif entry["type"] == "apart":
+            self.apart.update(entry["pairs"])
         elif entry["type"] == "checked":
             self.checked[entry["pair"]] = entry["info"]
         elif entry["type"] == "env" and self.env is None:
@@ -166,7 +175,8 @@ def trim(path: Path) -> None:
 _HEADER = {"run_id": str, "created": str, "output": str, "device": str, "settings": dict, "pairs": list}
 _PAIR = {"id": str, "device": str, "dtype": str, "problem": str, "strategy": str}
 _ENTRIES = {"result": {"pair": str, "record": dict}, "checked": {"pair": str, "info": dict},
-            "retime": {"pairs": list, "round": int}, "wall": {"seconds": (int, float)}, "start": {"pair": str}}
+            "retime": {"pairs": list, "round": int}, "wall": {"seconds": (int, float)}, "start": {"pair": str},
+            "together": {"pairs": list}, "apart": {"pairs": list}}
 
 
 def _lacks(entry: dict, fields: dict) -> str | None:

@@ -44,7 +44,7 @@ import pandas as pd
 from bench.analysis import visits
 from bench.analysis.formats import fmt_bytes, missing
 from bench.analysis.schema import status_rank
-from bench.analysis.stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Z95, Ratio, between
+from bench.analysis.stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Z95, Ratio, between, is_paired
 
 BASELINES = ("functional", "manual-backward")
 PLATFORM = ["machine", "torch", "device", "dtype"]
@@ -97,15 +97,17 @@ def geomean(values) -> float:
 
 def row_ratio(a, b) -> Ratio:
     """b's time over a's of two rows, with its bootstrap interval (``stats.between``: paired
-    over the cycles they were timed in together, else over their rounds) widened by the
-    run's drift between visits (NOTE: [Visits]); for rows without raw samples, carried from
-    their medians' intervals."""
+    over the cycles they were timed in together, else over their rounds, then widened by
+    the run's drift between visits: NOTE: [Visits]); for rows without raw samples, carried
+    from their medians' intervals."""
     sa, sb = a.get("samples"), b.get("samples")
     if not (isinstance(sa, list) and isinstance(sb, list) and sa and sb):
         return _geomean_ratio(pd.DataFrame([a]), pd.DataFrame([b]))
     drift = a.get("drift")
     k = [len(x["visits"]) if isinstance(x.get("visits"), list) else 1 for x in (a, b)]
     cycles = [x.get("cycles") if isinstance(x.get("cycles"), list) else () for x in (a, b)]
+    if is_paired(sa, sb, *cycles):  # the drift between visits slowed both rounds of a cycle alike
+        return between(sa, sb, *cycles)
     return visits.widened(between(sa, sb, *cycles), None if missing(drift) else drift, *k)
 
 

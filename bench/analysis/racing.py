@@ -1,12 +1,14 @@
 """Racing the strategies of one problem: which of them are still worth timing. Pure Python.
 
 NOTE: [Racing]
-    ``advise`` times a problem's strategies together, interleaved (NOTE: [Paired timing] in
-    ``bench.analysis.stats``), and spends the timing only on those that could still win.
-    Before the first cycle, a strategy whose warm-up call took :data:`HOPELESS` times as
-    long as the fastest's (both undisturbed) is dropped: a cycle lasts as long as its
-    slowest round, and a forward-mode or finite-difference Jacobian of a CNN takes a second
-    where the reverse-mode ones take milliseconds. Then the race goes as a race of
+    The sweep and ``advise`` time a problem's strategies together, interleaved (NOTE:
+    [Paired timing] in ``bench.analysis.stats``), and spend the timing only on those that
+    could still win. Before the first cycle, a strategy whose warm-up call took
+    :data:`HOPELESS` times as long as the fastest's (both undisturbed) leaves the cycles: a
+    cycle lasts as long as its slowest round, and a forward-mode or finite-difference
+    Jacobian of a CNN takes a second where the reverse-mode ones take milliseconds. The
+    sweep times it apart, after the others (every row of a sweep has a median of its own);
+    ``advise`` keeps its warm call and times it no more. Then the race goes as a race of
     confidence intervals does (Maron and Moore's Hoeffding races):
     after a few cycles, and again at growing intervals, a strategy is dropped once the 95%
     interval of its paired ratio to the leader (the median over cycles of its round over the
@@ -16,8 +18,8 @@ NOTE: [Racing]
     a strategy is dropped only when it was more than 1.5x slower in every one of them. A
     wrongly dropped strategy can never win back. Rounds of a cycle that was disturbed are
     dropped for every strategy (``timing.interleave``), so a busy moment drops no strategy. A
-    dropped strategy keeps its rounds, is shown with the ratio that dropped it, has no memory
-    recorded, and is never recommended. On a fake clock where the winner is 1.2x faster than
+    dropped strategy keeps its rounds, is shown with the ratio that dropped it, and is never
+    recommended; ``advise`` records no memory for it, the sweep does. On a fake clock where the winner is 1.2x faster than
     the runner-up, with 3-10% noise per round, one call in fifty stalled for up to 3x, and the
     machine's speed moving by 24% every few cycles, the race kept the winner in every one of
     the seeded trials of ``tests/test_racing.py``.

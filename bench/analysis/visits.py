@@ -105,6 +105,9 @@ def merge(row, before: dict) -> None:
         return
     earlier = info.get("visits") or [{**{k: info.get(k) for k in FIELDS}, "rounds": len(before["stats"]["data"])}]
     data = {"samples": before["stats"]["data"], **{k: info.get(k) or [] for k in ("cpu", "switches", "delay")}}
+    for k in ("cycles", "wall"):  # kept where every visit has them (timed together; on the CPU clock)
+        if getattr(row, k) and len(info.get(k) or []) == len(data["samples"]):
+            data[k] = info[k]
     kept: dict[str, list] = {k: [] for k in data}
     start, visits, dropped = 0, [], list(info.get("retimed") or [])
     for v in earlier:
@@ -116,9 +119,10 @@ def merge(row, before: dict) -> None:
             for k in kept:
                 kept[k].extend(data[k][start:end])
         start = end
-    visits.append(visit(row))
+    visits.append(row.visits[-1] if row.visits else visit(row))  # its own, where it was given one
     row.samples = kept["samples"] + row.samples
-    row.cpu, row.switches, row.delay = kept["cpu"] + row.cpu, kept["switches"] + row.switches, kept["delay"] + row.delay
+    for k in ("cpu", "switches", "delay", "cycles", "wall"):
+        setattr(row, k, kept[k] + getattr(row, k) if k in kept else [])
     row.visits, row.retimed = visits, dropped
     row.disturbed = sum((v["disturbed"] or 0) * v["rounds"] for v in visits) / max(1, sum(v["rounds"] for v in visits))
     for k in ("first_call_s", "peak_bytes", "jac_bytes", "work", "fallback", "fallback_ops", "f_s", "f_iqr"):

@@ -8,9 +8,11 @@ work and memory measured, and the last timed call's result is gated again: a str
 answer changes between calls is ``wrong`` too. Every failure becomes a status with a
 one-line reason; nothing here raises for a bad pair.
 
-A pair is timed alone (:func:`measure_problem`, the sweep's way), or with the other
-strategies of its problem, interleaved (:func:`measure_together`, the advisor's way; NOTE:
-[Paired timing] in ``bench.analysis.stats``).
+A problem's strategies are gated one at a time, then timed together, interleaved
+(:func:`measure_together`, the way of the sweep and the advisor alike; NOTE: [Paired
+timing] in ``bench.analysis.stats``). A pair is timed alone (:func:`measure_problem`) where
+it is the only one of its problem in a process, or where the sweep process died while its
+problem's pairs were timed together: alone, a crash is the pair's own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 import cases
 
 from bench import kinds, strategies
+from bench.analysis import racing, visits
 from bench.analysis.schema import Row, Status
 from bench.analysis.stats import Summary
 from bench.gate import accuracy, state
@@ -88,37 +91,106 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
 
 
 def measure_together(problem, names: list[str], device: str, dtype: str, settings: Settings, *,
-                     cpu_clock: bool = False, race=None, on_gated: Callable[[Row], None] | None = None,
+                     cpu_clock: bool = False, race=None, apart: bool = False, probe_dropped: bool = False,
+                     extras: bool = True,
+                     on_start: Callable[[str], None] | None = None, on_gated: Callable[[Row], None] | None = None,
+                     on_together: Callable[[list[str]], None] | None = None, beat: Callable[[], None] = lambda: None,
                      seed: int = 0) -> list[Row]:
     """Gate each strategy of ``names`` on one problem in turn, then time those that passed
     together, interleaved (``bench.measure.timing.interleave``; NOTE: [Paired timing] in
     ``bench.analysis.stats``), then finish each: the answer gated again, t(f), the memory.
+
     A strategy that changed torch's global state in its gate is timed apart, after the rest:
-    it would change the others' rounds. ``race`` is ``interleave``'s; a strategy it drops is
-    noted ``dropped`` and has no memory recorded. ``on_gated`` sees each row once gated."""
-    gated = []
+    it would change the others' rounds. ``race`` is ``interleave``'s (:func:`race`). A
+    strategy it drops before any round is timed apart after the rest where ``apart`` (the
+    sweep: every row keeps a median of its own), else keeps its warm call (the advisor);
+    one it drops later keeps its rounds, and has its memory and work measured only with
+    ``probe_dropped``; ``extras`` (the work, t(f) and memory; not in a later visit) is
+    :class:`Gated`'s. ``on_start`` hears of each gate before it begins, ``on_gated`` sees
+    each row once gated (final where it failed its gate), ``on_together`` the strategies
+    about to be timed together, and ``beat`` (``interleave``'s) each cycle and each finish.
+    Each row's ``started`` and ``seconds`` are its gate's, its share of the cycles, and its
+    finish; the visit of a row timed together spans the cycles (NOTE: [Visits]). Where a gate leaves the process spoiled (``memory.spoiled``), nothing more is
+    measured: the rows of the gates that failed are returned, and no other."""
+    gated, took = [], {}
     for name in names:
-        g = Gated(problem, strategies.get(name), device, dtype, settings, extras=True)
+        if on_start is not None:
+            on_start(name)
+        started = time.time()
+        g = Gated(problem, strategies.get(name), device, dtype, settings, extras=extras, probe_dropped=probe_dropped)
+        g.row.started, took[name] = started, time.time() - started
         gated.append(g)
+        if not g.ready:  # failed its gate: its row is final
+            g.row.seconds = took[name]
+            g.done()
         if on_gated is not None:
             on_gated(g.row)
+        if memory.spoiled():  # a gate ran out of memory: nothing more is measured in this process
+            failed = [g for g in gated if not g.ready]
+            for g in gated:
+                g.done()  # each freed
+            return [g.row for g in failed]
     together = [g for g in gated if g.ready and not g.changed]
+    alone = [g for g in gated if g.ready and g.changed]
+    if len(together) == 1:
+        alone, together = together + alone, []
     if together:
+        if on_together is not None:
+            on_together([g.row.strategy for g in together])
         changed: list[str] = []
+        started = time.time()
         with state.kept(changed):
             timings = interleave({g.row.strategy: g.call for g in together},
                                  {g.row.strategy: g.row.first_call_s for g in together}, settings.policy,
                                  cpu_clock=cpu_clock, busy_cpu=torch.device(device).type == "cpu",
-                                 sync=together[0].sync, seed=seed, race=race)
+                                 sync=together[0].sync, seed=seed, race=race, beat=beat)
+        window = {"started": started, "seconds": time.time() - started}  # of every round of this visit
+        share = window["seconds"] / len(together)
         for g in together:
+            started, timing = time.time(), timings[g.row.strategy]
             g.changed.extend(changed)
+            if apart and timing.raced and not timing.cycles and timing.error is None:
+                g.row.notes["timed_apart"] = f"timed apart, after the rest: {timing.raced.split(': ', 1)[-1]}"
+                alone.append(g)
+                continue
             with state.kept(g.changed):
-                g.finish(timings[g.row.strategy])
+                g.finish(timing)
+            if g.row.status == Status.OK:
+                g.row.visits = [{**visits.visit(g.row), **window}]
+            took[g.row.strategy] += share + time.time() - started
+            beat()
+    for g in alone:
+        started = time.time()
+        with state.kept(g.changed), g.failures():
+            g.finish(time_call(g.call, settings.policy, sync=g.sync, estimate=g.row.first_call_s))
+        took[g.row.strategy] += time.time() - started
+        beat()
     for g in gated:
-        if g.ready and g not in together:
-            with state.kept(g.changed), g.failures():
-                g.finish(time_call(g.call, settings.policy, sync=g.sync, estimate=g.row.first_call_s))
+        g.row.seconds = took[g.row.strategy]
     return [g.done() for g in gated]
+
+
+def race(timings: dict[str, Timing]) -> dict[str, str]:
+    """The strategies clearly slower than the fastest, and why: they are timed no more, and
+    never recommended (NOTE: [Racing] in ``bench.analysis.racing``). An exact strategy races
+    the exact ones (it is the pick however fast finite differences are); finite differences
+    race them all. ``timings`` are the running strategies' (``interleave``)."""
+    out = {}
+    for exact in (True, False):
+        rivals = {name: t for name, t in timings.items() if exact is False or is_exact(name)}
+        if not any(t.cycles for t in rivals.values()):  # after the warm-up, before any round
+            leader, slower = racing.hopeless({name: t.warm for name, t in rivals.items() if t.warm})
+            why = {name: f"dropped by the race before its rounds: its warm call took {ratio:.0f}x as long as "
+                         f"{leader}'s" for name, ratio in slower.items()}
+        else:
+            leader, slower = racing.race({name: t.kept() for name, t in rivals.items()})
+            why = {name: f"dropped by the race: {ratio} slower than {leader}" for name, ratio in slower.items()}
+        out.update({name: text for name, text in why.items() if is_exact(name) == exact})
+    return out
+
+
+def is_exact(name: str) -> bool:
+    return strategies.get(name).exact if name in strategies.STRATEGIES else True
 
 
 class Gated:
@@ -129,12 +201,14 @@ class Gated:
 
     def __init__(self, problem, strategy, device: str, dtype: str, settings: Settings, *,
                  timer: Timer = time.perf_counter, on_checked: Callable[[Row], None] | None = None,
-                 extras: bool = True):
+                 extras: bool = True, probe_dropped: bool = False):
         self.row = Row.of(problem, strategy, device, dtype, settings.seed)
         self.problem, self.strategy, self.settings, self.timer, self.extras = problem, strategy, settings, timer, extras
         self.device, self.dtype = torch.device(device), getattr(torch, dtype)
         self.changed: list[str] = []
         self.ready, self.built, self.last = False, None, []
+        self.probe_dropped = probe_dropped  # whether a strategy the race dropped has its work and memory measured
+        self._done = False
         reason = kinds.unsupported(strategy, problem.kind, device)
         if reason:
             self.row.status, self.row.reason = Status.UNSUPPORTED, reason
@@ -188,13 +262,14 @@ class Gated:
         self.last.append(self._call())
 
     def finish(self, timing: Timing) -> None:
-        """Take the timing (of the cycles kept, where interleaved), gate the last answer again,
+        """Take the timing (of the cycles kept, where interleaved; of all of them, disturbed,
+        where none was kept: NOTE: [Visits] times it again), gate the last answer again,
         and measure t(f) and the memory (``extras``; not of a strategy the race dropped)."""
         row = self.row
         with self.failures():
             if timing.error is not None:
                 raise timing.error
-            kept = timing.kept()
+            kept = timing.kept() or set(timing.cycles)  # every cycle disturbed: all kept, as the evidence
             index = [i for i, c in enumerate(timing.cycles) if c in kept] if timing.cycles else range(len(timing.samples))
             rounds = lambda values: [values[i] for i in index]  # noqa: E731 - the rounds kept
             row.samples, row.cpu, row.switches, row.delay = map(rounds, (timing.samples, timing.cpu, timing.switches,
@@ -216,10 +291,7 @@ class Gated:
             if later is not None:
                 row.status, row.reason, row.samples = Status.WRONG, f"its answer changed between calls: {later}", []
                 return
-            if not row.samples:
-                row.status, row.reason = Status.DISTURBED, "every cycle it was timed in was disturbed"
-                return
-            if not self.extras or "dropped" in row.notes:
+            if not self.extras or ("dropped" in row.notes and not self.probe_dropped):
                 return
             row.work = _count_work(self.kind, self.built, self._run)
             row.f_s, row.f_iqr = _time_f(self.problem, self.kind, self.built, self.device, self.dtype, self.settings,
@@ -230,8 +302,11 @@ class Gated:
                 row.notes["memory"] = str(exc)
 
     def done(self) -> Row:
-        """The row, with the global state it left changed, if any; the built problem freed."""
-        self.built, self.ready = None, False
+        """The row, with the global state it left changed, if any; the built problem freed.
+        Once: later calls give the same row."""
+        if self._done:
+            return self.row
+        self.built, self.ready, self._done = None, False, True
         left = state.left_changed(self.changed)
         if left:
             self.row.reason = f"{self.row.reason}; {left}" if self.row.reason else left

@@ -144,9 +144,7 @@ def measure(call: Callable[[], object], policy: Policy, *, timer: Timer = time.p
         sync()
         return (timer() - start) / k
 
-    cap = policy.max_time / policy.visits
-    least = max(min(policy.min_rounds, FEWEST_ROUNDS), math.ceil(policy.min_rounds / policy.visits))
-    target = policy.precision * math.sqrt(policy.visits)
+    cap, least, target = _visit(policy)
     warm = 0.0
     for _ in range(policy.warmup):
         if warm >= cap:
@@ -186,7 +184,8 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
                cpu_clock: bool = False, busy_cpu: bool = True, timer: Timer = time.perf_counter,
                cpu_timer: Timer = time.process_time, sync: Callable[[], None] = lambda: None,
                usage: Usage = process_usage, seed: int = 0,
-               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None) -> dict[str, Timing]:
+               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None,
+               beat: Callable[[], None] = lambda: None) -> dict[str, Timing]:
     """Time several calls together, interleaved (NOTE: [Paired timing] in ``bench.analysis.stats``).
 
     Each cycle times one round of every call still running, in a fresh random order; each
@@ -196,7 +195,8 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     ``policy.min_rounds`` cycles are kept and every call's ratio to the fastest is known to
     ``policy.precision``, or once the calls have spent ``policy.max_time`` each, never before
     :data:`FEWEST_ROUNDS` kept cycles unless three times that is spent (a machine too busy
-    for any). ``race`` is asked which calls to time no more, and why (NOTE: [Racing] in
+    for any). Those three are a visit's where the policy has several (:class:`Policy`), as
+    :func:`measure`'s are. ``race`` is asked which calls to time no more, and why (NOTE: [Racing] in
     ``bench.analysis.racing``): once after the warm-up (each ``Timing.warm`` known, no round
     yet), then at growing intervals; those it drops keep their rounds (dropped after the
     warm-up: the warm call as their one round). A call that raises is timed no more, the
@@ -206,6 +206,9 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     wall time kept beside it: waiting for a CPU that other work holds is no part of the
     sample, so no round is dropped for it. Otherwise by the wall clock, with ``sync``
     inside the round. The usage read as evidence of disturbance is outside the timed region.
+
+    ``beat`` is called after each call's warm-up and after each cycle, outside the timed
+    rounds: a sign of life for whoever watches for a hang.
     """
     from bench.analysis.stats import disturbed
 
@@ -213,7 +216,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     names = list(calls)
     estimates = dict(estimates)
     timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
-    warm: dict[str, tuple] = {}  # each call's last warm-up call: a round of one call, where undisturbed
+    warm: dict[str, tuple] = {}  # each call's last warm-up call: wall, CPU-clock and usage seconds
     for n in names:  # warm-up, each in turn; a slow call is warm after its gated first call and one more
         spent = 0.0
         for _ in range(policy.warmup):
@@ -231,12 +234,15 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             cpu_after, switches_after, delay_after = usage()
             waited = None if delay is None or delay_after is None else delay_after - delay
             estimates[n], spent = wall, spent + wall  # a warm call: the first one may have compiled
-            calm = cpu_clock or not disturbed(wall, cpu_after - cpu, switches_after - switches, waited,
-                                              busy_cpu=busy_cpu)
-            warm.pop(n, None)
-            if calm:
-                warm[n] = (own if cpu_clock else wall, cpu_after - cpu, switches_after - switches, waited)
-                timings[n].warm = warm[n][0]
+            warm[n] = (wall, own, cpu_after - cpu, switches_after - switches, waited)
+        beat()
+    if cpu_clock and any(wall - own - (waited or 0.0) > IDLE_SHARE * wall for wall, own, _, _, waited in warm.values()):
+        cpu_clock = False  # a call waits off the CPU (a sleep, a device): the CPU clock would not see it
+        for t in timings.values():
+            t.clock = "wall"
+    for n, (wall, own, cpu, switches, waited) in warm.items():  # an undisturbed warm call is a round of one call
+        if cpu_clock or not disturbed(wall, cpu, switches, waited, busy_cpu=busy_cpu):
+            timings[n].warm = own if cpu_clock else wall
     for n, t in timings.items():
         t.iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimates[n], 1e-9))))
     running = [n for n in names if timings[n].error is None]
@@ -245,7 +251,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             running.remove(n)
             t = timings[n]
             t.raced, t.iterations = why, 1
-            t.samples, t.cpu, t.switches, t.delay = ([x] for x in warm[n])
+            t.samples, t.cpu, t.switches, t.delay = [t.warm], [warm[n][2]], [warm[n][3]], [warm[n][4]]
     used: dict[str, list[float]] = {n: [] for n in names}  # the CPU clock's seconds per call, per round
     waits: set[int] = set()  # the cycles in which a round waited for a CPU: disturbed on the wall clock
 
@@ -256,9 +262,10 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             if t.cycles:
                 t.samples, t.dropped = list(t.wall), sorted(waits & set(t.cycles))
             elif t.samples:  # raced out after its warm call: that call's wall time
-                t.samples = [estimates[n]]
+                t.samples = [warm[n][0]]
 
-    budget = policy.max_time * len(running)
+    budget, least, target = _visit(policy)
+    budget *= len(running)
     spent, cycle, kept, check = 0.0, 0, 0, FEWEST_ROUNDS
     while running and kept < policy.max_rounds and spent < 3 * budget:  # the cycles
         order = running[:]
@@ -298,6 +305,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             wall_clock()
             on_cpu = False
         cycle += 1
+        beat()
         kept = cycle - (0 if on_cpu else len(waits))
         if kept < FEWEST_ROUNDS:
             continue
@@ -307,13 +315,20 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
                 for n, why in race({m: timings[m] for m in running}).items():
                     running.remove(n)
                     timings[n].raced = why
-            if kept >= policy.min_rounds and _precise(timings, running, policy.precision):
+            if kept >= least and _precise(timings, running, target):
                 for n in running:
                     timings[n].precise = True
                 break
         if spent >= budget:
             break
     return timings
+
+
+def _visit(policy: Policy) -> tuple[float, int, float]:
+    """One visit's time cap, fewest rounds and precision target (:class:`Policy`)."""
+    return (policy.max_time / policy.visits,
+            max(min(policy.min_rounds, FEWEST_ROUNDS), math.ceil(policy.min_rounds / policy.visits)),
+            policy.precision * math.sqrt(policy.visits))
 
 
 #: a call whose rounds' wall time exceeds its CPU time and its wait for a CPU by more than

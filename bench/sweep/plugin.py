@@ -37,7 +37,7 @@ def pytest_generate_tests(metafunc):
     sweep = metafunc.config.stash.get(_SESSION, None)
     if sweep is None:
         raise pytest.UsageError("the sweep runs through `jacbench run`, which passes --jacbench-journal")
-    ids = sweep.journal.remaining()[: metafunc.config.getoption("jacbench_max_pairs")]
+    sweep.ids = ids = sweep.journal.remaining()[: metafunc.config.getoption("jacbench_max_pairs")]
     metafunc.parametrize("pair", ids, ids=ids)
 
 
@@ -108,6 +108,7 @@ class Sweep:
         self.settings = Settings.from_dict(journal.header["settings"])
         self.pairs = journal.planned()
         self.device = journal.header["device"]
+        self.ids: list[str] = []  # the pairs this process runs, in order
 
     def write(self, entry: dict, durable: bool = True) -> None:
         """Journal an entry; where the journal cannot take it (a full disk, say), stop the
@@ -135,37 +136,118 @@ class Sweep:
                                  "ceilings": ceilings, "pytest_benchmark": pytest_benchmark.__version__})
 
     def run(self, pair_id: str, benchmark) -> None:
+        """Measure a pair: with the other pairs of its problem this process runs, timed
+        together (:meth:`together`), or alone where it is the only one or an earlier attempt
+        to time its problem together died (the journal's ``apart``: alone, a crash or a
+        hang is the pair's own)."""
+        pending = set(self.journal.remaining())
+        if pair_id not in pending:  # measured with its problem, in this process
+            benchmark.skipped = True
+            return
+        pair = self.pairs[pair_id]
+        group = [p for p in self.ids if p in pending and _problem(self.pairs[p]) == _problem(pair)
+                 and p not in self.journal.apart]
+        if pair_id in self.journal.apart or len(group) < 2:
+            self.alone(pair_id, benchmark)
+        else:
+            self.together(group)
+            benchmark.skipped = True
+
+    def alone(self, pair_id: str, benchmark) -> None:
         from bench.measure.pair import measure
 
         pair = self.pairs[pair_id]
-        before = self.journal.results.get(pair_id) if pair_id in self.journal.retiming else None
+        before = self.before(pair_id)
         started = time.time()
         self.write({"type": "start", "pair": pair_id, "time": started}, durable=False)
         row = measure(pair, self.settings, iterations=before["stats"].get("iterations", 1) if before else None,
-                      on_checked=lambda row: self.write(
-                          {"type": "checked", "pair": pair_id, "info": row.info()}, durable=False))
+                      on_checked=lambda row: self.checked(pair_id, row))
         row.started, row.seconds = started, time.time() - started
+        self.journal_row(pair_id, row, before)
+        benchmark.skipped = True  # its record is journaled; pytest-benchmark's own report has none
+        self.fresh_if_spoiled()
+
+    def together(self, group: list[str]) -> None:
+        """Gate each pair of one (device, dtype, problem) in turn, each journaled as it starts,
+        then time those that passed together, interleaved (NOTE: [Paired timing] in
+        ``bench.analysis.stats``), and journal each pair's record. The ``together`` entry
+        tells the runner whom to time apart if the cycles die or hang, and a ``beat`` after
+        each warm-up and cycle that they still go on."""
+        import cases
+        from bench.measure import pair as measuring
+
+        ids = {self.pairs[p].strategy: p for p in group}
+        journaled: set[str] = set()
+        first = self.pairs[group[0]]
+        rows = measuring.measure_together(
+            cases.get(first.problem), list(ids), first.device, first.dtype, self.settings,
+            cpu_clock=first.device == "cpu" and self.settings.threads == 1, race=measuring.race, apart=True,
+            probe_dropped=True, extras=all(self.before(p) is None for p in group), seed=self.settings.seed,
+            on_start=lambda name: self.write({"type": "start", "pair": ids[name], "time": time.time()}, durable=False),
+            on_gated=lambda row: self.gated(ids[row.strategy], row, journaled),
+            on_together=lambda names: self.write({"type": "together", "pairs": [ids[n] for n in names]}),
+            beat=lambda: self.write({"type": "beat"}, durable=False))
+        base = CYCLES_PER_PASS * (self.journal.passes - 1)  # a later visit's cycles are its own
+        for row in rows:
+            if ids[row.strategy] not in journaled:
+                row.cycles = [base + c for c in row.cycles]
+                self.journal_row(ids[row.strategy], row, self.before(ids[row.strategy]))
+        self.fresh_if_spoiled()
+
+    def checked(self, pair_id: str, row) -> None:
+        """Journal what the gate found of a pair whose first call passed it."""
         if row.status == Status.OK:
+            self.write({"type": "checked", "pair": pair_id, "info": row.info()}, durable=False)
+
+    def gated(self, pair_id: str, row, journaled: set[str]) -> None:
+        """Journal a gated row: what it found where it passed, its record where it failed."""
+        if row.status == Status.OK:
+            self.checked(pair_id, row)
+        else:
+            self.journal_row(pair_id, row, self.before(pair_id))
+            journaled.add(pair_id)
+
+    def before(self, pair_id: str) -> dict | None:
+        """The pair's record so far, where this is a later visit (NOTE: [Visits])."""
+        return self.journal.results.get(pair_id) if pair_id in self.journal.retiming else None
+
+    def journal_row(self, pair_id: str, row, before: dict | None) -> None:
+        """Journal a measured row as the pair's pytest-benchmark record, joined to its earlier
+        visits."""
+        from pytest_benchmark.stats import Stats
+
+        pair = self.pairs[pair_id]
+        if row.status == Status.OK and not row.visits:  # timed together, its visit spans the cycles
             row.visits = [visits.visit(row)]
         if before is not None:  # a later visit (NOTE: [Visits])
             visits.merge(row, before)
-        benchmark.group = f"{pair.device} {pair.dtype} {pair.problem}"
-        benchmark.extra_info.update(row.info())
         stats = options = None
         if row.status == Status.OK:
-            # pytest-benchmark times by itself; our rounds adapt to a precision target and
-            # synchronize CUDA, so we hand it the samples instead (its one private seam).
-            metadata = benchmark._make_stats(row.iterations)
+            # pytest-benchmark times by itself; our rounds adapt to a precision target, are
+            # interleaved across strategies and synchronize CUDA, so we hand it the samples
+            summary = Stats()
             for sample in row.samples:
-                metadata.update(sample * row.iterations)
-            as_dict = metadata.as_dict(include_data=True)
-            stats, options = as_dict["stats"], {**as_dict["options"], "policy": self.settings.as_dict()["policy"]}
-        else:
-            benchmark.skipped = True  # nothing was timed; silences "fixture was not used"
+                summary.update(sample)
+            stats = {**summary.as_dict(), "data": list(summary.data), "iterations": row.iterations}
+            options = {"timer": "time.process_time" if row.clock == "cpu" else "time.perf_counter",
+                       "policy": self.settings.as_dict()["policy"]}
         entry = {"type": "result", "pair": pair_id, "record": record(pair, row.info(), stats, options)}
         self.write({**entry, "replaces": True} if before is not None else entry)
+
+    @staticmethod
+    def fresh_if_spoiled() -> None:
+        """End this process where a call spoiled it, for a fresh one to go on."""
         from bench.measure import memory
 
         if memory.spoiled():  # the runner starts a fresh process for the rest
             pytest.exit("a call was stopped part-way or ran out of memory; the rest of the sweep needs a fresh process",
                         returncode=0)
+
+
+def _problem(pair: Pair) -> tuple[str, str, str]:
+    return pair.device, pair.dtype, pair.problem
+
+
+#: a later visit's cycles are numbered from this many times its pass, so that rounds pair
+#: only with rounds of the same visit
+CYCLES_PER_PASS = 1_000_000

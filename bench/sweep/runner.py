@@ -233,6 +233,9 @@ def _run(journal_path, target: set, progress, python, log, clock) -> Journal:
                            f"free space or fix its permissions, then run the same command again")
         if not target & set(journal.remaining()):
             break
+        if isinstance(current, list):  # it died timing a problem's pairs together: alone, a crash is the pair's own
+            journal.append({"type": "apart", "pairs": [p for p in current if p in journal.remaining()]})
+            continue
         if current is None or current not in journal.remaining():
             if outcome == "ended" and len(target & set(journal.remaining())) < pending:
                 continue  # it finished a pair and asked for a fresh process
@@ -262,8 +265,9 @@ def _die_with_parent() -> None:
 
 
 def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit,
-               sampler: "load.Sampler") -> tuple[str, str | None]:
-    """Run one child until it exits or a pair times out. Returns (outcome, pair in flight)."""
+               sampler: "load.Sampler") -> tuple[str, str | list[str] | None]:
+    """Run one child until it exits or a pair times out. Returns (outcome, pair in flight),
+    or the pairs in flight where it was timing a problem's pairs together."""
     # pytest with the two plugins the sweep needs and no other: none of the environment's own
     # (hypothesis imports itself at exit, xdist reads options), and not the hooks that collect
     # the garbage of a torch-sized heap several times over on the way out (1.4 s a process)
@@ -281,7 +285,7 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                                  start_new_session=True, preexec_fn=_die_with_parent)
     offset = Path(journal_path).stat().st_size
     oom_kills = _oom_kills()
-    current, last_event, allowance = None, clock(), STARTUP_S  # the child's start-up is no pair's
+    current, together, last_event, allowance = None, [], clock(), STARTUP_S  # the child's start-up is no pair's
     try:
         while True:
             offset, entries = _read_new(journal_path, offset)
@@ -291,8 +295,10 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                 if e["type"] == "start":
                     current, allowance = e["pair"], 0.0
                     progress.running(pairs[current])
+                elif e["type"] == "together":  # a problem's pairs timed together; each cycle beats
+                    current, together = None, list(e["pairs"])
                 elif e["type"] == "result":
-                    current = None
+                    current, together = None, [p for p in together if p != e["pair"]]
                     progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
             sampler.sample(child.pid)
             code = child.poll()
@@ -300,13 +306,17 @@ def _supervise(journal_path, timeout, progress, python, log, pairs, clock, limit
                 offset, entries = _read_new(journal_path, offset)
                 for e in entries:
                     if e["type"] == "result":
-                        current = None
+                        current, together = None, [p for p in together if p != e["pair"]]
                         progress.finished(pairs[e["pair"]], e["record"]["extra_info"])
                     elif e["type"] == "start":
                         current = e["pair"]
-                return _exit_text(code, oom_kills), current
+                    elif e["type"] == "together":
+                        current, together = None, list(e["pairs"])
+                return _exit_text(code, oom_kills), together or current
             if clock() - last_event > timeout + allowance:
                 _kill(child)
+                if together:
+                    return Status.TIMEOUT, together
                 if current is None:
                     current = next(iter(Journal.read(journal_path).remaining()), None)
                 return Status.TIMEOUT, current
