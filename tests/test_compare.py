@@ -31,9 +31,9 @@ def samples(median: float, n: int = 40, spread: float = 0.03, seed: int = 0) -> 
     return list(median * np.exp(rng.normal(0.0, spread, n)))
 
 
-def row(problem, strategy, status="ok", data=None, *, dtype="float32", device="cpu", peak=4096, reason=""):
+def row(problem, strategy, status="ok", data=None, *, dtype="float32", device="cpu", peak=4096, reason="", f_s=None):
     return {"problem": problem, "strategy": strategy, "status": status, "data": data, "dtype": dtype,
-            "device": device, "peak": peak, "reason": reason}
+            "device": device, "peak": peak, "reason": reason, "f_s": f_s}
 
 
 def write_results(path: Path, rows, *, torch="2.13.0", machine="box", device="cpu", profile="standard",
@@ -47,7 +47,8 @@ def write_results(path: Path, rows, *, torch="2.13.0", machine="box", device="cp
                 "family": r["problem"].split("-")[0], "kind": "vector", "n": 8, "m": 8, "status": r["status"],
                 "reason": r["reason"], "error": 0.0 if r["status"] == "ok" else None, "tolerance": 1e-4,
                 "first_call_s": 0.01, "peak_bytes": r["peak"], "jac_bytes": 256, "fallback": False,
-                "fallback_ops": [], "work": {"fevals": 1, "vjps": 8, "jvps": 0, "flops": 0}, "schema": 1}
+                "fallback_ops": [], "work": {"fevals": 1, "vjps": 8, "jvps": 0, "flops": 0}, "schema": 1,
+                "f_s": r.get("f_s")}
         rec = {"group": f"{r['device']} {r['dtype']} {r['problem']}", "name": f"test_pair[{pair}]",
                "fullname": f"bench/sweep/suite.py::test_pair[{pair}]", "params": {"pair": pair}, "param": pair,
                "extra_info": info, "options": {}}
@@ -355,14 +356,17 @@ def test_a_change_that_does_not_come_back_in_a_re_measurement_is_not_reproduced(
 def test_a_machine_twice_as_fast_is_said_first_and_only_a_row_that_moved_against_the_rest_changes(tmp_path):
     """NOTE: [Machine moved]: the same code on a machine about twice as fast."""
     problems = [f"p{k}" for k in range(8)]
-    base = [row(p, "jacrev", data=samples(1e-3 * (k + 1), seed=k)) for k, p in enumerate(problems)]
+    base = [row(p, "jacrev", data=samples(1e-3 * (k + 1), seed=k), f_s=1e-4 * (k + 1)) for k, p in enumerate(problems)]
     speed = {p: 0.5 for p in problems} | {"p3": 0.5 * 1.3}  # p3: 30% slower than the rest moved
-    new = [row(p, "jacrev", data=samples(1e-3 * (k + 1) * speed[p], seed=50 + k)) for k, p in enumerate(problems)]
+    new = [row(p, "jacrev", data=samples(1e-3 * (k + 1) * speed[p], seed=50 + k), f_s=0.5e-4 * (k + 1))
+           for k, p in enumerate(problems)]  # f itself moved with the machine
     c = compare.compare([write_results(tmp_path / "base.json", base, machine="old"),
                          write_results(tmp_path / "new.json", new, machine="new")])
     t = by_problem(c)
     said = [w for w in c.warnings if "moved by about" in w]
     assert len(said) == 1 and "0.5" in said[0] and "the machine or its load, not the code?" in said[0], c.warnings
+    assert "in units of each run's own t(f), by 1.0" in said[0]  # in units of f, the machine cancels
+    assert 1.2 < t.loc["p3", "ratio_f"] < 1.4 and (t.drop(index="p3")["ratio_f"].sub(1).abs() < 0.05).all()
     assert t.loc["p3", "verdict"] == "slower" and 0.6 < t.loc["p3", "ratio"] < 0.7  # the raw ratio is kept
     assert set(t.drop(index="p3")["verdict"]) == {"no significant change"}
     assert (t["ci_lo"] < t["ratio"]).all() and (t["ratio"] < t["ci_hi"]).all()

@@ -53,6 +53,25 @@ def test_rounds_alternate_the_order_of_the_environments():
     assert matrix.rounds_plan(10, 4) == 3 and matrix.rounds_plan(3, 8) == 1 and matrix.rounds_plan(8, 1) == 8
 
 
+def test_a_slice_of_the_plan_takes_its_last_problem_whole(tmp_path):
+    """A problem's strategies are timed together, in one process (NOTE: [Paired timing]):
+    a slice cut in the middle of a problem takes the rest of it."""
+    from bench.analysis.journal import Journal
+    from bench.analysis.schema import Pair
+    from bench.sweep import runner
+
+    pairs = [Pair("cpu", "float32", p, s) for p in ("a", "b") for s in ("x", "y", "z")]
+    header = {"run_id": "r", "created": "now", "output": "o.json", "device": "cpu", "settings": {},
+              "pairs": [{"id": p.id, "device": p.device, "dtype": p.dtype, "problem": p.problem,
+                         "strategy": p.strategy} for p in pairs]}
+    journal = Journal.create(tmp_path / "j.jsonl", header)
+    ids = [p.id for p in pairs]
+    assert runner._whole_problems(journal, 1) == runner._whole_problems(journal, 3) == ids[:3]
+    assert runner._whole_problems(journal, 4) == runner._whole_problems(journal, None) == ids
+    journal.append({"type": "result", "pair": ids[0], "record": {}})
+    assert runner._whole_problems(journal, 1) == ids[1:3]
+
+
 def _fake_venv(venvs: Path, version: str) -> Path:
     """A 'venv' whose python answers the probe as a venv with torch ``version`` would."""
     python = venvs / f"torch-{version}" / "bin" / "python"

@@ -149,10 +149,10 @@ def test_the_account_lists_failures_by_reason_and_counts_the_unsupported_in_one_
 
 @pytest.mark.slow
 def test_a_later_pass_is_counted_under_its_own_number(tmp_path):
-    """The standard profile times a fast pair again in a second pass (NOTE: [Visits]); the
-    lines of that pass carry its number, the one its announcement gives."""
+    """Two visits time a fast pair again in a second pass (NOTE: [Visits]); the lines of that
+    pass carry its number, the one its announcement gives."""
     proc = run_cli("run", "--profile", "standard", "--device", "cpu", "--cases", "seed-newton", "--strategies",
-                   "jacrev", "--results-dir", tmp_path, "--timing", "warmup=0,max_time=0.02", check=True)  # its passes
+                   "jacrev", "--results-dir", tmp_path, "--timing", "visits=2,warmup=0,max_time=0.02", check=True)
     said = proc.stderr.splitlines()
     announced = [int(re.match(r"pass (\d+) \(of at most", line).group(1)) for line in said
                  if re.match(r"pass \d+ \(of at most", line)]

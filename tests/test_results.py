@@ -51,6 +51,17 @@ def test_a_problem_s_strategies_are_timed_together_and_the_file_alone_pairs_thei
                 alone = stats.paired(dict(zip(a["cycles"], a["samples"])), dict(zip(b["cycles"], b["samples"])))
                 assert picks.row_ratio(a, b) == alone
     assert paired >= len(together) // 2  # most rows of a problem share their cycles
+    best = picks.best_per_problem(frame)  # the picks' margins are those paired ratios
+    checked = 0
+    for _, b in best.dropna(subset=["exact_runner_up"]).iterrows():
+        rows = ok[ok["problem"] == b["problem"]].set_index("strategy")
+        a, z = rows.loc[b["exact_strategy"]], rows.loc[b["exact_runner_up"]]
+        if stats.is_paired(a["samples"], z["samples"], a["cycles"], z["cycles"]):
+            alone = stats.paired(dict(zip(a["cycles"], a["samples"])), dict(zip(z["cycles"], z["samples"])))
+            assert (b["exact_margin"], b["exact_margin_low"], b["exact_margin_high"]) == (alone.value, alone.low,
+                                                                                          alone.high)
+            checked += 1
+    assert checked
 
 
 def test_a_pair_in_two_files_is_loaded_once_from_the_later_file_and_said(tiny_results, tmp_path):

@@ -200,7 +200,7 @@ QUIET = lambda: (0.0, 0, 0.0)  # noqa: E731 - no disturbance evidence
 
 
 def test_a_drift_that_slows_every_call_leaves_paired_ratios_exact_where_one_after_another_does_not():
-    from bench.analysis.stats import PAIRED_FLOOR, paired
+    from bench.analysis.stats import RERUN_FLOOR, paired
 
     policy = Policy(warmup=1, min_rounds=10, max_time=0.05, precision=0.01, min_round_time=1e-3)
     speeds = {"a": 1e-3, "b": 2e-3, "c": 3e-3}
@@ -219,7 +219,7 @@ def test_a_drift_that_slows_every_call_leaves_paired_ratios_exact_where_one_afte
     for name, want in (("b", 2), ("c", 3)):
         r = paired(t["a"].kept(), t[name].kept())
         assert r.value == pytest.approx(want)  # ...and cancels in every cycle's ratio: the interval is the floor's
-        assert r.low == pytest.approx(want / (1 + PAIRED_FLOOR)) and r.high == pytest.approx(want * (1 + PAIRED_FLOOR))
+        assert r.low == pytest.approx(want / (1 + RERUN_FLOOR)) and r.high == pytest.approx(want * (1 + RERUN_FLOOR))
     assert t["a"].precise and not t["a"].dropped
 
 

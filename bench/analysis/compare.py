@@ -41,6 +41,7 @@ from __future__ import annotations
 import filecmp
 import json
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -288,7 +289,7 @@ def match_key(sides: list[Side]) -> list[str]:
 
 
 _CARRY = ("status", "reason", "median", "iqr", "rel_iqr", "rounds", "samples", "peak_bytes", "error", "device",
-          "machine", "torch")
+          "machine", "torch", "f_s")
 
 
 def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, threshold: float = 0.10,
@@ -345,7 +346,9 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
                     memory = "less"
         noisy = timed and (row["rel_iqr_base"] > NOISE_WARNING or row["rel_iqr_new"] > NOISE_WARNING)
         stalled = timed and max(spread(a), spread(z)) > STALL_SPREAD
-        rec.update(ratio=ratio, shift=shift, ci_lo=lo * shift, ci_hi=hi * shift, p=p, low_ratio=low_ratio, verdict=v,
+        fb, fn = row.get("f_s_base"), row.get("f_s_new")  # in units of each run's own t(f): NOTE: [Machine moved]
+        ratio_f = ratio * fb / fn if timed and is_number(fb) and is_number(fn) and fb > 0 and fn > 0 else float("nan")
+        rec.update(ratio=ratio, ratio_f=ratio_f, shift=shift, ci_lo=lo * shift, ci_hi=hi * shift, p=p, low_ratio=low_ratio, verdict=v,
                    stalled=bool(stalled),
                    status_change=f"{row['status_base']}→{row['status_new']}" if kind else "",
                    status_kind=kind, mem_ratio=mem_ratio, memory=memory, noisy=bool(noisy))
@@ -370,7 +373,10 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
 #:     side's timed rows (and :data:`MOVED_LEAST` rows at least) moved beyond the threshold the
 #:     same way, the side's shift is the geometric median of its rows' ratios, ``compare``
 #:     says so first, and each row is judged after that shift (its new samples divided by it):
-#:     a row is slower or faster only where it moved against the rest. The raw ratio is kept.
+#:     a row is slower or faster only where it moved against the rest. The raw ratio is kept,
+#:     and beside it ``ratio_f``: the change in units of each run's own t(f), the plain
+#:     evaluation of f timed in the same run (NOTE: [Cost in units of f]), which a faster or
+#:     slower machine cancels to first order; the warning gives its median too.
 MOVED_SHARE = 0.75
 MOVED_LEAST = 4
 
@@ -451,9 +457,12 @@ def _checks(sides: list[Side], table: pd.DataFrame) -> tuple[list[str], list[str
         rows = table[(table["side"] == s.label) & table["ratio"].notna()] if "shift" in table else table.iloc[:0]
         if len(rows) and rows["shift"].iloc[0] != 1.0:
             shift = rows["shift"].iloc[0]
+            in_f = rows["ratio_f"][rows["ratio_f"].map(is_number) & (rows["ratio_f"] > 0)]
+            per_f = (f"; in units of each run's own t(f), by {math.exp(statistics.median(map(math.log, in_f))):.2f}x"
+                     if len(in_f) else "")
             warnings.append(f"every row of {s.label} moved by about {shift:.2f}x against {base.label} (the median of "
-                            f"{len(rows)} timed rows): the machine or its load, not the code? Each row is judged "
-                            f"after that shift: slower or faster only against the rest")
+                            f"{len(rows)} timed rows{per_f}): the machine or its load, not the code? Each row is "
+                            f"judged after that shift: slower or faster only against the rest")
     for s in sides:
         if not s.env["pairs"]:
             warnings.append(f"{s.label} holds no pairs ({', '.join(str(f) for f in s.files)}): every row of the "

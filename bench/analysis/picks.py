@@ -159,7 +159,7 @@ def _or_inf(v) -> float:
 
 # the columns a pick reads from its rows (``_pick``, ``row_ratio``)
 _PICKED = ["n", "m", "strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
-           "samples", "drift", "visits"]
+           "samples", "cycles", "drift", "visits"]
 
 
 def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:

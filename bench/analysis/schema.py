@@ -29,6 +29,12 @@ class Pair:
     def label(self) -> str:
         return f"{self.device} {self.dtype} {self.problem} {self.strategy}"
 
+    @property
+    def timed_with(self) -> tuple[str, str, str]:
+        """What its strategy is timed together with: the (device, dtype, problem) it shares
+        with them (NOTE: [Paired timing])."""
+        return self.device, self.dtype, self.problem
+
 
 class Status(str, Enum):
     """How a pair ended, in the order reports list them: the timed ones first."""

@@ -132,6 +132,7 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
             return [g.row for g in failed]
     together = [g for g in gated if g.ready and not g.changed]
     alone = [g for g in gated if g.ready and g.changed]
+    hopeless: list[Gated] = []  # those the race sent apart before any cycle
     if len(together) == 1:
         alone, together = together + alone, []
     if together:
@@ -152,6 +153,7 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
             if apart and timing.raced and not timing.cycles and timing.error is None:
                 g.row.notes["timed_apart"] = f"timed apart, after the rest: {timing.raced.split(': ', 1)[-1]}"
                 alone.append(g)
+                hopeless.append(g)
                 continue
             with state.kept(g.changed):
                 g.finish(timing)
@@ -159,10 +161,14 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
                 g.row.visits = [{**visits.visit(g.row), **window}]
             took[g.row.strategy] += share + time.time() - started
             beat()
+    on_cpu = bool(together) and next(iter(timings.values())).clock == "cpu"  # no warm call waited off the CPU
     for g in alone:
-        started = time.time()
+        started, clock = time.time(), "cpu" if on_cpu and g in hopeless else "wall"  # the others' clock
         with state.kept(g.changed), g.failures():
-            g.finish(time_call(g.call, settings.policy, sync=g.sync, estimate=g.row.first_call_s))
+            timing = time_call(g.call, settings.policy, sync=g.sync, estimate=g.row.first_call_s,
+                               timer=time.process_time if clock == "cpu" else time.perf_counter)
+            timing.clock = clock
+            g.finish(timing)
         took[g.row.strategy] += time.time() - started
         beat()
     for g in gated:
@@ -282,7 +288,8 @@ class Gated:
                 if timing.dropped:
                     row.notes["cycles_dropped"] = len(timing.dropped)
             else:
-                row.disturbed = timing.disturbed(busy_cpu=self.device.type == "cpu")
+                # on the CPU clock, waiting for a CPU is no part of a round (NOTE: [Paired timing])
+                row.disturbed = 0.0 if timing.clock == "cpu" else timing.disturbed(busy_cpu=self.device.type == "cpu")
             if timing.raced:
                 row.notes["dropped"] = timing.raced
             later = (self.kind.later(self.strategy, self.built, self.last[0], self.reference, self.dtype, row.notes)

@@ -233,6 +233,7 @@ def _row_view(r: dict, key: list[str]) -> dict:
         "ci": (f"{r['ci_lo']:.2f} – {r['ci_hi']:.2f}" if is_number(r.get("ci_lo")) and is_number(r.get("ci_hi")) else "-"),
         "p": _fmt_p(r.get("p")), "p_v": r["p"] if is_number(r.get("p")) else "",
         "low": _fmt_ratio(r.get("low_ratio")), "low_v": r["low_ratio"] if is_number(r.get("low_ratio")) else "",
+        "per_f": _fmt_ratio(r.get("ratio_f")), "per_f_v": r["ratio_f"] if is_number(r.get("ratio_f")) else "",
         "rounds": f"{_cell(r.get('rounds_base'))} / {_cell(r.get('rounds_new'))}",
         "verdict": r["verdict"], "confirmed": r.get("confirmed") or "", "noisy": bool(r.get("noisy")), "stalled": bool(r.get("stalled")),
         "status_base": _cell(r.get("status_base")), "status_new": _cell(r.get("status_new")),

@@ -41,7 +41,7 @@ ROUND = 0.01
 
 PROFILE_SETTINGS = {
     "quick": Profile("quick", Policy(warmup=1, min_rounds=3, max_time=0.1, precision=0.05, min_round_time=ROUND), 60.0),
-    "standard": Profile("standard", Policy(warmup=1, visits=2, min_rounds=5, max_time=0.4, precision=0.03,
+    "standard": Profile("standard", Policy(warmup=1, min_rounds=5, max_time=0.4, precision=0.03,
                                            min_round_time=ROUND), 120.0),
     "full": Profile("full", Policy(warmup=2, visits=3, min_rounds=7, max_time=2.0, precision=0.01,
                                    min_round_time=ROUND), 600.0),

@@ -145,7 +145,7 @@ class Sweep:
             benchmark.skipped = True
             return
         pair = self.pairs[pair_id]
-        group = [p for p in self.ids if p in pending and _problem(self.pairs[p]) == _problem(pair)
+        group = [p for p in self.ids if p in pending and self.pairs[p].timed_with == pair.timed_with
                  and p not in self.journal.apart]
         if pair_id in self.journal.apart or len(group) < 2:
             self.alone(pair_id, benchmark)
@@ -242,10 +242,6 @@ class Sweep:
         if memory.spoiled():  # the runner starts a fresh process for the rest
             pytest.exit("a call was stopped part-way or ran out of memory; the rest of the sweep needs a fresh process",
                         returncode=0)
-
-
-def _problem(pair: Pair) -> tuple[str, str, str]:
-    return pair.device, pair.dtype, pair.problem
 
 
 #: a later visit's cycles are numbered from this many times its pass, so that rounds pair

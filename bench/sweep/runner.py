@@ -114,8 +114,9 @@ def execute(journal_path: Path, *, python: str = sys.executable, stream=sys.stde
 
     Args:
         python: the interpreter of the sweep child (another torch environment, say).
-        max_pairs: run at most this many pending pairs, in plan order, then return None if
-            pairs remain (environments interleave this way, a slice of the plan at a time).
+        max_pairs: run this many pending pairs, in plan order, and the rest of the last one's
+            problem (its pairs are timed together), then return None if pairs remain
+            (environments interleave this way, a slice of the plan at a time).
         live: a live bar (``bench.sweep.progress``) rather than a line per pair; by default
             where ``stream`` is a terminal.
     """
@@ -148,7 +149,7 @@ class _terminate_as_interrupt:
 
 def _execute(journal_path, python, stream, clock, max_pairs, live) -> Path | None:
     journal = Journal.read(journal_path)
-    target = set(journal.remaining()[:max_pairs] if max_pairs is not None else journal.remaining())
+    target = set(_whole_problems(journal, max_pairs))
     _warn_if_code_changed(journal, stream)
     rows = {p["id"]: {"strategy": p["strategy"], **(p.get("row") or {})} for p in journal.header["pairs"]}
     planned = journal.planned()
@@ -203,6 +204,16 @@ def _execute(journal_path, python, stream, clock, max_pairs, live) -> Path | Non
     for path in (journal_path, log, load.path(journal_path)):
         Path(path).unlink(missing_ok=True)
     return out
+
+
+def _whole_problems(journal: Journal, n: int | None) -> list[str]:
+    """The first ``n`` pending pairs (all where None), and the rest of the last one's problem:
+    a problem's pairs are timed together, in one process (NOTE: [Paired timing])."""
+    remaining, planned = journal.remaining(), journal.planned()
+    take = remaining[:n] if n is not None else remaining
+    while take and len(take) < len(remaining) and planned[remaining[len(take)]].timed_with == planned[take[-1]].timed_with:
+        take.append(remaining[len(take)])
+    return take
 
 
 def _mark_busy(journal: Journal, journal_path) -> None:
