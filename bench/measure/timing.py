@@ -204,7 +204,9 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
 
     With ``cpu_clock`` (one CPU thread), a round is timed by the process's CPU time, its
     wall time kept beside it: waiting for a CPU that other work holds is no part of the
-    sample, so no round is dropped for it. Otherwise by the wall clock, with ``sync``
+    sample, so no round is dropped for it; where a call's warm call, or later its rounds,
+    spent more than :data:`IDLE_SHARE` of their wall time off the CPU (a sleep, a device),
+    every call goes back to the wall clock. Otherwise by the wall clock, with ``sync``
     inside the round. The usage read as evidence of disturbance is outside the timed region.
 
     ``beat`` is called after each call's warm-up and after each cycle, outside the timed

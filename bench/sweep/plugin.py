@@ -217,7 +217,7 @@ class Sweep:
         from pytest_benchmark.stats import Stats
 
         pair = self.pairs[pair_id]
-        if row.status == Status.OK and not row.visits:  # timed together, its visit spans the cycles
+        if row.status == Status.OK and not row.visits:  # one timed together has its visit: the cycles' span
             row.visits = [visits.visit(row)]
         if before is not None:  # a later visit (NOTE: [Visits])
             visits.merge(row, before)
