@@ -268,7 +268,9 @@ def test_a_disk_that_fills_up_mid_sweep_stops_it_in_one_line_and_a_rerun_loses_n
         pairs = _pairs(disk)
         assert len(pairs) == len(set(pairs)) == 6 and set(kept) <= set(pairs)  # none lost, none twice
         doc = json.loads(next(disk.glob("*.json")).read_text())
-        assert all(r["extra_info"]["status"] in TIMED for r in doc["benchmarks"] + doc["jacbench"]["untimed"]), [(r["param"], r["extra_info"]["status"], r["extra_info"]["reason"]) for r in doc["benchmarks"] + doc["jacbench"]["untimed"]]
+        records = doc["benchmarks"] + doc["jacbench"]["untimed"]
+        assert all(r["extra_info"]["status"] in TIMED for r in records), [
+            (r["param"], r["extra_info"]["status"], r["extra_info"]["reason"]) for r in records]
 
 
 # --- permissions: root without the capabilities that override them --------------------------

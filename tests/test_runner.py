@@ -116,7 +116,7 @@ def test_a_run_killed_while_it_times_pairs_again_resumes_and_every_pair_has_its_
     a SIGKILL during that pass loses nothing and redoes no first pass."""
     argv = ["run", "--profile", "standard", "--device", "cpu", "--cases", "seed-newton,seed-trig,seed-arm2,seed-arm3,"
             "seed-powers", "--strategies", "jacrev,jacfwd,test-slow,test-held", "--plugin", PLUGIN, "--results-dir", tmp_path,
-            "--timing", "visits=2,warmup=0,max_time=0.02"]  # brief visits, and the passes that time disturbed ones again
+            "--timing", "visits=2,warmup=0,max_time=0.02"]  # brief visits; passes time disturbed ones again
     hold = Hold(tmp_path.parent / f"{tmp_path.name}.hold")
     hold.release()  # the first pass runs free; the second is held at its first test-held pair
 

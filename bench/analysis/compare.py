@@ -350,7 +350,8 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
         stalled = timed and max(spread(a), spread(z)) > STALL_SPREAD
         fb, fn = row.get("f_s_base"), row.get("f_s_new")  # in units of each run's own t(f): NOTE: [Machine moved]
         ratio_f = ratio * fb / fn if timed and is_number(fb) and is_number(fn) and fb > 0 and fn > 0 else float("nan")
-        rec.update(ratio=ratio, ratio_f=ratio_f, shift=shift, ci_lo=lo * shift, ci_hi=hi * shift, p=p, low_ratio=low_ratio, verdict=v,
+        rec.update(ratio=ratio, ratio_f=ratio_f, shift=shift,
+                   ci_lo=lo * shift, ci_hi=hi * shift, p=p, low_ratio=low_ratio, verdict=v,
                    stalled=bool(stalled),
                    status_change=f"{row['status_base']}→{row['status_new']}" if kind else "",
                    status_kind=kind, mem_ratio=mem_ratio, memory=memory, noisy=bool(noisy))

@@ -152,13 +152,14 @@ class Ratio:
 #:
 #:     A paired interval says how precisely one run knows its ratio; a rerun in a fresh
 #:     process sees the same ratio within a few percent, not within that precision. Three
-#:     `standard` sweeps of the MLP subset (19 problems, 8 strategies, one thread; the third
-#:     beside two busy loops), compared two by two: a paired ratio moved between runs by 1.6-2.1%
-#:     at the median, 7.0-7.7% at the 95th percentile, and at most 9.2% (27.6% once, beside the
-#:     busy loops); a ratio of two medians, one of them timed apart, about as much. So no ratio's
-#:     interval is narrower than :data:`RERUN_FLOOR` either way: it states what a rerun sees,
-#:     not one run's precision. (With the 3% floor of five quiet ``advise`` runs of three small
-#:     functions, where every one of 80 rerun ratios fell inside, 72% of the sweeps' did.)
+#:     ``standard`` sweeps of the MLP subset in one visit (19 problems, 8 strategies, one
+#:     thread; the third beside two busy loops), the first against the other two
+#:     (``python -m tests.agreement A.json B.json``): a row's ratio to its problem's fastest,
+#:     paired or (timed apart) not, moved between runs by 1.8-2.0% at the median, 6.9-8.5% at
+#:     the 95th percentile, and at most 9.2% between quiet runs (27.6% once, beside the busy
+#:     loops). So no ratio's interval is narrower than :data:`RERUN_FLOOR` either way: it
+#:     states what a rerun sees, not one run's precision. (With a 3% floor, set on five quiet
+#:     ``advise`` runs of three small functions, 72% of the sweeps' rerun ratios fell inside.)
 RERUN_FLOOR = 0.08
 RESAMPLES = 999  # the bootstrap resamples of every interval: one count for every verdict
 Z95 = 1.96  # the standard normal's 97.5th percentile: a 95% interval is +-Z95 standard errors
@@ -182,7 +183,7 @@ def paired(a, b, *, floor: float = RERUN_FLOOR, resamples: int = RESAMPLES, seed
         result = bootstrap((r,), np.median, n_resamples=resamples, method="percentile", vectorized=True,
                            random_state=np.random.default_rng(seed))
         low, high = result.confidence_interval
-    return Ratio(value, min(float(low), value / (1 + floor)), max(float(high), value * (1 + floor)))
+    return _floored(Ratio(value, float(low), float(high)), floor)
 
 
 def between(a, b, a_cycles=(), b_cycles=()) -> Ratio:
@@ -192,8 +193,12 @@ def between(a, b, a_cycles=(), b_cycles=()) -> Ratio:
     narrower than :data:`RERUN_FLOOR` either way (NOTE: [Paired timing])."""
     if is_paired(a, b, a_cycles, b_cycles):
         return paired(dict(zip(a_cycles, a)), dict(zip(b_cycles, b)))
-    r = ratio(a, b)
-    return Ratio(r.value, min(r.low, r.value / (1 + RERUN_FLOOR)), max(r.high, r.value * (1 + RERUN_FLOOR)))
+    return _floored(ratio(a, b), RERUN_FLOOR)
+
+
+def _floored(r: Ratio, floor: float) -> Ratio:
+    """``r`` with its interval no narrower than ``floor`` either way."""
+    return Ratio(r.value, min(r.low, r.value / (1 + floor)), max(r.high, r.value * (1 + floor)))
 
 
 PAIRED_LEAST = 3  # cycles two rows must share for their ratio to be paired

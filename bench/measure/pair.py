@@ -110,8 +110,9 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     each row once gated (final where it failed its gate), ``on_together`` the strategies
     about to be timed together, and ``beat`` (``interleave``'s) each cycle and each finish.
     Each row's ``started`` and ``seconds`` are its gate's, its share of the cycles, and its
-    finish; the visit of a row timed together spans the cycles (NOTE: [Visits]). Where a gate leaves the process spoiled (``memory.spoiled``), nothing more is
-    measured: the rows of the gates that failed are returned, and no other."""
+    finish; the visit of a row timed together spans the cycles (NOTE: [Visits]). Where a gate
+    leaves the process spoiled (``memory.spoiled``), nothing more is measured: the rows of
+    the gates that failed are returned, and no other."""
     gated, took = [], {}
     for name in names:
         if on_start is not None:

@@ -211,8 +211,11 @@ def _whole_problems(journal: Journal, n: int | None) -> list[str]:
     a problem's pairs are timed together, in one process (NOTE: [Paired timing])."""
     remaining, planned = journal.remaining(), journal.planned()
     take = remaining[:n] if n is not None else remaining
-    while take and len(take) < len(remaining) and planned[remaining[len(take)]].timed_with == planned[take[-1]].timed_with:
-        take.append(remaining[len(take)])
+    while take and len(take) < len(remaining):
+        following = remaining[len(take)]
+        if planned[following].timed_with != planned[take[-1]].timed_with:
+            break
+        take.append(following)
     return take
 
 
