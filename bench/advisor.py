@@ -182,12 +182,10 @@ def progress_line(row: Row) -> str:
 
 def diagnose(fn, inputs) -> str | None:
     """A one-line reason why ``fn`` has no Jacobian to measure at ``inputs``, or None."""
-    for k, x in enumerate(inputs):
-        if not isinstance(x, torch.Tensor):
-            return f"input {k} is a {type(x).__name__}, not a tensor"
-        if not (x.is_floating_point() or x.is_complex()):
-            return f"input {k} is {str(x.dtype).replace('torch.', '')}; a Jacobian needs floating-point inputs"
-    xs = tuple(x.detach().requires_grad_(True) for x in inputs)
+    refused = audit.refused(inputs)
+    if refused:
+        return refused
+    xs = tuple(x.detach().clone().requires_grad_(True) for x in inputs)
     try:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.tensor(tensor) warns; the diagnosis says more
@@ -202,13 +200,14 @@ def diagnose(fn, inputs) -> str | None:
             int: "it computes with Python numbers, which autograd cannot see",
         }.get(type(out), "return one tensor")
         return f"the function returned a {type(out).__name__}, not a tensor: {hint}"
-    if not (out.is_floating_point() or out.is_complex()):
-        return f"the function returned a {str(out.dtype).replace('torch.', '')} tensor, which has no Jacobian"
+    refused = audit.refused(inputs, out)
+    if refused:
+        return refused
     bad = int((~torch.isfinite(out.detach())).sum())
     if bad:
         return (f"the function's output has {bad} of {out.numel()} NaN or infinite entries at these inputs, "
                 "so its Jacobian is undefined there")
-    return None
+    return audit.changes_inputs(fn, inputs)
 
 
 # --- the ad-hoc problem ----------------------------------------------------------------------
@@ -260,7 +259,7 @@ def _problem(fn, inputs, kind: str, module, sparsity, float64, label: str):
 
     def builder(s: cases.Setup) -> cases.Built:
         if s.device.type == device.type and s.dtype == dtype:
-            return cases.Built(fn, tuple(inputs), module=module, sparsity=sparsity)
+            return cases.Built(fn, audit.own(inputs), module=module, sparsity=sparsity)  # each strategy its own
         if (s.device.type, s.dtype) == ("cpu", torch.float64):
             if fn64 is not None:
                 return cases.Built(fn64, xs64, module=mod64 if isinstance(module, torch.nn.Module) else None,
@@ -324,6 +323,7 @@ def advise(fn, *inputs, strategies: list[str] | str | None = None, kind: str | N
     """
     if not inputs:
         raise ValueError("advise(fn, *inputs) needs at least one input tensor")
+    inputs = audit.own(inputs)  # nothing f or a strategy does to them reaches the caller
     label = name or getattr(fn, "__name__", None) or type(fn).__name__
     kind = kind or ("vector" if len(inputs) == 1 else "multi")
     advisable = [k for k, v in kinds.KINDS.items() if v.advisable]
@@ -593,10 +593,17 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
     """
     if not inputs:
         raise ValueError("jacobian(fn, *inputs) needs at least one input tensor")
+    inputs = audit.own(inputs)  # nothing f or a strategy does to them reaches the caller
     kind = advise_options.get("kind") or ("vector" if len(inputs) == 1 else "multi")
     if strategy not in ("auto", "predict", *registry.STRATEGIES):
         raise ValueError(f"unknown strategy {strategy!r}; choose 'auto' (measured), 'predict' (not measured) or one "
                          f"of {', '.join(registry.STRATEGIES)}")
+    if strategy != "auto":  # auto's advice diagnoses f itself
+        said = memo(fn, "diagnosed")
+        if signature(inputs) not in said:
+            said[signature(inputs)] = diagnose(fn, inputs)
+        if said[signature(inputs)]:
+            raise ValueError(said[signature(inputs)])
     if strategy == "predict":
         strategy = _predicted(fn, inputs, kind, create_graph)
     elif strategy == "auto":
@@ -621,7 +628,7 @@ def jacobian(fn, *inputs, strategy: str = "auto", module=None, sparsity=None, cr
         module = fn
     try:
         with registry.using(module, sparsity), state.kept():  # a function that leaks grad mode leaks nothing here
-            blocks = chosen(fn, inputs, create_graph=create_graph)
+            blocks = chosen(fn, audit.own(inputs), create_graph=create_graph)  # checked at the inputs as given
     except Exception as exc:
         cuts = audit.cuts_text(audit.watch(fn, inputs)[0])
         if cuts:  # the failure's cause, in the user's code

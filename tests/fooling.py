@@ -1,7 +1,8 @@
 """Functions that fool a gate which trusts autograd, and the problems made of them.
 
 :data:`EXPECTED` says what the gate must conclude of each: ``disputed`` with words its
-diagnosis must hold, or ``ok`` with a note. ``jacbench run --plugin tests.plugins.fooling``
+diagnosis must hold, ``ok`` with a note (a zero Jacobian both sides agree on), or ``exact``:
+nothing to say, its Jacobian is right. ``jacbench run --plugin tests.plugins.fooling``
 registers :func:`problems`, one of family ``misbehaving`` per function.
 """
 
@@ -99,6 +100,32 @@ def tensor_of_elements(x):
     return torch.tensor([x[0] ** 2, x[1] * x[2], x[3]])
 
 
+def in_place(x):
+    with torch.no_grad():
+        x.add_(0.01)  # a running statistic kept in its input, say
+    return torch.sin(x)
+
+
+def complex_out(x):
+    return x * 1j
+
+
+def complex_in(z):
+    return (z * z).real
+
+
+def empty_in(x):
+    return x * 2
+
+
+def empty_out(x):
+    return x[:0] * 2
+
+
+def zero_dim(x):
+    return torch.stack([x.sin(), x.cos(), x * x])
+
+
 #: name -> (function, status, words the diagnosis holds)
 EXPECTED = {
     "item": (item, "disputed", [".item() at fooling.py:"]),
@@ -117,7 +144,15 @@ EXPECTED = {
     "relu-at-kink": (relu_at_kink, "disputed", ["not differentiable", "kink"]),
     "abs-at-kink": (abs_at_kink, "disputed", ["not differentiable", "kink"]),
     "tensor-of-elements": (tensor_of_elements, "disputed", ["torch.tensor([...]) at fooling.py:"]),
+    "in-place": (in_place, "disputed", ["f changes input 0 in place, by up to 0.01"]),
+    "complex-out": (complex_out, "disputed", ["returns complex", "torch.view_as_real(out)"]),
+    "complex-in": (complex_in, "disputed", ["input 0 is complex", "torch.view_as_real(x)"]),
+    "empty-in": (empty_in, "disputed", ["input 0 is empty (shape (0,))"]),
+    "empty-out": (empty_out, "disputed", ["output is empty (shape (0,))"]),
+    "zero-dim": (zero_dim, "exact", []),  # not misbehaving: a 0-dimensional input has its Jacobian
 }
+#: the number of output elements of each function at its point, where it is not N
+OUTPUTS = {"tensor-of-elements": 3, "complex-in": 3, "empty-in": 0, "empty-out": 0, "zero-dim": 3}
 N = 6
 
 
@@ -126,7 +161,12 @@ def point(dtype=torch.float64, device="cpu", name: str = "") -> torch.Tensor:
     x = torch.randn(N, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     if "kink" in name:
         x[::2] = 0.0
-    return x.to(device, dtype)
+    if name == "empty-in":
+        x = x[:0]
+    if name == "zero-dim":
+        x = x[0]
+    x = x.to(device, dtype)
+    return torch.view_as_complex(x.reshape(-1, 2)) if name == "complex-in" else x
 
 
 def problems() -> list[cases.Problem]:
@@ -135,8 +175,9 @@ def problems() -> list[cases.Problem]:
         def builder(s: cases.Setup) -> cases.Built:
             return cases.Built(fn, (point(s.dtype, s.device, name),))
 
-        m = 3 if name == "tensor-of-elements" else N
-        return cases.Problem(f"misbehaving-{name}", "misbehaving", "vector", n=N, m=m, builder=builder,
+        n = point(name=name).numel()
+        return cases.Problem(f"misbehaving-{name}", "misbehaving", "vector", n=n, m=OUTPUTS.get(name, N),
+                             builder=builder,
                              tags=frozenset({"misbehaving"}), description=f"misbehaving: {fn.__name__}")
 
     return [problem(name, fn) for name, (fn, _, _) in EXPECTED.items()]

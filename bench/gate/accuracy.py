@@ -29,8 +29,38 @@ NOTE: [Tolerances]
     flipped, fails in every dtype, and a Jacobian scaled by 1% fails in float64, float32
     and float16 (bfloat16 keeps 8 bits of mantissa: its own rounding reaches 3%).
 
+    A whole-matrix error hides a wrong row or column that is small beside the largest entry
+    (one row's sign flipped, where that row is 1/48 of the largest, is 4% of the whole). So an
+    exact result must also hold each row (what reverse mode computes alone) and each column
+    (forward mode's) to the tolerance against that line's own largest entry, or within
+    :data:`LINE_EPS` machine epsilons of the whole's largest, whichever allows more: a line at
+    the rounding level of the whole rounds at the whole's scale, not its own. The floor is
+    measured, not guessed: ``python -m tests.floors`` runs every exact strategy on every
+    registered problem of the standard profile in every dtype and finds the largest floor
+    any correct result needs (0.85 eps, in bfloat16; 0.1 to 0.55 eps in the others). So a
+    row or column whose largest entry stands above 2 eps of the whole's is caught flipped,
+    above 4 eps zeroed, and one swapped or scaled beyond the tolerance likewise.
+
     The reference itself is checked first (NOTE: [Reference audit] in ``audit``): where it
     disagrees with finite differences of f, nothing on that problem is gated.
+
+NOTE: [Finite-difference verdicts]
+    The tolerance of finite differences is a model of their error, and their true error moves
+    with the point: on one network it sat at 1.1 times the tolerance in one run and under it in
+    the next, so its verdict flipped. So finite differences are also judged by their own
+    estimate: the gate runs the strategy again at half its steps
+    (``differences.steps_scaled``), and the change between the two answers, entry by entry,
+    measures their truncation and rounding there. An answer is right where its error is
+    within the tolerance plus :data:`ESTIMATE_FACTOR` times the largest change (counted at
+    most up to :data:`FD_CEILING`, so an estimate can widen the tolerance, never hide a
+    useless answer), and every row and column, less that many times the largest change, is
+    within the tolerance of its own scale, floored at :data:`FD_LINE_FLOOR` of the whole's.
+    The largest change, not each entry's: rounding makes each entry's change random, and small
+    by chance somewhere among thousands, while it is the same noise in every line. So a line
+    is checked where it stands above finite differences' own noise. A result over the tolerance and within its estimate says so in its
+    row ("at the edge of its tolerance"). A bug is not excused by its own estimate: a wrong
+    sign, a wrong divisor or a dropped row gives the same wrong answer at h and h/2.
+    A strategy that ignores ``steps_scaled`` gives no change, and is held to the tolerance.
 """
 
 from __future__ import annotations
@@ -45,6 +75,10 @@ EXACT_FACTOR = 1000.0
 FD_FACTOR = 20.0
 #: The largest relative error an exact strategy may have in each dtype (NOTE: [Tolerances]).
 CEILING = {torch.float64: 1e-10, torch.float32: 1e-3, torch.float16: 8e-3, torch.bfloat16: 6e-2}
+#: Rows and columns are each judged against their own largest entry, but a line may always be
+#: off by this many machine epsilons of the whole Jacobian's largest: its rounding floor
+#: (NOTE: [Tolerances]; correct strategies need at most 0.85, ``python -m tests.floors``).
+LINE_EPS = 4.0
 #: The largest relative error finite differences may have in any dtype.
 FD_CEILING = 5e-2
 REFERENCE_DTYPE = torch.float64
@@ -131,15 +165,19 @@ def forward_loop(fn, inputs):
 
 @dataclass(frozen=True)
 class Verdict:
+    """The gate's verdict: ``reason`` says why a result is not ``ok``; ``note`` what a user
+    should know of one that is (finite differences at the edge of their tolerance)."""
     ok: bool
     error: float | None
     tolerance: float
     reason: str = ""
+    note: str = ""
 
 
-def check(blocks, reference: Reference, dtype: torch.dtype, fd_order: int) -> Verdict:
+def check(blocks, reference: Reference, dtype: torch.dtype, fd_order: int, half=None) -> Verdict:
     """Compare a strategy's blocks with the reference: their number and shapes exactly
-    (NOTE: [Jacobian layout]), then their values (NOTE: [Tolerances])."""
+    (NOTE: [Jacobian layout]), then their values (NOTE: [Tolerances]). ``half`` is a finite
+    differences strategy's answer at half its steps (NOTE: [Finite-difference verdicts])."""
     tol = tolerance(dtype, fd_order, reference)
     if not isinstance(blocks, (tuple, list)) or not all(isinstance(b, torch.Tensor) for b in blocks):
         return Verdict(False, None, tol, f"returned {type(blocks).__name__}, not a tuple of tensors")
@@ -160,11 +198,71 @@ def check(blocks, reference: Reference, dtype: torch.dtype, fd_order: int) -> Ve
         worst = max(range(len(errors)), key=errors.__getitem__)
         err, where = errors[worst], f" in {reference.parts[worst]}"
     else:
-        err, where = _relative(flatten(blocks, reference.m), reference.jacobian), ""
+        got, want = flatten(blocks, reference.m), reference.jacobian
+        err, where = _relative(got, want), ""
+        floor = LINE_EPS * torch.finfo(dtype).eps / tol  # the rounding floor, as a fraction of the whole
+        if fd_order:
+            spread = torch.zeros_like(got)
+            if half is not None and [h.shape for h in half] == [r.shape for r in reference.blocks]:
+                spread = (got - flatten(half, reference.m)).abs().nan_to_num(0.0)
+            return _differences(got, want, spread, err, tol, floor)
+        if err <= tol:
+            line, index, worst = _worst_line(got, want, (got - want).abs(), floor)
+            if worst > tol:
+                return Verdict(False, err, tol, f"{line} {index} of {want.shape[line == 'column']} is off by "
+                                                f"{worst:.2e} of its own largest entry, over the tolerance {tol:.1e}, "
+                                                f"though the whole Jacobian's error is {err:.2e}")
     if err <= tol:
         return Verdict(True, err, tol)
     hint = "; the result is all zeros" if reference.scale > 0 and not any(b.any() for b in blocks) else ""
     return Verdict(False, err, tol, f"max relative error {err:.2e}{where} exceeds the tolerance {tol:.1e}{hint}")
+
+
+def _worst_line(got: torch.Tensor, ref: torch.Tensor, err: torch.Tensor, floor: float) -> tuple[str, int, float]:
+    """The row or column of ``got`` (an ``(m, N)`` matrix) whose ``err`` (entrywise, beyond
+    what is allowed) is largest relative to its own largest entry of ``ref``, floored at
+    ``floor`` times the whole's: ``("row" or "column", index, error)`` (NOTE: [Tolerances])."""
+    top = ref.abs()
+    least = floor * top.max().item()
+    if least == 0 or not ref.numel():
+        return "row", 0, 0.0
+    worst = ("row", 0, 0.0)
+    for dim, line in ((1, "row"), (0, "column")):
+        rel = err.amax(dim=dim) / top.amax(dim=dim).clamp(min=least)
+        k = int(rel.argmax())
+        if rel[k].item() > worst[2]:
+            worst = (line, k, rel[k].item())
+    return worst
+
+
+#: Finite differences may be off by this many times their own error estimate (the change
+#: from step h to h/2) beyond their tolerance (NOTE: [Finite-difference verdicts]).
+ESTIMATE_FACTOR = 3.0
+#: The lines of finite differences are held to their tolerance down to this fraction of the
+#: whole's largest entry; below it, their rounding model's own floor (``1 / FD_FACTOR``).
+FD_LINE_FLOOR = 1 / FD_FACTOR
+
+
+def _differences(got, want, spread, err: float, tol: float, floor: float) -> Verdict:
+    """The verdict on finite differences ``got``, whose answer at half the steps differs from
+    it by ``spread`` (entrywise; its largest is the estimate): NOTE: [Finite-difference verdicts]."""
+    scale = want.abs().max().item() or 1.0
+    estimate = spread.max().item() / scale
+    if err > tol + min(ESTIMATE_FACTOR * estimate, FD_CEILING):
+        allowed = (f"{ESTIMATE_FACTOR:g} times its own estimate {estimate:.1e}" if ESTIMATE_FACTOR * estimate <= FD_CEILING
+                   else f"the ceiling {FD_CEILING:.0e}, the most its own estimate {estimate:.1e} may add")
+        return Verdict(False, err, tol, f"max relative error {err:.2e} exceeds the tolerance {tol:.1e} plus {allowed} "
+                                        "(steps h and h/2 differ by the estimate)")
+    beyond = ((got - want).abs() - ESTIMATE_FACTOR * estimate * scale).clamp(min=0)
+    line, index, worst = _worst_line(got, want, beyond, max(floor, FD_LINE_FLOOR))
+    if worst > tol:
+        return Verdict(False, err, tol, f"{line} {index} of {want.shape[line == 'column']} is off by {worst:.2e} "
+                                        f"of its own largest entry beyond {ESTIMATE_FACTOR:g} times its own "
+                                        f"estimate, over the tolerance {tol:.1e}")
+    note = (f"at the edge of its tolerance: its error {err:.1e} is over the tolerance {tol:.1e} by less than "
+            f"{ESTIMATE_FACTOR:g} times its own estimate {estimate:.1e} (steps h and h/2 differ by it)"
+            if err > tol else "")
+    return Verdict(True, err, tol, note=note)
 
 
 def _relative(got: torch.Tensor, ref: torch.Tensor) -> float:

@@ -8,6 +8,9 @@ NOTE: [Reference audit]
     gated, the reference Jacobian J is checked along :data:`DIRECTIONS` random directions v
     against finite differences of f itself, which use no autograd at all:
 
+    * f must leave its inputs alone: a function that changes them in place moves the point it
+      is differentiated at, and is disputed with the input it changes and by how much. Every
+      other call of f here is on copies, so that is not mistaken for randomness;
     * f is called :data:`CALLS` times at the same point; if any output differs from the
       first, f is random (dropout in training mode, sampling) and has no Jacobian to check.
       Two calls were not enough: dropout of 6 outputs draws the same mask twice in a row
@@ -28,7 +31,7 @@ NOTE: [Reference audit]
     A run of f under :class:`Watch` explains a dispute: it names the calls that cut the
     graph and the global state f leaves changed, and the autograd graph names the custom
     Functions it passes through, each with the file and line in the user's code. The cost
-    is ``8 * DIRECTIONS + 3`` evaluations of f.
+    is ``8 * DIRECTIONS + CALLS + 1`` evaluations of f.
 """
 
 from __future__ import annotations
@@ -199,6 +202,71 @@ def cuts_text(findings: list[Finding]) -> str:
     return "; ".join(filter(None, [text, ", ".join(left)]))
 
 
+def refused(inputs, out=None) -> str | None:
+    """One line why there is no Jacobian to give for these inputs (and f's output ``out``),
+    naming the way out, or None. Complex numbers are refused rather than given a convention:
+    autograd's conjugate Wirtinger gradients and forward mode's tangents would make the
+    strategies disagree by convention, not by error, and a real matrix for a complex f (what
+    a strategy that drops the imaginary part returns) is wrong. Empty tensors are refused
+    rather than answered with an empty matrix nobody asked for; a 0-dimensional tensor is
+    one element and has its Jacobian."""
+    for k, x in enumerate(inputs):
+        if not isinstance(x, torch.Tensor):
+            return f"input {k} is a {type(x).__name__}, not a tensor"
+        if x.is_complex():
+            return (f"input {k} is {_name(x.dtype)}: complex inputs have no Jacobian convention here; "
+                    "pass torch.view_as_real(x) and view it back inside f")
+        if not x.is_floating_point():
+            return f"input {k} is {_name(x.dtype)}; a Jacobian needs floating-point inputs"
+        if x.numel() == 0:
+            return f"input {k} is empty (shape {tuple(x.shape)}): its Jacobian has no entries; leave it out"
+    if out is None:
+        return None
+    if not isinstance(out, torch.Tensor):
+        return None  # the caller says what a non-tensor output needs
+    if out.is_complex():
+        return (f"the function returns {_name(out.dtype)}: complex outputs have no Jacobian convention here; "
+                "return torch.view_as_real(out) (real and imaginary parts as a last dimension of 2)")
+    if not out.is_floating_point():
+        return f"the function returned a {_name(out.dtype)} tensor, which has no Jacobian"
+    if out.numel() == 0:
+        return f"the function's output is empty (shape {tuple(out.shape)}): its Jacobian has no entries"
+    return None
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def own(inputs) -> tuple:
+    """Copies of the caller's inputs for jacbench to call f on, so that nothing done to them,
+    by f or a strategy, reaches the caller's tensors. A copy of an input that requires grad
+    stays on its graph (``create_graph`` differentiates through it)."""
+    return tuple((x.clone() if x.requires_grad else x.detach().clone()) if isinstance(x, torch.Tensor) else x
+                 for x in inputs)
+
+
+def changes_inputs(fn, inputs) -> str | None:
+    """One line naming the input that ``fn`` changes in place, and by how much, or None.
+    ``fn`` runs once on copies; the inputs themselves are left alone."""
+    copies = tuple(x.detach().clone() for x in inputs)
+    try:
+        with torch.no_grad(), state.kept():
+            fn(*copies)
+    except Exception:  # noqa: BLE001 - the caller reports the function's own failure
+        return None
+    for k, (x, c) in enumerate(zip(inputs, copies)):
+        if c.shape != x.shape or c.dtype != x.dtype:
+            return f"f changes input {k} in place, to shape {tuple(c.shape)} {_name(c.dtype)}"
+        moved = (c.double() - x.detach().double()).abs().nan_to_num(math.inf)
+        if moved.numel() and moved.max().item() > 0:
+            scale = x.detach().abs().max().item()
+            return (f"f changes input {k} in place, by up to {moved.max().item():.2g} ({int((moved > 0).sum())} of "
+                    f"{x.numel()} entries; its largest is {scale:.2g}), so the point keeps moving and there is no "
+                    "Jacobian to check: work on a copy inside f (x = x.clone())")
+    return None
+
+
 def _flat(values) -> torch.Tensor:
     return values.detach().to("cpu", torch.float64).reshape(-1)
 
@@ -216,8 +284,11 @@ def audit(fn: Callable, inputs: tuple[torch.Tensor, ...], jacobian: torch.Tensor
             dtype where it is not float64 (default ``max(1000 eps, 1e-6)``).
     """
     eps = torch.finfo(precision or inputs[0].dtype).eps
+    changed = changes_inputs(fn, inputs)
+    if changed:
+        return Audit(changed)
     with torch.no_grad():
-        f0, *again = (_flat(fn(*inputs)) for _ in range(CALLS))
+        f0, *again = (_flat(fn(*own(inputs))) for _ in range(CALLS))
     scale_f = f0.abs().max().item() if f0.numel() else 0.0
     moved = max((f0 - a).abs().max().item() for a in again) if f0.numel() else 0.0
     if not math.isfinite(moved) or moved > 100 * eps * max(scale_f, 1e-300):
@@ -286,4 +357,6 @@ def _why(fn, inputs, error: float, source: str, flat_slope: bool) -> str:
     if custom:
         return (f"{head}: the backward of the custom autograd.Function {', '.join(custom[:2])} "
                 "does not match the derivative of its forward")
+    if source.endswith("'s Jacobian"):  # a strategy's answer, not autograd's: f held for the others
+        return f"{head}: the strategy's answer is not the derivative of f at these inputs"
     return f"{head}: part of f is cut from the graph, or f is not differentiable here"

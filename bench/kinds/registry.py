@@ -16,7 +16,9 @@ import torch
 
 from cases import Problem
 
+from bench import strategies
 from bench.gate import accuracy, audit, state
+from bench.strategies.differences import steps_scaled
 from bench.gate.accuracy import REFERENCE_DTYPE, Reference, Verdict
 
 KINDS: dict[str, "Kind"] = {}
@@ -65,7 +67,10 @@ class Kind:
         """The float64 reference at the problem's built point, audited (NOTE: [Reference audit])."""
         built = problem.build("cpu", REFERENCE_DTYPE, seed)
         with torch.no_grad():
-            out = built.fn(*built.inputs)
+            out = built.fn(*audit.own(built.inputs))
+        refused = audit.refused(built.inputs, out)
+        if refused:
+            return Reference((), 0.0, disputed=refused)
         if built.jacobian is not None:
             source, blocks = "the analytic Jacobian", built.jacobian()
         else:
@@ -103,8 +108,14 @@ class Kind:
                            floor=floor)
 
     def check(self, strategy, built, result, reference: Reference, dtype: torch.dtype, notes: dict) -> Verdict:
-        """The gate: ``result`` against the reference (NOTE: [Tolerances])."""
-        return accuracy.check(result, reference, dtype, strategy.fd_order)
+        """The gate: ``result`` against the reference (NOTE: [Tolerances]); finite differences
+        also answer at half their steps, their own error estimate (NOTE: [Finite-difference
+        verdicts] in ``bench.gate.accuracy``)."""
+        half = None
+        if strategy.fd_order and isinstance(result, (tuple, list)):
+            with steps_scaled(0.5), strategies.using(built.module, built.sparsity):
+                half = self.run(strategy, built.fn, built.inputs)
+        return accuracy.check(result, reference, dtype, strategy.fd_order, half)
 
     def later(self, strategy, built, result, reference: Reference, dtype: torch.dtype, notes: dict) -> str | None:
         """Why a later call's result fails where the first call's passed, or None: a

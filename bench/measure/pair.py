@@ -248,8 +248,8 @@ class Gated:
         if not verdict.ok:
             row.status, row.reason = Status.WRONG, _diagnosed(verdict.reason, built, strategy)
             return
-        if reference.note:
-            row.reason = reference.note
+        if reference.note or verdict.note:
+            row.reason = "; ".join(filter(None, [verdict.note, reference.note]))
         row.jac_bytes = kind.jacobian_bytes(problem, result)
         del result
         if on_checked is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 
 from bench.strategies.registry import Blocks, register
@@ -37,10 +40,25 @@ def _flat(inputs: Blocks):
 #   same orders.
 
 
+_STEP_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("jacbench_fd_step_scale", default=1.0)
+
+
+@contextlib.contextmanager
+def steps_scaled(factor: float):
+    """Finite differences inside take steps ``factor`` times their usual ones: the gate's
+    second answer at h/2, whose difference from the first estimates their error (NOTE:
+    [Finite-difference verdicts] in ``bench.gate.accuracy``)."""
+    token = _STEP_SCALE.set(factor)
+    try:
+        yield
+    finally:
+        _STEP_SCALE.reset(token)
+
+
 def fd_steps(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Representable steps (up, down) for each element of flat ``x``; down is 0 for order 1."""
     eps = torch.finfo(x.dtype).eps
-    h = eps ** (0.5 if order == 1 else 1 / 3) * x.abs().clamp(min=1.0)
+    h = _STEP_SCALE.get() * eps ** (0.5 if order == 1 else 1 / 3) * x.abs().clamp(min=1.0)
     up = (x + h) - x
     down = x - (x - h) if order == 2 else torch.zeros_like(x)
     return up, down
