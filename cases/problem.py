@@ -115,6 +115,12 @@ class Problem:
     batch: int = 1
     claim: dict | None = field(default=None, compare=False)
 
+    def __post_init__(self):
+        for size in ("n", "m", "batch"):
+            if not isinstance(getattr(self, size), int) or getattr(self, size) < 1:
+                raise ValueError(f"problem {self.name!r} has {size}={getattr(self, size)!r}; a Jacobian needs at least "
+                                 "one input and one output element")
+
     def build(self, device="cpu", dtype=torch.float32, seed: int = 0) -> Built:
         built = self.builder(Setup(torch.device(device), dtype, seed))
         if self.analytic and built.jacobian is None:

@@ -22,11 +22,12 @@ import cases
 from bench import kinds, strategies
 
 
-def verdicts(profile: str, dtypes: list[str], seeds: int):
+def verdicts(profile: str, dtypes: list[str], seeds: int, patterns: str | None = None):
+    """``{(dtype, problem, strategy): [(ok, error / tolerance, note), ...]}``, a verdict per seed."""
     names = [n for n, s in strategies.STRATEGIES.items() if s.fd_order]
-    out = collections.defaultdict(list)  # (dtype, problem, strategy) -> [(ok, error / tolerance), ...]
+    out = collections.defaultdict(list)
     for seed in range(seeds):
-        for problem in cases.select(profile=profile):
+        for problem in cases.select(patterns, profile=profile):
             kind = kinds.get(problem.kind)
             ref = kinds.reference(problem, seed)
             if ref.disputed:

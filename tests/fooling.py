@@ -151,8 +151,9 @@ EXPECTED = {
     "empty-out": (empty_out, "disputed", ["output is empty (shape (0,))"]),
     "zero-dim": (zero_dim, "exact", []),  # not misbehaving: a 0-dimensional input has its Jacobian
 }
-#: the number of output elements of each function at its point, where it is not N
-OUTPUTS = {"tensor-of-elements": 3, "complex-in": 3, "empty-in": 0, "empty-out": 0, "zero-dim": 3}
+#: the number of output elements of each function at its point, where it is not N (an empty
+#: input or output is registered as the N it was meant to have: a builder's bug)
+OUTPUTS = {"tensor-of-elements": 3, "complex-in": 3, "zero-dim": 3}
 N = 6
 
 
@@ -175,7 +176,7 @@ def problems() -> list[cases.Problem]:
         def builder(s: cases.Setup) -> cases.Built:
             return cases.Built(fn, (point(s.dtype, s.device, name),))
 
-        n = point(name=name).numel()
+        n = point(name=name).numel() or N
         return cases.Problem(f"misbehaving-{name}", "misbehaving", "vector", n=n, m=OUTPUTS.get(name, N),
                              builder=builder,
                              tags=frozenset({"misbehaving"}), description=f"misbehaving: {fn.__name__}")

@@ -135,3 +135,10 @@ def test_selection_by_glob_tag_and_profile():
     assert {p.name for p in cases.select("seed-arm*")} == {"seed-arm2", "seed-arm3"}
     assert all("graph-break" in p.tags for p in cases.select(tags="graph-break"))
     assert all(p.in_profile("quick") for p in cases.select(profile="quick"))
+
+
+@pytest.mark.parametrize("size", ["n", "m", "batch"])
+def test_a_problem_without_inputs_or_outputs_is_refused_in_one_line(size):
+    sizes = {"n": 3, "m": 2, "batch": 1, size: 0}
+    with pytest.raises(ValueError, match=rf"^problem 'empty' has {size}=0; a Jacobian needs at least one input"):
+        cases.Problem("empty", "f", "vector", builder=lambda s: None, **sizes)

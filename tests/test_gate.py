@@ -316,6 +316,21 @@ def test_finite_differences_beyond_the_ceiling_are_wrong_and_near_it_say_so(temp
     assert central.status in TIMED and central.error < accuracy.FD_CEILING and not central.reason
 
 
+@pytest.mark.slow
+def test_finite_difference_verdicts_hold_across_seeds():
+    """The quick profile's one finite-difference row that flipped in float64 (wrong in 3 of 10
+    seeds, at 1.1 to 1.35 times its tolerance) is right in every seed, at the edge where its
+    error is over the tolerance (``python -m tests.flips`` measures every row)."""
+    from . import flips
+
+    found = flips.verdicts("quick", ["float64"], 10, patterns="mlp-in128-out128-w1024-d2")
+    assert {k[2] for k in found} == {"fd-forward", "fd-central", "fd-forward-loop", "fd-central-loop"}
+    for key, seeds in found.items():
+        assert len(seeds) == 10 and all(ok for ok, _, _ in seeds), (key, seeds)
+        assert all(note.startswith("at the edge") for _, ratio, note in seeds if ratio > 1), (key, seeds)
+    assert any(ratio > 1 for seeds in found.values() for _, ratio, _ in seeds)  # the edge was reached
+
+
 def test_a_wrong_finite_difference_is_not_excused_by_its_own_estimate(temporary_strategy):
     """A bug gives the same wrong answer at h and h/2: a row's sign, or a divisor off by 2."""
     fd = strategies.get("fd-central")

@@ -97,14 +97,17 @@ class Predictor:
         ok = timed(frame)
         ok = ok[~ok["approximate"] & ~pd.Series([s in refused.get(k, ()) for k, s in zip(ok["kind"], ok["strategy"])],
                                                  index=ok.index, dtype=bool)]
+        ok = ok.assign(device=ok["device"].astype(str).str.split(":").str[0])
+        slowdowns: dict[tuple, dict] = {}
+        for (device, problem, strategy), v in ok.groupby(["device", "problem", "strategy"])["slowdown"].median().items():
+            slowdowns.setdefault((device, problem), {})[strategy] = float(v)
         points = []
-        for (device, problem), g in ok.groupby([ok["device"].astype(str).str.split(":").str[0], "problem"]):
-            first = g.iloc[0]
+        for first in ok.drop_duplicates(["device", "problem"]).sort_values(["device", "problem"]).to_dict("records"):
             if missing(first["t_f"]):
                 continue
-            points.append({"problem": problem, "family": first["family"], "kind": first["kind"], "device": device,
-                           "x": [math.log10(float(first[k])) for k in FEATURES],
-                           "slowdown": {s: float(v) for s, v in g.groupby("strategy")["slowdown"].median().items()}})
+            points.append({"problem": first["problem"], "family": first["family"], "kind": first["kind"],
+                           "device": first["device"], "x": [math.log10(float(first[k])) for k in FEATURES],
+                           "slowdown": slowdowns[first["device"], first["problem"]]})
         return cls(points)
 
     def pick(self, kind: str, device: str, n: float, m: float, t_f: float) -> tuple[str | None, list[str]]:

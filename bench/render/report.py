@@ -10,9 +10,13 @@ through Jinja2's autoescape. No torch.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import re
 import sys
+import threading
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -513,6 +517,41 @@ def _figure(title: str, fn, *args):
         return Failed(title, f"{type(exc).__name__}: {exc}")
 
 
+#: A page of more figures than this draws them in worker processes, one per CPU: drawing is
+#: most of a report's time (46 figures of the standard sweep took 15 of its 22 s), and each
+#: figure is a pure function of its frames. Fewer are drawn here, sooner than workers start.
+PARALLEL_FIGURES = 12
+
+
+class Drawer:
+    """Draws the page's figures, each guarded (:func:`_figure`): ``drawer(title, fn, *args)``
+    returns a future of the figure. Inside ``with Drawer(n):``, for ``n`` figures above
+    :data:`PARALLEL_FIGURES` on a machine of several CPUs, they are drawn in a pool of worker
+    processes (forked where this process runs one thread, else from a fork server), while the
+    page's tables are made here; otherwise each is drawn at once."""
+
+    def __init__(self, figures: int):
+        self.workers = min(os.cpu_count() or 1, 8) if figures > PARALLEL_FIGURES else 1
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "forkserver"
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method))
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def __call__(self, title: str, fn, *args) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(_figure, title, fn, *args)
+        done: Future = Future()
+        done.set_result(_figure(title, fn, *args))
+        return done
+
+
 # --- the page ------------------------------------------------------------------------------
 
 @dataclass
@@ -545,45 +584,54 @@ class Section:
         return anchor(part, self.prefix, family)
 
 
-def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str, scores: pd.DataFrame) -> Section:
+def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str, scores: pd.DataFrame,
+             draw: Drawer) -> Section:
     ok = timed(g)
+    families = list(dict.fromkeys(g["family"]))
+    # every figure asked for first, so that workers draw them while the tables are made
+    scale = figs.heatmap_scale(ok)
+    drawn = {fam: (draw(f"scaling {fam}", figs.scaling, ok[ok["family"] == fam], fam, styles),
+                   draw(f"heatmap {fam}", figs.heatmap, g[g["family"] == fam], ok[ok["family"] == fam], fam, columns,
+                        scale),
+                   draw(f"trade-offs {fam}", figs.tradeoffs, ok[ok["family"] == fam], fam, styles))
+             for fam in families}
+    cross = draw("crossover", figs.crossover, ok, styles)
+    noise = draw("noise", figs.noise, ok, styles, columns)
+    cost_figure = draw("cost in units of f", figs.cost_in_f, ok, styles)
+    mine = scores[(scores[PLATFORM] == pd.Series(key)).all(axis=1)] if len(scores) else scores
+    regret = draw("regret", figs.regret, mine) if len(mine) else None
+
     picks = family_picks(g)
     ctx = Section(platform_label(key), key, len(g), prefix, drift=drift_text(g))
     ctx.families = family_table(picks)
     best = best_per_problem(g)
     ctx.problems = problem_table(best, lambda fam: ctx.id("problems", fam))
-    families = list(dict.fromkeys(g["family"]))
+    per_family = cost.table(g)
+    ctx.cost = cost_table(per_family) if len(per_family) else None
+    ctx.overhead = cost.overhead(g)["finding"].tolist()
+    if len(mine):
+        ctx.rules = rules_table(rules.summary(mine))
+
     solved = set(ok["family"])
     for fam in families:
-        f = _figure(f"scaling {fam}", figs.scaling, ok, fam, styles)
-        if f is not None:
-            ctx.scaling.append((fam, f))
+        scaling, heatmap, tradeoffs = (f.result() for f in drawn[fam])
+        if scaling is not None:
+            ctx.scaling.append((fam, scaling))
         elif fam in solved:
             ctx.no_scaling.append(fam)
-    cross = _figure("crossover", figs.crossover, ok, styles)
+        if heatmap is not None:
+            ctx.heatmaps.append((fam, heatmap))
+        if tradeoffs is not None:
+            ctx.tradeoffs.append((fam, tradeoffs))
+        elif fam in solved:
+            ctx.no_tradeoffs.append(fam)
+    cross = cross.result()
     if isinstance(cross, tuple):
         ctx.crossover, ctx.findings = cross
     elif cross is not None:
         ctx.crossover = cross
-    scale = figs.heatmap_scale(ok)
-    for fam in families:
-        f = _figure(f"heatmap {fam}", figs.heatmap, g, ok, fam, columns, scale)
-        if f is not None:
-            ctx.heatmaps.append((fam, f))
-        f = _figure(f"trade-offs {fam}", figs.tradeoffs, ok, fam, styles)
-        if f is not None:
-            ctx.tradeoffs.append((fam, f))
-        elif fam in solved:
-            ctx.no_tradeoffs.append(fam)
-    ctx.noise = _figure("noise", figs.noise, ok, styles, columns)
-    ctx.cost_figure = _figure("cost in units of f", figs.cost_in_f, ok, styles)
-    per_family = cost.table(g)
-    ctx.cost = cost_table(per_family) if len(per_family) else None
-    ctx.overhead = cost.overhead(g)["finding"].tolist()
-    mine = scores[(scores[PLATFORM] == pd.Series(key)).all(axis=1)] if len(scores) else scores
-    if len(mine):
-        ctx.rules = rules_table(rules.summary(mine))
-        ctx.regret = _figure("regret", figs.regret, mine)
+    ctx.noise, ctx.cost_figure = noise.result(), cost_figure.result()
+    ctx.regret = regret.result() if regret is not None else None
     parts = [("problems", "problems", set(best["family"]))] + [
         (part, label, {fam for fam, _ in figures}) for part, label, figures in
         (("scaling", "scaling", ctx.scaling), ("heatmap", "heatmap", ctx.heatmaps),
@@ -621,8 +669,14 @@ def build(frame: pd.DataFrame, docs) -> str:
     columns += [s for s in strategies if s not in columns]
     groups = list(platforms(frame))
     many = len(groups) > 1
-    scores = rules.regrets(frame) if len(frame) else pd.DataFrame()
-    ctxs = [_context(key, g, styles, columns, platform_label(key) if many else "", scores) for key, g in groups]
+    with Drawer(sum(3 * g["family"].nunique() + 4 for _, g in groups) + len(docs)) as draw:
+        loads = [(Path(p).name, load.describe(doc["jacbench"].get("load") or []),
+                  draw("load", figs.load_timeline, doc["jacbench"].get("load") or [],
+                       frame[frame["file"] == str(p)] if "file" in frame else frame)) for p, doc in docs]
+        scores = rules.regrets(frame) if len(frame) else pd.DataFrame()
+        ctxs = [_context(key, g, styles, columns, platform_label(key) if many else "", scores, draw)
+                for key, g in groups]
+        loads = [(name, said, figure.result()) for name, said, figure in loads]
     counts = [(s, int((frame["status"] == s).sum())) for s in STATUSES if (frame["status"] == s).any()]
     return html.render(
         "report.html.j2",
@@ -643,10 +697,7 @@ def build(frame: pd.DataFrame, docs) -> str:
         failure_overview=failure_overview(frame),
         n_failures=int((frame["status"] != "ok").sum()),
         noise=noise_table(frame, many),
-        loads=[(Path(p).name, load.describe(doc["jacbench"].get("load") or []),
-                _figure("load", figs.load_timeline, doc["jacbench"].get("load") or [],
-                        frame[frame["file"] == str(p)] if "file" in frame else frame))
-               for p, doc in docs],
+        loads=loads,
         rows=all_rows(frame, many),
         approximate_names=approximate_names,
         elapsed=lambda: f"{time.perf_counter() - started:.1f} s",
