@@ -181,6 +181,11 @@ def test_verdict_rules():
     assert compare.judge(1.25, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.2, noise=0.15) == "slower"
     assert compare.judge(1.25, 1e-6, 40, 40, 0.10, 0.05, low_ratio=1.05, noise=0.15) == "no significant change"
     assert compare.min_p(3, 3) == pytest.approx(0.1) and compare.min_p(5, 5) < 0.01
+    # past the bar by less than what a rerun moves a ratio: two quiet runs of the same code did this
+    assert compare.judge(1.103, 1e-9, 40, 40, 0.10, 0.05, low_ratio=1.1, interval=(1.02, 1.19)) == "inconclusive"
+    assert compare.judge(1 / 1.103, 1e-9, 40, 40, 0.10, 0.05, low_ratio=0.9, interval=(0.84, 0.98)) == "inconclusive"
+    assert compare.judge(1.3, 1e-9, 40, 40, 0.10, 0.05, low_ratio=1.3, interval=(1.2, 1.4)) == "slower"
+    assert compare.judge(0.7, 1e-9, 40, 40, 0.10, 0.05, low_ratio=0.7, interval=(0.65, 0.76)) == "faster"
 
 
 def test_terminal_table_and_fail_on_slower_gate(tmp_path, capsys):

@@ -14,10 +14,14 @@ NOTE: [Compare verdict]
     ``ratio < 1 / (1 + bar)`` (the same factor the other way, as asv does) with
     ``p < alpha``. In both cases the fastest tenth of the calls must move too:
     ``low_ratio``, the ratio of the 10th percentiles, must pass half the bar in the same
-    direction. Everything else is *no significant change*, with one exception: when a
-    change passes these bars but the samples are too few for the test ever to reach
-    ``alpha`` (3 rounds against 3 cannot go below p = 0.1), the verdict is *inconclusive*
-    rather than a reassuring "no change".
+    direction. And the ratio's 95% interval, which is never narrower than what a rerun moves
+    a ratio (``stats.RERUN_FLOOR``, NOTE: [Paired timing]), must clear the bar too: a median
+    moves between two runs of the same code by up to 10% on a quiet machine, so a change of
+    10.3% was "slower" in 2 of 152 rows of two quiet runs of the MLP subset. Everything else
+    is *no significant change*, with two exceptions, both *inconclusive* rather than a
+    reassuring "no change": a change that passes the bar by less than its interval, and one
+    whose samples are too few for the test ever to reach ``alpha`` (3 rounds against 3
+    cannot go below p = 0.1).
 
     Why the fastest calls: other processes only ever add time. A burst of them during one
     side's measurement fattens its upper tail and drags its median, while its fastest calls
@@ -247,9 +251,10 @@ def bootstrap_ratio(a, b) -> tuple[float, float]:
 
 
 def judge(ratio: float, p: float, n_base: int, n_new: int, threshold: float, alpha: float,
-            low_ratio: float | None = None, noise: float = 0.0) -> str:
+          low_ratio: float | None = None, noise: float = 0.0, interval: tuple[float, float] | None = None) -> str:
     """NOTE: [Compare verdict]. ``low_ratio``: the ratio of the 10th percentiles (None: not
-    checked); ``noise``: the larger relative IQR of the two sides, which raises the bar."""
+    checked); ``noise``: the larger relative IQR of the two sides, which raises the bar;
+    ``interval``: the ratio's 95% interval, no narrower than a rerun moves it (None: not checked)."""
     if math.isnan(ratio):
         return "untimed"
     bar = max(threshold, noise if is_number(noise) else 0.0)
@@ -259,6 +264,9 @@ def judge(ratio: float, p: float, n_base: int, n_new: int, threshold: float, alp
         half = 1 + bar / 2
         if not (low_ratio > half if ratio > 1 else low_ratio < 1 / half):
             return "no significant change"  # the fastest calls did not move: interference, not torch
+    if interval is not None and not any(map(math.isnan, interval)):
+        if interval[0] <= 1 + bar if ratio > 1 else interval[1] >= 1 / (1 + bar):
+            return "inconclusive"  # past the bar, but not by more than a rerun moves it
     if p < alpha:
         return "slower" if ratio > 1 else "faster"
     if min_p(n_base, n_new) >= alpha:
@@ -335,7 +343,7 @@ def compare_frames(base: pd.DataFrame, new: pd.DataFrame, key: list[str], *, thr
             v = "untimed"
         else:
             v = judge(ratio / shift, p, len(a), len(z), threshold, alpha, low_ratio,
-                      max(row["rel_iqr_base"], row["rel_iqr_new"]))
+                      max(row["rel_iqr_base"], row["rel_iqr_new"]), (lo, hi))
         kind = status_kind(row.get("status_base"), row.get("status_new")) if both else ""
         mem_ratio, memory = float("nan"), ""
         pb, pn = row.get("peak_bytes_base"), row.get("peak_bytes_new")

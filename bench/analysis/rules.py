@@ -98,8 +98,9 @@ class Predictor:
         ok = ok[~ok["approximate"] & ~pd.Series([s in refused.get(k, ()) for k, s in zip(ok["kind"], ok["strategy"])],
                                                  index=ok.index, dtype=bool)]
         ok = ok.assign(device=ok["device"].astype(str).str.split(":").str[0])
-        slowdowns: dict[tuple, dict] = {}
-        for (device, problem, strategy), v in ok.groupby(["device", "problem", "strategy"])["slowdown"].median().items():
+        slowdowns: dict[tuple, dict] = {}  # (device, problem) -> strategy -> median slowdown
+        medians = ok.groupby(["device", "problem", "strategy"])["slowdown"].median()
+        for (device, problem, strategy), v in medians.items():
             slowdowns.setdefault((device, problem), {})[strategy] = float(v)
         points = []
         for first in ok.drop_duplicates(["device", "problem"]).sort_values(["device", "problem"]).to_dict("records"):

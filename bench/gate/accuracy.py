@@ -46,21 +46,21 @@ NOTE: [Tolerances]
 
 NOTE: [Finite-difference verdicts]
     The tolerance of finite differences is a model of their error, and their true error moves
-    with the point: on one network it sat at 1.1 times the tolerance in one run and under it in
-    the next, so its verdict flipped. So finite differences are also judged by their own
+    with the point: on one network it sat at 1.1 times the tolerance in one run and under it
+    in the next, so its verdict flipped. So finite differences are also judged by their own
     estimate: the gate runs the strategy again at half its steps
-    (``differences.steps_scaled``), and the change between the two answers, entry by entry,
-    measures their truncation and rounding there. An answer is right where its error is
-    within the tolerance plus :data:`ESTIMATE_FACTOR` times the largest change (counted at
-    most up to :data:`FD_CEILING`, so an estimate can widen the tolerance, never hide a
-    useless answer), and every row and column, less that many times the largest change, is
-    within the tolerance of its own scale, floored at :data:`FD_LINE_FLOOR` of the whole's.
-    The largest change, not each entry's: rounding makes each entry's change random, and small
-    by chance somewhere among thousands, while it is the same noise in every line. So a line
-    is checked where it stands above finite differences' own noise. A result over the tolerance and within its estimate says so in its
-    row ("at the edge of its tolerance"). A bug is not excused by its own estimate: a wrong
-    sign, a wrong divisor or a dropped row gives the same wrong answer at h and h/2.
-    A strategy that ignores ``steps_scaled`` gives no change, and is held to the tolerance.
+    (``differences.steps_scaled``), and the largest change between the two answers measures
+    their truncation and rounding there. An answer is right where its error is within the
+    tolerance plus :data:`ESTIMATE_FACTOR` times that change (which adds at most
+    :data:`FD_CEILING`: an estimate can widen the tolerance, never excuse a useless answer),
+    and every row and column, less as much, is within the tolerance of its own scale, floored
+    at :data:`FD_LINE_FLOOR` of the whole's. The largest change, not each entry's: rounding
+    makes each entry's change random, small by chance somewhere among thousands, while it is
+    the same noise in every line; so a line is checked where it stands above that noise. A
+    result over the tolerance and within its estimate says so in its row ("at the edge of its
+    tolerance"). A bug is not excused by its own estimate: a wrong sign, a wrong divisor or a
+    dropped row gives the same wrong answer at h and h/2. A strategy that ignores
+    ``steps_scaled`` changes nothing, and is held to the tolerance alone.
 """
 
 from __future__ import annotations
@@ -249,10 +249,11 @@ def _differences(got, want, spread, err: float, tol: float, floor: float) -> Ver
     scale = want.abs().max().item() or 1.0
     estimate = spread.max().item() / scale
     if err > tol + min(ESTIMATE_FACTOR * estimate, FD_CEILING):
-        allowed = (f"{ESTIMATE_FACTOR:g} times its own estimate {estimate:.1e}" if ESTIMATE_FACTOR * estimate <= FD_CEILING
+        allowed = (f"{ESTIMATE_FACTOR:g} times its own estimate {estimate:.1e}"
+                   if ESTIMATE_FACTOR * estimate <= FD_CEILING
                    else f"the ceiling {FD_CEILING:.0e}, the most its own estimate {estimate:.1e} may add")
-        return Verdict(False, err, tol, f"max relative error {err:.2e} exceeds the tolerance {tol:.1e} plus {allowed} "
-                                        "(steps h and h/2 differ by the estimate)")
+        return Verdict(False, err, tol, f"max relative error {err:.2e} exceeds the tolerance {tol:.1e} plus "
+                                        f"{allowed} (steps h and h/2 differ by the estimate)")
     beyond = ((got - want).abs() - ESTIMATE_FACTOR * estimate * scale).clamp(min=0)
     line, index, worst = _worst_line(got, want, beyond, max(floor, FD_LINE_FLOOR))
     if worst > tol:

@@ -18,8 +18,8 @@ from cases import Problem
 
 from bench import strategies
 from bench.gate import accuracy, audit, state
-from bench.strategies.differences import steps_scaled
 from bench.gate.accuracy import REFERENCE_DTYPE, Reference, Verdict
+from bench.strategies.differences import steps_scaled
 
 KINDS: dict[str, "Kind"] = {}
 

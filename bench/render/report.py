@@ -3,8 +3,9 @@
 ``write(paths, out)`` is a pure function of result files: it loads them (``bench.analysis.results``),
 takes the numbers from ``bench.analysis.picks`` (NOTE: [Recommendation rules]) and the
 figures from ``figures``,
-and renders ``templates/report.html.j2``. The page fetches nothing: styles and scripts are
-inline and figures are PNG data URIs. Every string from a results file reaches the page
+and renders ``templates/report.html.j2`` (the figures drawn in worker processes while the
+tables are made: :class:`Drawer`). The page fetches nothing: styles and scripts are inline
+and figures are PNG data URIs. Every string from a results file reaches the page
 through Jinja2's autoescape. No torch.
 """
 
