@@ -204,6 +204,21 @@ def test_terminal_table_and_fail_on_slower_gate(tmp_path, capsys):
     assert cli.main(["compare", str(base), str(new), "--fail-on", "slower", "--threshold", "0.3"]) == 0
 
 
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_a_narrow_terminal_leaves_columns_out_rather_than_shredding_cells(tmp_path, columns):
+    from bench.render import compare as shown
+
+    base, new = known_shifts(tmp_path)
+    text = shown.render_text(compare.compare([base, new]), columns=columns)
+    table = text[text.index("problem      strategy"):]  # the header above it names files, one path a line
+    assert max(map(len, table.splitlines())) <= columns
+    words = {w for line in table.splitlines() for w in line.split()}
+    assert {"p-slow", "slower", "faster", "inconclusive"} <= words  # names and verdicts whole
+    assert not [w for w in words if len(w) <= 2 and w.isalpha() and w not in ("p", "ok", "us", "ms", "no", "at")]
+    if columns < 100:
+        assert f"(left out at {columns} columns: p10 ratio" in text
+
+
 def test_no_change_passes_the_gate(tmp_path, capsys):
     rows = lambda seed: [row(f"p{i}", s, data=samples(1e-3 * (i + 1), spread=0.04, seed=seed + i))  # noqa: E731
                          for i in range(6) for s in ("jacrev", "jacfwd")]

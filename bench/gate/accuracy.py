@@ -48,9 +48,9 @@ NOTE: [Finite-difference verdicts]
     The tolerance of finite differences is a model of their error, and their true error moves
     with the point: on one network it sat at 1.1 times the tolerance in one run and under it
     in the next, so its verdict flipped. So finite differences are also judged by their own
-    estimate: the gate runs the strategy again at half its steps
-    (``differences.steps_scaled``), and the largest change between the two answers measures
-    their truncation and rounding there. An answer is right where its error is within the
+    estimate: where an answer misses the tolerance, the gate runs the strategy again at half
+    its steps (``differences.steps_scaled``), and the largest change between the two answers
+    measures their truncation and rounding there. An answer is right where its error is within the
     tolerance plus :data:`ESTIMATE_FACTOR` times that change (which adds at most
     :data:`FD_CEILING`: an estimate can widen the tolerance, never excuse a useless answer),
     and every row and column, less as much, is within the tolerance of its own scale, floored

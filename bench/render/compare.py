@@ -97,7 +97,8 @@ def render_text(comparison: Comparison, *, warnings: bool = True, columns: int =
                          f"-o OUT.html has every row)" if len(changed) > len(shown) else
                          f"(the {len(shown)} rows with a change; -o OUT.html has every row)")
         if len(shown):
-            lines.append(terminal.table(terminal_rows(shown, c.key), columns))
+            lines.append(terminal.table(terminal_rows(shown, c.key), columns, keep=("verdict",),
+                                        optional=("status", "base", "new", "memory", "p", "p10 ratio")))
     if len(c.sides) > 2 or len(c.table) > TERMINAL_ALL_ROWS:
         # per-row verdicts on a busy machine scatter; the per-strategy aggregate is what reproduces
         sp = strategy_pivot(c)

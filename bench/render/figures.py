@@ -627,11 +627,10 @@ HEATMAP_CAPTION = (
 
 def pareto(points: pd.DataFrame, x: str, y: str) -> pd.Series:
     """True for points no other point beats on both ``x`` and ``y`` (smaller is better)."""
-    front = []
-    for _, p in points.iterrows():
-        dominated = ((points[x] <= p[x]) & (points[y] <= p[y]) & ((points[x] < p[x]) | (points[y] < p[y]))).any()
-        front.append(not dominated)
-    return pd.Series(front, index=points.index)
+    px, py = points[x].to_numpy(dtype=float), points[y].to_numpy(dtype=float)
+    ax, ay, bx, by = px[:, None], py[:, None], px[None, :], py[None, :]  # row: the point; column: a rival
+    dominated = ((bx <= ax) & (by <= ay) & ((bx < ax) | (by < ay))).any(axis=1)
+    return pd.Series(~dominated, index=points.index)
 
 
 def tradeoff_points(ok: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -740,9 +739,9 @@ def tradeoffs(ok: pd.DataFrame, family: str, styles: Styles) -> Figure | None:
             dots.set_sizes(np.where(on, 70, 38))
             dots.set_linewidths(np.where(on, 1.6, 1.0))
             f = p[on].sort_values("slowdown")
-            if len(f) > 1:  # a front of one point has no steps
-                sns.lineplot(data=f, x="slowdown", y=y, estimator=None, drawstyle="steps-post", color="#1d232a",
-                             linewidth=1.1, alpha=0.7, zorder=2, ax=ax)
+            if len(f) > 1:  # a front of one point has no steps (one line: matplotlib's, as seaborn would draw it)
+                ax.plot(f["slowdown"], f[y], drawstyle="steps-post", color="#1d232a", linewidth=1.1, alpha=0.7,
+                        zorder=2)
             # limits from the data, with room on the right for the labels; not matplotlib's, which
             # has no range to make of points all at one height
             ax.set_autoscale_on(False)

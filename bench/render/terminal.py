@@ -52,10 +52,12 @@ def say(text: str, stream=None) -> None:
     stream.flush()
 
 
-def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, keep=()) -> str:
+def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, keep=(), optional=()) -> str:
     """``frame``'s cells as text in a table at most ``columns`` wide: a column too wide wraps
     its cells between words, except the columns named in ``keep`` (names of problems and
-    strategies), which never wrap; columns of numbers are right-aligned."""
+    strategies), which never wrap; columns of numbers are right-aligned. Where even the words
+    do not fit, blank columns go, then the ``optional`` ones, last first, and a line under the
+    table names them: a cell is never split into a column of letters."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -63,12 +65,27 @@ def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, kee
     if index:
         frame = frame.reset_index()
     frame = frame.astype(str)
+
+    def least(name, c) -> int:
+        return max(len(w) for text in (*frame[c], str(name)) for w in (text.split() if name not in keep else [text])
+                   or [""])
+
+    def fits(cols) -> bool:
+        return sum(least(str(c), c) for c in cols) + 3 * (len(cols) - 1) <= columns
+
+    shown = list(frame.columns)
+    blank = [c for c in shown if not frame[c].str.strip().any()]
+    left_out = []
+    for c in blank[::-1] + [c for c in list(optional)[::-1] if c in shown and c not in blank]:
+        if fits(shown):
+            break
+        shown.remove(c)
+        left_out.append(str(c))
+    frame = frame[shown]
     names = [str(c) for c in frame.columns]
     natural = [max([len(name), *frame[c].str.len()]) for name, c in zip(names, frame.columns)]
-    least = [natural[i] if name in keep else
-             max(len(w) for text in (*frame[c], name) for w in text.split() or [""])
-             for i, (name, c) in enumerate(zip(names, frame.columns))]
-    widths = _shrink(natural, least, columns - 3 * (len(names) - 1))  # a rule and a space each side
+    widths = _shrink(natural, [least(name, c) for name, c in zip(names, frame.columns)],
+                     columns - 3 * (len(names) - 1))  # a rule and a space each side
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name, c, w in zip(names, frame.columns, widths):
         numeric = len(frame) > 0 and frame[c].str.match(r"^[-+~]?[\d.]").mean() > 0.5
@@ -78,7 +95,9 @@ def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, kee
         t.add_row(*row)
     out = io.StringIO()
     Console(file=out, width=columns, color_system=None, force_terminal=False, highlight=False).print(t)
-    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
+    text = "\n".join(line.rstrip() for line in out.getvalue().splitlines())
+    said = [c for c in left_out if c not in [str(b) for b in blank]]
+    return text + (f"\n{paragraph(f'(left out at {columns} columns: ' + ', '.join(said) + ')', columns)}" if said else "")
 
 
 def _shrink(widths: list[int], least: list[int], room: int) -> list[int]:
