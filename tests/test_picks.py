@@ -134,6 +134,10 @@ def test_no_exact_strategy_is_said_plainly():
 def test_formatting():
     assert formats.fmt_time(1.5e-3) == "1.5 ms" and formats.fmt_time(float("nan")) == "-"
     assert formats.fmt_bytes(3 * 2**20) == "3 MiB"
+    assert formats.fmt_time(999.96e-6) == "1 ms" and formats.fmt_time(999.4e-6) == "999 us"  # no "1e+03 us"
+    assert formats.fmt_time(0.99996) == "1 s" and formats.fmt_time(3e-10) == "0.3 ns"
+    assert formats.fmt_bytes(1023.9 * 2**10) == "1 MiB" and formats.fmt_bytes(1000 * 2**10) == "0.977 MiB"
+    assert formats.fmt_bytes(999 * 2**10) == "999 KiB" and formats.fmt_bytes(999) == "999 B"
     assert formats.fmt_ratio(12.4) == "12x" and formats.fmt_ratio(1.234) == "1.2x"
     assert formats.fmt_ratio(2500) == "2,500x"
     assert formats.fmt_error(0) == "0" and formats.fmt_error(1.23e-5) == "1.2e-05"

@@ -13,8 +13,10 @@ def missing(v) -> bool:
 
 
 def fmt_time(seconds) -> str:
+    """Three digits in the unit they round into: 999.96 us is ``1 ms``, not ``1e+03 us``."""
     if missing(seconds):
         return "-"
+    seconds = float(f"{seconds:.3g}")
     for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
@@ -25,7 +27,7 @@ def fmt_bytes(n) -> str:
     if missing(n):
         return "-"
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
+        if n >= scale * 999.5 / 1024:  # what rounds to 1000 of the unit below is shown in this one
             return f"{n / scale:.3g} {unit}"
     return f"{int(n)} B"
 

@@ -236,7 +236,10 @@ def _worst_line(got: torch.Tensor, ref: torch.Tensor, err: torch.Tensor, floor: 
 
 
 #: Finite differences may be off by this many times their own error estimate (the change
-#: from step h to h/2) beyond their tolerance (NOTE: [Finite-difference verdicts]).
+#: from step h to h/2) beyond their tolerance (NOTE: [Finite-difference verdicts]). On the
+#: quick problems in float32 and float64 a correct answer's error was at most 1.83 times its
+#: estimate, but where both were 200 times under the tolerance (truncation alone makes it 2
+#: for forward differences).
 ESTIMATE_FACTOR = 3.0
 #: The lines of finite differences are held to their tolerance down to this fraction of the
 #: whole's largest entry; below it, their rounding model's own floor (``1 / FD_FACTOR``).
