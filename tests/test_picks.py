@@ -148,7 +148,10 @@ def test_summary_of_a_real_sweep(tiny_results):
     text = summary.render(frame_, loads=[results.read(tiny_results)["jacbench"]["load"]])
     assert "best (exact)" in text and "margin over the next" in text and "functional" in text
     assert max(map(len, text.splitlines())) <= 100  # a terminal's width, not 194 columns
-    assert "graph-break-powers" in text and "no exact one" in text  # the tutorial's broken function
+    broken = frame_[frame_["problem"] == "graph-break-powers"]  # the tutorial's broken function: only
+    assert set(broken.loc[~approximate(broken), "status"]) <= {"wrong", "error", "unsupported"}  # FD is right
+    if (broken["status"] == "ok").any():  # not where a busy machine left its one right pair disturbed
+        assert "graph-break-powers" in text and "no exact one" in text
     best = best_per_problem(frame_)
     chosen = frame_.merge(best[["problem", "strategy"]], on=["problem", "strategy"])
     assert set(chosen["status"]) == {"ok"}

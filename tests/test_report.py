@@ -129,14 +129,18 @@ def test_a_family_without_sizes_says_so_in_place_of_its_scaling_plot(page_path, 
     assert set(note.group(1).split(", ")) == set(ok["family"])
 
 
-def test_each_card_links_to_the_sections_of_its_family(page_path):
+def test_each_card_links_to_the_sections_of_its_family(page_path, tiny_results):
     html = page_path.read_text()
     cards = html.split('<ul class="headlines">')[1].split("</ul>")[0].split("<li>")[1:]
     assert cards
+    # a family is in the problems table where a pair of it was timed: on a busy machine the
+    # only right pair of a family can end disturbed, and its time is then not used
+    solved = set(timed(results.load([tiny_results]))["family"])
     for li in cards:
         family = re.search(r'<span class="family">([^<]*)</span>', li).group(1)
         targets = re.findall(r'<a href="#([^"]*)">', li)
-        assert f"heatmap-{family}" in targets and f"problems-{family}" in targets, (family, targets)
+        assert f"heatmap-{family}" in targets, (family, targets)
+        assert (f"problems-{family}" in targets) == (family in solved), (family, targets, solved)
         for target in targets:
             assert html.count(f'id="{target}"') == 1, target
 
