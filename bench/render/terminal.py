@@ -97,7 +97,9 @@ def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, kee
     Console(file=out, width=columns, color_system=None, force_terminal=False, highlight=False).print(t)
     text = "\n".join(line.rstrip() for line in out.getvalue().splitlines())
     said = [c for c in left_out if c not in [str(b) for b in blank]]
-    return text + (f"\n{paragraph(f'(left out at {columns} columns: ' + ', '.join(said) + ')', columns)}" if said else "")
+    if said:
+        text += "\n" + paragraph(f"(left out at {columns} columns: {', '.join(said)})", columns)
+    return text
 
 
 def _shrink(widths: list[int], least: list[int], room: int) -> list[int]:
