@@ -236,10 +236,10 @@ def _worst_line(got: torch.Tensor, ref: torch.Tensor, err: torch.Tensor, floor: 
 
 
 #: Finite differences may be off by this many times their own error estimate (the change
-#: from step h to h/2) beyond their tolerance (NOTE: [Finite-difference verdicts]). On the
-#: quick problems in float32 and float64 a correct answer's error was at most 1.83 times its
-#: estimate, but where both were 200 times under the tolerance (truncation alone makes it 2
-#: for forward differences).
+#: from step h to h/2) beyond their tolerance (NOTE: [Finite-difference verdicts]). Truncation
+#: alone makes a correct answer's error twice its estimate for forward differences and 4/3 of
+#: it for central ones; the rest is room for rounding, which the half step doubles. The flip
+#: rates this gives are ``python -m tests.flips``'s.
 ESTIMATE_FACTOR = 3.0
 #: The lines of finite differences are held to their tolerance down to this fraction of the
 #: whole's largest entry; below it, their rounding model's own floor (``1 / FD_FACTOR``).
