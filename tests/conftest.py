@@ -62,6 +62,13 @@ QUICK = Settings(profile="quick", policy=Policy(warmup=0, min_rounds=2, max_time
 TIMED = frozenset({"ok", "disturbed"})
 #: The same, as the advisor's settings.
 ADVISE = Settings(profile="advise", policy=Policy(warmup=0, min_rounds=3, max_time=0.02))
+#: How the advisor's warnings about the machine's load begin: a busy CI machine may say them.
+LOAD_WARNINGS = ("other work used", "timed while the machine was busy")
+
+
+def about_f(warnings: list[str]) -> list[str]:
+    """The advisor's warnings about the function and its measurement, less those about the load."""
+    return [w for w in warnings if not w.startswith(LOAD_WARNINGS)]
 
 TINY_CASES = "seed-article,seed-article-multi,seed-linear,graph-break-powers,mlp-in128-out128-w64-d1"
 TINY_STRATEGIES = "manual-backward,functional,jacrev,jacfwd,fd-forward,fd-forward-loop"
