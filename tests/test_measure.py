@@ -11,8 +11,8 @@ from tests.conftest import burning
 
 from bench import kinds, strategies
 from bench.measure import memory
-from bench.measure.pair import measure, measure_problem
-from bench.measure.timing import Policy
+from bench.measure.pair import measure, measure_problem, measure_together
+from bench.measure.timing import FEWEST_ROUNDS, Policy
 from bench.sweep.plan import Pair, Settings
 
 TIMED = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
@@ -29,6 +29,49 @@ def test_an_ok_row_carries_time_memory_work_and_accuracy():
     assert row.peak_bytes >= row.jac_bytes  # the result itself is allocated during the call
     assert row.work["vjps"] == 128 and row.work["vjps_calls"] == 1 and row.work["fevals"] == 1
     assert row.work["flops"] > 0
+
+
+def test_one_the_race_sends_apart_is_timed_in_the_fewest_rounds_unprobed_and_every_phase_is_accounted():
+    def race(timings):  # the race's verdict is given here: that it is right is test_racing's
+        if "fd-central" in timings and not any(t.cycles for t in timings.values()):
+            return {"fd-central": "dropped by the race before its rounds: its warm call took 50x as long as jacrev's"}
+        return {}
+
+    rows = {r.strategy: r for r in measure_together(cases.get(MLP), ["jacrev", "jacfwd", "fd-central"], "cpu",
+                                                    "float32", TIMED, race=race, apart=True, probe_dropped=True)}
+    apart = rows["fd-central"]
+    assert apart.status == "ok" and len(apart.samples) == FEWEST_ROUNDS and not apart.cycles, apart.reason
+    assert apart.notes["timed_apart"] == (f"timed apart, after the rest, in {FEWEST_ROUNDS} rounds, its memory and "
+                                          "work not probed: its warm call took 50x as long as jacrev's")
+    assert apart.peak_bytes is None and apart.work is None and apart.f_s > 0  # t(f) is the problem's
+    for name in ("jacrev", "jacfwd"):
+        assert rows[name].peak_bytes >= rows[name].jac_bytes and rows[name].work["fevals"] >= 1 and rows[name].f_s > 0
+    for row in rows.values():
+        assert row.status == "ok" and set(row.spent) == {"gate", "rounds", "probes"}, row.spent
+        assert all(v > 0 for v in row.spent.values()) and row.seconds == pytest.approx(sum(row.spent.values()))
+    # the cycles' window is shared among those timed in it; the one sent apart adds its own rounds
+    assert rows["jacrev"].spent["rounds"] == rows["jacfwd"].spent["rounds"] < apart.spent["rounds"]
+    assert rows["jacrev"].cycles and rows["jacfwd"].cycles
+
+
+def test_one_sent_apart_whose_call_fills_a_round_has_its_warm_call_as_its_first_round(temporary_strategy):
+    calls = []
+
+    def slow(fn, xs, create_graph=False):  # right, and a round of one call: 15 ms of CPU time
+        calls.append(1)
+        start = time.process_time()
+        while time.process_time() - start < 0.015:
+            pass
+        return strategies.get("jacrev")(fn, xs)
+
+    temporary_strategy("test-slow", slow)
+    rows = {r.strategy: r for r in measure_together(  # on the CPU clock, a busy machine disturbs no warm call
+        cases.get(MLP), ["jacrev", "test-slow"], "cpu", "float32", TIMED, apart=True, cpu_clock=True,
+        race=lambda timings: {"test-slow": "dropped: slow"} if not timings["jacrev"].cycles else {})}
+    row = rows["test-slow"]
+    assert row.status == "ok" and "timed_apart" in row.notes and not row.cycles, row.reason
+    assert len(row.samples) == FEWEST_ROUNDS and min(row.samples) >= 0.015
+    assert len(calls) == 1 + FEWEST_ROUNDS  # the gate's, the warm call, then two rounds
 
 
 def test_work_is_counted_not_assumed():

@@ -145,6 +145,17 @@ def test_the_account_lists_failures_by_reason_and_counts_the_unsupported_in_one_
     reasons = text[text.index("not timed, by reason:"):].splitlines()[3:]
     assert [line.split()[:2] for line in reasons] == [["3", "error"], ["1", "wrong"]]  # most common first
     assert "unsupported for a reason" not in text  # not one line per unsupported reason
+    assert "time:" not in text  # rows that do not say where their time went (an older file): no line
+
+
+def test_the_account_says_where_the_time_went_with_the_rest_outside_the_pairs():
+    spent = [{"gate": 2.0, "rounds": 30.0, "probes": 8.0}, {"gate": 1.0, "rounds": 15.0, "probes": 4.0}]
+    results = {f"p{i}": {"extra_info": {"status": "ok", "spent": s}} for i, s in enumerate(spent)}
+    out = io.StringIO()
+    account(results, 2, 100.0, out)
+    said = " ".join(out.getvalue().split())
+    assert ("time: timed rounds 0:00:45 (45%), probes of work and memory 0:00:12 (12%), gates 0:00:03 (3%); "
+            "outside the pairs 0:00:40 (40%)") in said, said
 
 
 @pytest.mark.slow

@@ -116,6 +116,7 @@ class Row:
     retimed: list[dict] = field(default_factory=list)  # visits dropped as disturbed: the same fields
     started: float | None = None  # when the pair started (unix time): where it sits on the run's timeline
     seconds: float | None = None  # how long the whole pair took: gate, memory, work and timing
+    spent: dict = field(default_factory=dict)  # seconds by phase, every visit's: gate, rounds, probes
     host: str = field(default_factory=host)  # where it ran: a cluster's rows differ by host and job
     job: str | None = field(default_factory=job)
 

@@ -100,6 +100,8 @@ def merge(row, before: dict) -> None:
     its undisturbed visits' rounds and this one's become one sample; disturbed visits are
     dropped into ``retimed``. A later visit that failed (the gate, a crash) stands alone."""
     info = before["extra_info"]
+    for phase, seconds in (info.get("spent") or {}).items():  # the time of every visit
+        row.spent[phase] = row.spent.get(phase, 0.0) + seconds
     if row.status != Status.OK:
         row.retimed = info.get("retimed") or []
         return

@@ -41,10 +41,12 @@ class Unmeasurable(Exception):
     """The peak of this call cannot be measured; the message says why, in one line."""
 
 
-def peak_bytes(call: Callable[[], object], device: torch.device) -> int | None:
+def peak_bytes(call: Callable[[], object], device: torch.device, grown: int | None = None) -> int | None:
     """Peak bytes allocated by ``call`` above the level before it; None on a device without
     a way to measure it. Raises :class:`Unmeasurable` where measuring it would take more
-    memory than the machine can spare."""
+    memory than the machine can spare. On the CPU, ``grown`` is how far the process's
+    resident memory grew in one unprofiled call (:func:`watched`), where an earlier probe
+    of the call measured it; otherwise one more call measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -55,11 +57,11 @@ def peak_bytes(call: Callable[[], object], device: torch.device) -> int | None:
         del result
         return int(peak)
     if device.type == "cpu":
-        return _cpu_peak(call)
+        return _cpu_peak(call, grown)
     return None
 
 
-def _cpu_peak(call) -> int | None:
+def _cpu_peak(call, grown: int | None) -> int | None:
     from torch.profiler import ProfilerActivity, profile
 
     try:
@@ -67,7 +69,8 @@ def _cpu_peak(call) -> int | None:
     except (OSError, KeyError, ValueError):
         available = None  # not Linux: no way to watch the recording grow
     if available is not None:
-        budget = watched(call)[1] + int(PROFILER_SHARE * available / EXPANSION)  # its own, then the recording's
+        own = watched(call)[1] if grown is None else grown
+        budget = own + int(PROFILER_SHARE * available / EXPANSION)  # its own, then the recording's
     try:
         with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             call() if available is None else watched(call, budget)  # the result is dropped at once

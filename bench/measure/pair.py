@@ -18,6 +18,7 @@ problem's pairs were timed together: alone, a crash is the pair's own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import time
 import warnings
@@ -34,7 +35,7 @@ from bench.analysis.schema import Row, Status
 from bench.analysis.stats import Summary
 from bench.gate import accuracy, state
 from bench.measure import counting, memory
-from bench.measure.timing import Timer, Timing, interleave, measure as time_call
+from bench.measure.timing import FEWEST_ROUNDS, Timer, Timing, interleave, measure as time_call
 
 if TYPE_CHECKING:
     from bench.sweep.plan import Pair, Settings
@@ -81,12 +82,17 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
     the calls per round of the first. ``extras`` says whether the work, the memory and t(f)
     are measured too: by default in the first visit only.
     """
+    started = time.time()
     gated = Gated(problem, strategy, device, dtype, settings, timer=timer, on_checked=on_checked,
                   extras=iterations is None if extras is None else extras)
+    gated.row.spent["gate"] = time.time() - started
     if gated.ready:
         with state.kept(gated.changed), gated.failures():
-            gated.finish(time_call(gated.call, settings.policy, timer=timer, sync=gated.sync,
-                                   estimate=gated.row.first_call_s, iterations=iterations))
+            with gated.spending("rounds"):
+                timing = time_call(gated.call, settings.policy, timer=timer, sync=gated.sync,
+                                   estimate=gated.row.first_call_s, iterations=iterations)
+            with gated.spending("probes"):
+                gated.finish(timing)
     return gated.done()
 
 
@@ -109,20 +115,20 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     :class:`Gated`'s. ``on_start`` hears of each gate before it begins, ``on_gated`` sees
     each row once gated (final where it failed its gate), ``on_together`` the strategies
     about to be timed together, and ``beat`` (``interleave``'s) each cycle and each finish.
-    Each row's ``started`` and ``seconds`` are its gate's, its share of the cycles, and its
-    finish; the visit of a row timed together spans the cycles (NOTE: [Visits]). Where a gate
-    leaves the process spoiled (``memory.spoiled``), nothing more is measured: the rows of
-    the gates that failed are returned, and no other."""
-    gated, took = [], {}
+    Each row's ``spent`` holds the seconds of its gate, its rounds (its share of the cycles, or
+    its own) and its probes (the answer gated again, the work, t(f) and the memory); its
+    ``seconds`` are their sum. The visit of a row timed together spans the cycles (NOTE:
+    [Visits]). Where a gate leaves the process spoiled (``memory.spoiled``), nothing more is
+    measured: the rows of the gates that failed are returned, and no other."""
+    gated = []
     for name in names:
         if on_start is not None:
             on_start(name)
         started = time.time()
         g = Gated(problem, strategies.get(name), device, dtype, settings, extras=extras, probe_dropped=probe_dropped)
-        g.row.started, took[name] = started, time.time() - started
+        g.row.started, g.row.spent["gate"] = started, time.time() - started
         gated.append(g)
         if not g.ready:  # failed its gate: its row is final
-            g.row.seconds = took[name]
             g.done()
         if on_gated is not None:
             on_gated(g.row)
@@ -147,33 +153,44 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
                                  cpu_clock=cpu_clock, busy_cpu=torch.device(device).type == "cpu",
                                  sync=together[0].sync, seed=seed, race=race, beat=beat)
         window = {"started": started, "seconds": time.time() - started}  # of every round of this visit
-        share = window["seconds"] / len(together)
         for g in together:
-            started, timing = time.time(), timings[g.row.strategy]
+            timing = timings[g.row.strategy]
+            g.row.spent["rounds"] = window["seconds"] / len(together)
             g.changed.extend(changed)
             if apart and timing.raced and not timing.cycles and timing.error is None:
-                g.row.notes["timed_apart"] = f"timed apart, after the rest: {timing.raced.split(': ', 1)[-1]}"
+                g.row.notes["timed_apart"] = (f"timed apart, after the rest, in {FEWEST_ROUNDS} rounds, its memory "
+                                              f"and work not probed: {timing.raced.split(': ', 1)[-1]}")
                 alone.append(g)
                 hopeless.append(g)
                 continue
-            with state.kept(g.changed):
+            with g.spending("probes"), state.kept(g.changed):
                 g.finish(timing)
             if g.row.status == Status.OK:
                 g.row.visits = [{**visits.visit(g.row), **window}]
-            took[g.row.strategy] += share + time.time() - started
             beat()
     on_cpu = bool(together) and next(iter(timings.values())).clock == "cpu"  # no warm call waited off the CPU
     for g in alone:
-        started, clock = time.time(), "cpu" if on_cpu and g in hopeless else "wall"  # the others' clock
+        clock = "cpu" if on_cpu and g in hopeless else "wall"  # the others' clock
+        policy, estimate, warm = settings.policy, g.row.first_call_s, None
+        if g in hopeless:
+            # warm, and never picked: the fewest rounds that give a median and its quartiles,
+            # its warm call the first where one call fills a round, and no probes, which cost
+            # several of its slow calls (NOTE: [Racing] in bench.analysis.racing)
+            raced = timings[g.row.strategy]
+            warm = raced if (raced.warm or 0.0) >= policy.min_round_time else None
+            policy = dataclasses.replace(policy, warmup=0, min_rounds=FEWEST_ROUNDS - (warm is not None), max_time=0.0)
+            estimate = raced.warm or estimate
         with state.kept(g.changed), g.failures():
-            timing = time_call(g.call, settings.policy, sync=g.sync, estimate=g.row.first_call_s,
-                               timer=time.process_time if clock == "cpu" else time.perf_counter)
+            with g.spending("rounds"):
+                timing = time_call(g.call, policy, sync=g.sync, estimate=estimate,
+                                   timer=time.process_time if clock == "cpu" else time.perf_counter)
             timing.clock = clock
-            g.finish(timing)
-        took[g.row.strategy] += time.time() - started
+            if warm is not None and timing.iterations == 1:
+                for k in ("samples", "cpu", "switches", "delay"):
+                    setattr(timing, k, getattr(warm, k) + getattr(timing, k))
+            with g.spending("probes"):
+                g.finish(timing, probes=g not in hopeless)
         beat()
-    for g in gated:
-        g.row.seconds = took[g.row.strategy]
     return [g.done() for g in gated]
 
 
@@ -268,10 +285,11 @@ class Gated:
         self.last.clear()
         self.last.append(self._call())
 
-    def finish(self, timing: Timing) -> None:
+    def finish(self, timing: Timing, probes: bool = True) -> None:
         """Take the timing (of the cycles kept, where interleaved; of all of them, disturbed,
         where none was kept: NOTE: [Visits] times it again), gate the last answer again,
-        and measure t(f) and the memory (``extras``; not of a strategy the race dropped)."""
+        and measure t(f), then (``probes``) the work and the memory (``extras``; of a strategy
+        the race dropped, only with ``probe_dropped``)."""
         row = self.row
         with self.failures():
             if timing.error is not None:
@@ -299,13 +317,15 @@ class Gated:
             if later is not None:
                 row.status, row.reason, row.samples = Status.WRONG, f"its answer changed between calls: {later}", []
                 return
-            if not self.extras or ("dropped" in row.notes and not self.probe_dropped):
+            if not self.extras:
                 return
-            row.work = _count_work(self.kind, self.built, self._run)
             row.f_s, row.f_iqr = _time_f(self.problem, self.kind, self.built, self.device, self.dtype, self.settings,
-                                         self.timer, self.sync)
+                                         self.timer, self.sync)  # once per problem: its cost in units of f
+            if not probes or ("dropped" in row.notes and not self.probe_dropped):
+                return
+            row.work, grown = _count_work(self.kind, self.built, self._run, watch=self.device.type == "cpu")
             try:  # last: a recording too big to finish stops the call part-way
-                row.peak_bytes = memory.peak_bytes(self._call, self.device)
+                row.peak_bytes = memory.peak_bytes(self._call, self.device, grown)
             except memory.Unmeasurable as exc:
                 row.notes["memory"] = str(exc)
 
@@ -315,12 +335,22 @@ class Gated:
         if self._done:
             return self.row
         self.built, self.ready, self._done = None, False, True
+        self.row.seconds = sum(self.row.spent.values()) if self.row.spent else self.row.seconds
         left = state.left_changed(self.changed)
         if left:
             self.row.reason = f"{self.row.reason}; {left}" if self.row.reason else left
         if self.row.status not in (Status.OK, Status.UNSUPPORTED):
             memory.release(self.device)
         return self.row
+
+    @contextlib.contextmanager
+    def spending(self, phase: str):
+        """Add the seconds of the block to the row's ``spent`` on ``phase``."""
+        started = time.time()
+        try:
+            yield
+        finally:
+            self.row.spent[phase] = self.row.spent.get(phase, 0.0) + time.time() - started
 
     @contextlib.contextmanager
     def failures(self):
@@ -369,13 +399,18 @@ def sync_of(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def _count_work(kind, built, run) -> dict | None:
-    """The work counts, or None where the probe cannot follow the strategy."""
-    try:
+def _count_work(kind, built, run, watch: bool = False) -> tuple[dict | None, int | None]:
+    """The work counts, or None where the probe cannot follow the strategy; with ``watch``,
+    also how far the resident memory grew in the counted call (``memory.watched``), which
+    spares the memory probe a call of its own (None where not watched or not counted)."""
+    def counted():
         with strategies.using(built.module, built.sparsity):
             return counting.count(lambda probe: kind.probed(run, built.fn, probe)).as_dict()
+
+    try:
+        return memory.watched(counted) if watch else (counted(), None)
     except Exception:  # noqa: BLE001 - counting is best effort; the row stays valid without it
-        return None
+        return None, None
 
 
 def _diagnosed(reason: str, built, strategy) -> str:

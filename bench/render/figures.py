@@ -778,7 +778,9 @@ TRADEOFF_CAPTION = (
     "the Pareto front, the strategies no other beats on both axes, and are labelled: any other strategy is "
     "beaten by one of them on both counts. Hollow markers solved only some of the family's problems, so "
     "their means cover fewer, maybe easier, problems. A panel is drawn only where two strategies or more "
-    "have both of its numbers. Look for finite differences buying speed with error, and batched (vmap) "
+    "have both of its numbers. A strategy ten times slower than the fastest on a problem has no memory "
+    "measured there (it left the race before its rounds), so its memory point covers the other problems. "
+    "Look for finite differences buying speed with error, and batched (vmap) "
     "strategies buying it with memory.")
 
 

@@ -232,6 +232,9 @@ def account(results: dict, total: int, elapsed: float, stream=sys.stderr) -> Non
     infos = [r["extra_info"] for r in results.values()]
     counts = Counter(i["status"] for i in infos)
     console.print(f"{len(infos)} of {total} pairs done in {clock_text(elapsed)}:", highlight=False)
+    spent = where_the_time_went(infos, elapsed)
+    if spent:
+        console.print(spent, highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("status")
     table.add_column("pairs", justify="right")
@@ -256,6 +259,26 @@ def account(results: dict, total: int, elapsed: float, stream=sys.stderr) -> Non
     console.print(groups)
     if len(failed) > GROUPS:
         console.print(f"and {len(failed) - GROUPS} more reasons; the report's Failures table lists every pair")
+
+
+#: The phases of a pair's ``spent`` (``bench.measure.pair``), as the account names them.
+PHASES = {"rounds": "timed rounds", "gate": "gates", "probes": "probes of work and memory"}
+
+
+def where_the_time_went(infos: list[dict], elapsed: float) -> str | None:
+    """A run's wall time by phase: the pairs' timed rounds, gates (the first call checked
+    against the reference, which the first gate of a problem computes) and probes (the
+    answer gated again, the work count, t(f), the memory), and the rest outside any pair
+    (starting processes, the runner's bookkeeping). None where no row says (an older file)."""
+    spent = Counter()
+    for info in infos:
+        spent.update(info.get("spent") or {})
+    if not spent or elapsed <= 0:
+        return None
+    parts = [f"{PHASES.get(k, k)} {clock_text(v)} ({v / elapsed:.0%})" for k, v in spent.most_common()]
+    rest = elapsed - sum(spent.values())
+    return "time: " + ", ".join(parts) + (f"; outside the pairs {clock_text(rest)} ({rest / elapsed:.0%})"
+                                          if rest > 0 else "")
 
 
 class _Live:
