@@ -82,10 +82,10 @@ def measure_problem(problem: cases.Problem, strategy: strategies.Strategy, devic
     the calls per round of the first. ``extras`` says whether the work, the memory and t(f)
     are measured too: by default in the first visit only.
     """
-    started = time.time()
+    started = time.monotonic()
     gated = Gated(problem, strategy, device, dtype, settings, timer=timer, on_checked=on_checked,
                   extras=iterations is None if extras is None else extras)
-    gated.row.spent["gate"] = time.time() - started
+    gated.row.spent["gate"] = time.monotonic() - started
     if gated.ready:
         with state.kept(gated.changed), gated.failures():
             with gated.spending("rounds"):
@@ -124,9 +124,9 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     for name in names:
         if on_start is not None:
             on_start(name)
-        started = time.time()
+        started, since = time.time(), time.monotonic()
         g = Gated(problem, strategies.get(name), device, dtype, settings, extras=extras, probe_dropped=probe_dropped)
-        g.row.started, g.row.spent["gate"] = started, time.time() - started
+        g.row.started, g.row.spent["gate"] = started, time.monotonic() - since
         gated.append(g)
         if not g.ready:  # failed its gate: its row is final
             g.done()
@@ -146,13 +146,13 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
         if on_together is not None:
             on_together([g.row.strategy for g in together])
         changed: list[str] = []
-        started = time.time()
+        started, since = time.time(), time.monotonic()
         with state.kept(changed):
             timings = interleave({g.row.strategy: g.call for g in together},
                                  {g.row.strategy: g.row.first_call_s for g in together}, settings.policy,
                                  cpu_clock=cpu_clock, busy_cpu=torch.device(device).type == "cpu",
                                  sync=together[0].sync, seed=seed, race=race, beat=beat)
-        window = {"started": started, "seconds": time.time() - started}  # of every round of this visit
+        window = {"started": started, "seconds": time.monotonic() - since}  # of every round of this visit
         for g in together:
             timing = timings[g.row.strategy]
             g.row.spent["rounds"] = window["seconds"] / len(together)
@@ -346,11 +346,11 @@ class Gated:
     @contextlib.contextmanager
     def spending(self, phase: str):
         """Add the seconds of the block to the row's ``spent`` on ``phase``."""
-        started = time.time()
+        started = time.monotonic()  # a duration: not moved by the system clock being set
         try:
             yield
         finally:
-            self.row.spent[phase] = self.row.spent.get(phase, 0.0) + time.time() - started
+            self.row.spent[phase] = self.row.spent.get(phase, 0.0) + time.monotonic() - started
 
     @contextlib.contextmanager
     def failures(self):

@@ -162,7 +162,7 @@ class Sweep:
         self.write({"type": "start", "pair": pair_id, "time": started}, durable=False)
         row = measure(pair, self.settings, iterations=before["stats"].get("iterations", 1) if before else None,
                       on_checked=lambda row: self.checked(pair_id, row))
-        row.started, row.seconds = started, time.time() - started
+        row.started = started  # its seconds are those it spent (``Row.spent``)
         self.journal_row(pair_id, row, before)
         benchmark.skipped = True  # its record is journaled; pytest-benchmark's own report has none
         self.fresh_if_spoiled()
