@@ -440,7 +440,21 @@ def _timing_said(rows: list[Row]) -> str:
                  f"their wall time was {wall:.2f}x that (median over every round)")
     else:
         said += " by the wall clock" + (", synchronized" if timed[0].device.startswith("cuda") else "")
-    return said + (f"; {dropped} cycles were dropped as disturbed" if dropped else "")
+    return said + (f"; {dropped} cycles were dropped as disturbed" if dropped else "") + _spent_said(rows)
+
+
+def _spent_said(rows: list[Row]) -> str:
+    """Where the strategies' time went (``Row.spent``): their gates (first calls, compiling
+    included, each checked), the longest named, their timed rounds and their probes."""
+    spent = Counter()
+    for r in rows:
+        spent.update(r.spent)
+    if not spent:
+        return ""
+    longest = max(rows, key=lambda r: r.spent.get("gate", 0.0))
+    return (f"; measuring took {fmt_time(sum(spent.values()))}: the gates {fmt_time(spent['gate'])} (first calls, "
+            f"checked; the longest {longest.strategy}'s, {fmt_time(longest.spent.get('gate', 0.0))}), the timed "
+            f"rounds {fmt_time(spent['rounds'])}, the probes of work and memory {fmt_time(spent['probes'])}")
 
 
 def _dropped(row: Row) -> bool:

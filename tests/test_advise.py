@@ -62,6 +62,12 @@ def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     assert advice.best in ("jacrev", "jacfwd", "functional")  # exact, never fd
     assert advice.recommendation.startswith(f"use {advice.best}: ")
     assert advice.reference.startswith("float64")
+    # where the time went: each row's phases, added up in the timing line
+    assert all(r.spent["gate"] > 0 and r.seconds == pytest.approx(sum(r.spent.values())) for r in advice.rows)
+    longest = max(advice.rows, key=lambda r: r.spent["gate"]).strategy
+    assert re.search(rf"measuring took [\d.]+ [mun]?s: the gates [\d.]+ [mun]?s \(first calls, checked; the longest "
+                     rf"{re.escape(longest)}'s, [\d.]+ [mun]?s\), the timed rounds [\d.]+ [mun]?s, the probes of work and memory "
+                     r"[\d.]+ [mun]?s", advice.timing), advice.timing
     text = str(advice)  # wrapped between words to fit the terminal
     assert "rank" in text and " ".join(advice.recommendation.split()) in " ".join(text.split())
     page = (tmp_path / "advice.html").read_text()
