@@ -9,8 +9,8 @@ NOTE: [Racing]
     Jacobian of a CNN takes a second where the reverse-mode ones take milliseconds. The
     sweep times it apart, after the others, in the fewest rounds a median and its quartiles
     are taken from (``timing.FEWEST_ROUNDS``), with no second warm-up and no probe of its
-    work or memory: every row of a sweep has a median of its own, and one that is never
-    picked costs no more: its probes would cost several of its slow calls each (the
+    work or memory: every row of a sweep has a median of its own, and the probes, which
+    would cost several of its slow calls each, go to the strategies still in the race (the
     ``probes`` of a row's ``spent``, which the closing account of ``jacbench run`` adds up).
     ``advise`` keeps its warm call and times it no more. Then the race goes as a race of
     confidence intervals does (Maron and Moore's Hoeffding races):

@@ -315,8 +315,9 @@ INFO = Obj({
     "problem_flops": Opt(AMOUNT), "seed": Num(-BIG, BIG, whole=True), "precise": Bool(),
     "cpu": PER_ROUND, "switches": PER_ROUND, "delay": PER_ROUND, "disturbed": Opt(SHARE),
     "visits": Items(VISIT), "retimed": Items(VISIT), "started": Opt(WHEN), "seconds": Opt(SECONDS),
-    "spent": Each(SECONDS), "revisit_failed": Bool(), "host": TEXT, "job": Opt(TEXT), "claim": Opt(CLAIM), "f_s": Opt(SAMPLE),
-    "f_iqr": Opt(SECONDS), "clock": Str(choices=("wall", "cpu")), "cycles": PER_ROUND, "wall": PER_ROUND,
+    "spent": Each(SECONDS), "revisit_failed": Bool(), "host": TEXT, "job": Opt(TEXT), "claim": Opt(CLAIM),
+    "f_s": Opt(SAMPLE), "f_iqr": Opt(SECONDS), "clock": Str(choices=("wall", "cpu")), "cycles": PER_ROUND,
+    "wall": PER_ROUND,
 }, required=(*REQUIRED, "n", "m"))  # sizes: in every row since the first version, and the figures' axes
 STATS = Obj({"data": Items(SAMPLE, least=1, rule="a timed pair needs its raw samples"),
              "iterations": Num(1, BIG, whole=True)}, required=("data",))
