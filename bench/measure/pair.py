@@ -109,7 +109,8 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     A strategy that changed torch's global state in its gate is timed apart, after the rest:
     it would change the others' rounds. ``race`` is ``interleave``'s (:func:`race`). A
     strategy it drops before any round is timed apart after the rest where ``apart`` (the
-    sweep: every row keeps a median of its own), else keeps its warm call (the advisor);
+    sweep: every row keeps a median of its own), in the fewest rounds and with no probe of
+    its work or memory, else keeps its warm call (the advisor);
     one it drops later keeps its rounds, and has its memory and work measured only with
     ``probe_dropped``; ``extras`` (the work, t(f) and memory; not in a later visit) is
     :class:`Gated`'s. ``on_start`` hears of each gate before it begins, ``on_gated`` sees
@@ -171,23 +172,23 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     on_cpu = bool(together) and next(iter(timings.values())).clock == "cpu"  # no warm call waited off the CPU
     for g in alone:
         clock = "cpu" if on_cpu and g in hopeless else "wall"  # the others' clock
-        policy, estimate, warm = settings.policy, g.row.first_call_s, None
+        policy, estimate, first = settings.policy, g.row.first_call_s, None  # first: its warm call, as a round
         if g in hopeless:
             # warm, and never picked: the fewest rounds that give a median and its quartiles,
             # its warm call the first where one call fills a round, and no probes, which cost
             # several of its slow calls (NOTE: [Racing] in bench.analysis.racing)
             raced = timings[g.row.strategy]
-            warm = raced if (raced.warm or 0.0) >= policy.min_round_time else None
-            policy = dataclasses.replace(policy, warmup=0, min_rounds=FEWEST_ROUNDS - (warm is not None), max_time=0.0)
+            first = raced if (raced.warm or 0.0) >= policy.min_round_time else None
+            policy = dataclasses.replace(policy, warmup=0, min_rounds=FEWEST_ROUNDS - (first is not None), max_time=0.0)
             estimate = raced.warm or estimate
         with state.kept(g.changed), g.failures():
             with g.spending("rounds"):
                 timing = time_call(g.call, policy, sync=g.sync, estimate=estimate,
                                    timer=time.process_time if clock == "cpu" else time.perf_counter)
             timing.clock = clock
-            if warm is not None and timing.iterations == 1:
+            if first is not None and timing.iterations == 1:
                 for k in ("samples", "cpu", "switches", "delay"):
-                    setattr(timing, k, getattr(warm, k) + getattr(timing, k))
+                    setattr(timing, k, getattr(first, k) + getattr(timing, k))
             with g.spending("probes"):
                 g.finish(timing, probes=g not in hopeless)
         beat()
