@@ -10,7 +10,7 @@ import cases
 from tests.conftest import burning
 
 from bench import kinds, strategies
-from bench.measure import memory
+from bench.measure import memory, pair
 from bench.measure.pair import measure, measure_problem, measure_together
 from bench.measure.timing import FEWEST_ROUNDS, Policy
 from bench.sweep.plan import Pair, Settings
@@ -72,6 +72,35 @@ def test_one_sent_apart_whose_call_fills_a_round_has_its_warm_call_as_its_first_
     assert row.status == "ok" and "timed_apart" in row.notes and not row.cycles, row.reason
     assert len(row.samples) == FEWEST_ROUNDS and min(row.samples) >= 0.015
     assert len(calls) == 1 + FEWEST_ROUNDS  # the gate's, the warm call, then two rounds
+
+
+def test_advise_keeps_the_first_call_of_one_hopeless_on_it_and_warms_up_one_that_prepares(temporary_strategy):
+    calls = {"slow": 0, "prepares": 0}
+
+    def burn(seconds):
+        start = time.process_time()
+        while time.process_time() - start < seconds:
+            pass
+
+    def slow(fn, xs, create_graph=False):  # right, and 0.3 s a call: hundreds of times jacrev's
+        calls["slow"] += 1
+        burn(0.3)
+        return strategies.get("jacrev")(fn, xs)
+
+    def prepares(fn, xs, create_graph=False):  # as slow on its first call only, as a compiled one is
+        calls["prepares"] += 1
+        burn(0.3 if calls["prepares"] == 1 else 0.0)
+        return strategies.get("jacrev")(fn, xs)
+
+    temporary_strategy("test-slow", slow)
+    temporary_strategy("test-prepares", prepares, prepares=True)
+    rows = {r.strategy: r for r in measure_together(cases.get(MLP), ["jacrev", "test-slow", "test-prepares"], "cpu",
+                                                    "float32", TIMED, cpu_clock=True, race=pair.race)}
+    row = rows["test-slow"]
+    assert calls["slow"] == 1 and row.status == "ok", row.reason  # its gate's call, and no other
+    assert row.notes["dropped"].startswith("dropped by the race before its rounds: its first call took")
+    assert row.samples == [row.first_call_s] and row.clock == "wall" and not row.cycles
+    assert calls["prepares"] > 2 and rows["test-prepares"].cycles and "dropped" not in rows["test-prepares"].notes
 
 
 def test_work_is_counted_not_assumed():

@@ -85,3 +85,11 @@ def test_the_race_reads_paired_ratios():
     assert r.high == pytest.approx(3 * (1 + RERUN_FLOOR))
     unpaired = {c: s for c, s in zip(range(6), sorted(slow.values(), reverse=True))}  # paired differently
     assert racing.race({"fast": fast, "slow": unpaired})[1]["slow"].low < 3.0
+
+
+def test_a_first_call_alone_drops_a_strategy_only_far_beyond_a_warm_calls_reach():
+    reach = racing.HOPELESS * racing.FIRST_CALL_SLACK
+    leader, dropped = racing.hopeless({"fast": 1e-3, "slow": 2e-2},
+                                      {"near": 0.99 * reach * 1e-3, "far": 1.01 * reach * 1e-3, "fast": 1.0})
+    assert leader == "fast" and set(dropped) == {"slow", "far"}  # a warm call outranks a first call
+    assert racing.hopeless({}, {"far": 1.0}) == (None, {})  # a first call never leads

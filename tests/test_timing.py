@@ -288,3 +288,36 @@ def test_a_call_that_waits_off_the_cpu_is_timed_by_the_wall_clock_with_the_other
     assert t["a"].clock == t["sleeps"].clock == t["hopeless"].clock == "wall"
     assert t["sleeps"].samples == pytest.approx([5e-3] * len(t["sleeps"].samples)) and len(t["a"].samples) >= 5
     assert t["hopeless"].raced and t["hopeless"].samples == pytest.approx([0.1])  # its warm call, by the wall clock
+
+
+def test_a_call_hopeless_on_its_first_call_is_not_warmed_up_unless_it_prepares_on_that_call():
+    from bench.measure.pair import race
+
+    clock = DriftingClock(lambda now, calls: False)
+    counted = {}
+
+    def call(name, seconds):
+        run = clock.call(seconds)
+
+        def counting():
+            counted[name] = counted.get(name, 0) + 1
+            run()
+        return counting
+
+    # first calls, as gated: the leader's is 20x its warm call (torch's one-time costs are primed,
+    # but a first call still builds its vmap plan); "slow" took 200x, as did "compiles", which
+    # prepares on its first call, and whose warm call is as fast as the leader's
+    seconds = {"jacrev": 1e-3, "jacfwd": 0.2, "jacrev-compiled": 1e-3}
+    first = {"jacrev": 2e-2, "jacfwd": 0.2, "jacrev-compiled": 0.2}
+    calls = {name: call(name, s) for name, s in seconds.items()}
+    t = interleave(calls, first, Policy(warmup=1, min_rounds=5), timer=clock, cpu_timer=clock, usage=QUIET,
+                   race=race, cold=["jacrev", "jacfwd"])
+    assert t["jacfwd"].raced.startswith("dropped by the race before its rounds: its first call took 200x as long as "
+                                        "jacrev's warm call") and "jacfwd" not in counted
+    assert t["jacfwd"].first == 0.2 and not t["jacfwd"].samples and not t["jacfwd"].cycles
+    assert t["jacrev-compiled"].raced is None and t["jacrev-compiled"].cycles  # warmed up, then timed with the rest
+    # a first call under the slack's reach is warmed up, and judged by its warm call
+    t = interleave(calls, {**first, "jacfwd": 9e-3}, Policy(warmup=1, min_rounds=5), timer=clock, cpu_timer=clock,
+                   usage=QUIET, race=race, cold=["jacrev", "jacfwd"])
+    assert t["jacfwd"].first is None and t["jacfwd"].raced.startswith(
+        "dropped by the race before its rounds: its warm call took 200x")

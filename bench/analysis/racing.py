@@ -12,7 +12,13 @@ NOTE: [Racing]
     work or memory: every row of a sweep has a median of its own, and the probes, which
     would cost several of its slow calls each, go to the strategies still in the race (the
     ``probes`` of a row's ``spent``, which the closing account of ``jacbench run`` adds up).
-    ``advise`` keeps its warm call and times it no more. Then the race goes as a race of
+    ``advise`` keeps its warm call and times it no more. The warm-ups go fastest first call
+    first, and a strategy whose first call alone took :data:`HOPELESS` times
+    :data:`FIRST_CALL_SLACK` as long as the fastest warm call so far is dropped with no
+    warm-up at all (``advise`` keeps that first call as its time): torch's one-time costs
+    are paid before any gate (``strategies.prime``), and a strategy that prepares on its
+    first call (compiles, captures, colours: ``Strategy.prepares``) is always warmed up.
+    Then the race goes as a race of
     confidence intervals does (Maron and Moore's Hoeffding races):
     after a few cycles, and again at growing intervals, a strategy is dropped once the 95%
     interval of its paired ratio to the leader (the median over cycles of its round over the
@@ -37,6 +43,13 @@ from bench.analysis import stats
 
 MARGIN = 0.5  # a strategy is dropped only when even the fastest it may be is this much slower
 HOPELESS = 10.0  # before any round, a warm call this many times the fastest's is dropped
+#: How much longer than a warm call a first call is taken to be at most, where the strategy
+#: prepares nothing and torch's one-time costs are paid (NOTE: [Racing]). Over a ``standard``
+#: sweep, such a first call took at most 5.1x its row's median in 99 rows of 100, and at most
+#: 22.7x once (structured, 10 ms against 0.46 ms). A first call stands for a strategy only at
+#: ``HOPELESS * FIRST_CALL_SLACK`` = 100x the fastest warm call: to drop the fastest strategy
+#: it would have to be 100x its own warm call, which no such first call came near.
+FIRST_CALL_SLACK = 10.0
 
 
 def race(kept: Mapping[str, Mapping[int, float]]) -> tuple[str | None, dict[str, stats.Ratio]]:
@@ -58,11 +71,16 @@ def race(kept: Mapping[str, Mapping[int, float]]) -> tuple[str | None, dict[str,
     return leader, out
 
 
-def hopeless(warm: Mapping[str, float]) -> tuple[str | None, dict[str, float]]:
+def hopeless(warm: Mapping[str, float], first: Mapping[str, float] | None = None
+             ) -> tuple[str | None, dict[str, float]]:
     """Before any round: the fastest warm call, and the strategies whose warm call took at
-    least :data:`HOPELESS` times as long, each with that ratio (NOTE: [Racing]). One call
-    each, undisturbed: on the CNN of the README, a second against a few milliseconds."""
+    least :data:`HOPELESS` times as long, or, of those known by their ``first`` call alone,
+    whose first call took :data:`FIRST_CALL_SLACK` times that, each with its ratio to the
+    fastest warm call (NOTE: [Racing]). One call each, undisturbed: on the CNN of the
+    README, a second against a few milliseconds."""
     if not warm:
         return None, {}
     leader = min(warm, key=warm.get)
-    return leader, {name: w / warm[leader] for name, w in warm.items() if w >= HOPELESS * warm[leader]}
+    out = {name: w / warm[leader] for name, w in warm.items() if w >= HOPELESS * warm[leader]}
+    return leader, {**out, **{name: c / warm[leader] for name, c in (first or {}).items()
+                              if name not in warm and c >= FIRST_CALL_SLACK * HOPELESS * warm[leader]}}

@@ -121,6 +121,7 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     ``seconds`` are their sum. The visit of a row timed together spans the cycles (NOTE:
     [Visits]). Where a gate leaves the process spoiled (``memory.spoiled``), nothing more is
     measured: the rows of the gates that failed are returned, and no other."""
+    strategies.prime(device)  # torch's one-time costs, before any gate: a first call is then its strategy's own
     gated = []
     for name in names:
         if on_start is not None:
@@ -141,6 +142,7 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     together = [g for g in gated if g.ready and not g.changed]
     alone = [g for g in gated if g.ready and g.changed]
     hopeless: list[Gated] = []  # those the race sent apart before any cycle
+    on_cpu = False  # whether the rounds timed together were on the CPU clock
     if len(together) == 1:
         alone, together = together + alone, []
     if together:
@@ -152,8 +154,10 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
             timings = interleave({g.row.strategy: g.call for g in together},
                                  {g.row.strategy: g.row.first_call_s for g in together}, settings.policy,
                                  cpu_clock=cpu_clock, busy_cpu=torch.device(device).type == "cpu",
-                                 sync=together[0].sync, seed=seed, race=race, beat=beat)
+                                 sync=together[0].sync, seed=seed, race=race, beat=beat,
+                                 cold=[g.row.strategy for g in together if not g.strategy.prepares])
         window = {"started": started, "seconds": time.monotonic() - since}  # of every round of this visit
+        on_cpu = next(iter(timings.values())).clock == "cpu"  # the warm calls waited for nothing off the CPU
         for g in together:
             timing = timings[g.row.strategy]
             g.row.spent["rounds"] = window["seconds"] / len(together)
@@ -169,13 +173,13 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
             if g.row.status == Status.OK:
                 g.row.visits = [{**visits.visit(g.row), **window}]
             beat()
-    on_cpu = bool(together) and next(iter(timings.values())).clock == "cpu"  # no warm call waited off the CPU
     for g in alone:
-        clock = "cpu" if on_cpu and g in hopeless else "wall"  # the others' clock
+        clock = "cpu" if g in hopeless and on_cpu else "wall"  # the others' clock
         policy, estimate, first = settings.policy, g.row.first_call_s, None  # first: its warm call, as a round
         if g in hopeless:
-            # warm, and never picked: the fewest rounds that give a median and its quartiles,
-            # its warm call the first where one call fills a round, and no probes, which cost
+            # warm (by its warm-up, or by its gated first call alone), and never picked: the fewest
+            # rounds that give a median and its quartiles, its warm call the first where one call
+            # fills a round, and no probes, which cost
             # several of its slow calls (NOTE: [Racing] in bench.analysis.racing)
             raced = timings[g.row.strategy]
             first = raced if (raced.warm or 0.0) >= policy.min_round_time else None
@@ -204,9 +208,10 @@ def race(timings: dict[str, Timing]) -> dict[str, str]:
     for exact in (True, False):
         rivals = {name: t for name, t in timings.items() if exact is False or is_exact(name)}
         if not any(t.cycles for t in rivals.values()):  # after the warm-up, before any round
-            leader, slower = racing.hopeless({name: t.warm for name, t in rivals.items() if t.warm})
-            why = {name: f"dropped by the race before its rounds: its warm call took {ratio:.0f}x as long as "
-                         f"{leader}'s" for name, ratio in slower.items()}
+            leader, slower = racing.hopeless({name: t.warm for name, t in rivals.items() if t.warm},
+                                             {name: t.first for name, t in rivals.items() if t.first})
+            why = {name: f"dropped by the race before its rounds: its {'warm' if rivals[name].warm else 'first'} call "
+                         f"took {ratio:.0f}x as long as {leader}'s warm call" for name, ratio in slower.items()}
         else:
             leader, slower = racing.race({name: t.kept() for name, t in rivals.items()})
             why = {name: f"dropped by the race: {ratio} slower than {leader}" for name, ratio in slower.items()}
@@ -301,7 +306,9 @@ class Gated:
             row.samples, row.cpu, row.switches, row.delay = map(rounds, (timing.samples, timing.cpu, timing.switches,
                                                                          timing.delay))
             row.iterations, row.precise, row.clock = timing.iterations, timing.precise, timing.clock
-            if timing.cycles:
+            if timing.first is not None and not timing.samples:  # dropped on its gated first call: its one time
+                row.samples, row.clock, row.disturbed = [timing.first], "wall", 0.0
+            elif timing.cycles:
                 row.cycles = rounds(timing.cycles)
                 row.wall = rounds(timing.wall) if timing.clock == "cpu" else []
                 row.disturbed = len(timing.dropped) / len(timing.cycles)

@@ -14,7 +14,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from bench.analysis.stats import Summary, disturbed, summarize
 
@@ -99,6 +99,7 @@ class Timing:
     dropped: list[int] = field(default_factory=list)  # cycles dropped as disturbed, for every strategy at once
     raced: str | None = None  # why the race stopped timing it (interleave)
     warm: float | None = None  # its warm-up call's seconds, by the clock, where undisturbed (interleave)
+    first: float | None = None  # its first call's wall seconds, where the race judged it by that alone (interleave)
     error: BaseException | None = None  # what its call raised while timed together (interleave)
 
     @property
@@ -184,7 +185,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
                cpu_clock: bool = False, busy_cpu: bool = True, timer: Timer = time.perf_counter,
                cpu_timer: Timer = time.process_time, sync: Callable[[], None] = lambda: None,
                usage: Usage = process_usage, seed: int = 0,
-               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None,
+               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None, cold: Iterable[str] = (),
                beat: Callable[[], None] = lambda: None) -> dict[str, Timing]:
     """Time several calls together, interleaved (NOTE: [Paired timing] in ``bench.analysis.stats``).
 
@@ -199,8 +200,11 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     :func:`measure`'s are. ``race`` is asked which calls to time no more, and why (NOTE: [Racing] in
     ``bench.analysis.racing``): once after the warm-up (each ``Timing.warm`` known, no round
     yet), then at growing intervals; those it drops keep their rounds (dropped after the
-    warm-up: the warm call as their one round). A call that raises is timed no more, the
-    exception kept in its ``Timing.error``.
+    warm-up: the warm call as their one round). The warm-ups go in the order of the
+    estimates, fastest first; for a call in ``cold``, whose estimate is its first call and
+    stands for a warm one, the race is asked first with that call as its ``Timing.first``,
+    and one it drops then is not warmed up, and has no round. A call that raises is timed
+    no more, the exception kept in its ``Timing.error``.
 
     With ``cpu_clock`` (one CPU thread), a round is timed by the process's CPU time, its
     wall time kept beside it: waiting for a CPU that other work holds is no part of the
@@ -219,7 +223,13 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     estimates = dict(estimates)
     timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
     warm: dict[str, tuple] = {}  # each call's last warm-up call: wall, CPU-clock and usage seconds
-    for n in names:  # warm-up, each in turn; a slow call is warm after its gated first call and one more
+    cold, unwarmed = set(cold), {}  # unwarmed: those the race dropped on their first call, and why
+    for n in sorted(names, key=estimates.get):  # warm-up, fastest first; a slow call is warm after its first and one more
+        if race is not None and n in cold and warm:  # on the wall clock, as the first call was timed
+            why = race({**{m: Timing(warm=w[0]) for m, w in warm.items()}, n: Timing(first=estimates[n])}).get(n)
+            if why:
+                unwarmed[n] = why
+                continue
         spent = 0.0
         for _ in range(policy.warmup):
             if spent >= policy.max_time:
@@ -247,7 +257,9 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             timings[n].warm = own if cpu_clock else wall
     for n, t in timings.items():
         t.iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimates[n], 1e-9))))
-    running = [n for n in names if timings[n].error is None]
+    for n, why in unwarmed.items():
+        timings[n].raced, timings[n].first = why, estimates[n]
+    running = [n for n in names if timings[n].error is None and n not in unwarmed]
     if race is not None and len(running) > 1:  # before the rounds, from the warm calls alone
         for n, why in race({m: timings[m] for m in running}).items():
             running.remove(n)

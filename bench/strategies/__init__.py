@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from bench.strategies.registry import (FEATURES, STRATEGIES, VECTOR_KINDS, Blocks, Context, Strategy, Unsupported,
-                                       context, get, note, probe, probing, register, using)
+                                       context, get, note, prime, probe, probing, register, using)
 
 _GROUPS = ("textbook", "differences", "compiled", "chunked", "graphs", "coloring", "ntk", "persample", "structured", "penalty")
 for _name in _GROUPS + tuple(sorted({m.name for m in pkgutil.iter_modules(__path__)} - set(_GROUPS)
@@ -19,5 +19,5 @@ for _name in _GROUPS + tuple(sorted({m.name for m in pkgutil.iter_modules(__path
 
 __all__ = [
     "FEATURES", "STRATEGIES", "VECTOR_KINDS", "Blocks", "Context", "Strategy", "Unsupported",
-    "context", "get", "note", "probe", "probing", "register", "using",
+    "context", "get", "note", "prime", "probe", "probing", "register", "using",
 ]

@@ -196,7 +196,7 @@ def _blocks(jac: torch.Tensor, out_shape, inputs, sizes):
     return tuple(p.reshape(out_shape + x.shape) for p, x in zip(torch.split(jac, sizes, dim=1), inputs))
 
 
-@register("coloring-forward", "forward", kinds=VECTOR_KINDS, needs=("torch.func",))
+@register("coloring-forward", "forward", kinds=VECTOR_KINDS, needs=("torch.func",), prepares=True)
 def coloring_forward(fn, inputs, create_graph=False):
     """Column colouring: one ``vmap``-batched JVP per colour, then the nonzeros are
     scattered into J (NOTE: [Colouring]). Notes the number of colours.
@@ -219,7 +219,7 @@ def coloring_forward(fn, inputs, create_graph=False):
     return _blocks(jac, out_shape, inputs, sizes)
 
 
-@register("coloring-reverse", "reverse", kinds=VECTOR_KINDS, needs=("torch.func",))
+@register("coloring-reverse", "reverse", kinds=VECTOR_KINDS, needs=("torch.func",), prepares=True)
 def coloring_reverse(fn, inputs, create_graph=False):
     """Row colouring: one ``vmap``-batched VJP per colour, then the nonzeros are scattered
     into J (NOTE: [Colouring]). Notes the number of colours.

@@ -190,7 +190,7 @@ def _single(fn):
     return lambda x: fn(x.unsqueeze(0)).squeeze(0)
 
 
-@register("jacrev-compiled", "reverse", needs=("torch.func", "torch.compile"), tier=2)
+@register("jacrev-compiled", "reverse", needs=("torch.func", "torch.compile"), tier=2, prepares=True)
 def jacrev_compiled(fn, inputs, create_graph=False):
     """``torch.compile(torch.func.jacrev(fn, argnums=all))(*inputs)`` (NOTE: [Compiled strategies]).
 
@@ -201,7 +201,7 @@ def jacrev_compiled(fn, inputs, create_graph=False):
     return _run_compiled("jacrev", fn, inputs, lambda f, k: torch.func.jacrev(f, argnums=_all(k)))
 
 
-@register("jacfwd-compiled", "forward", needs=("torch.func", "torch.compile"), tier=2)
+@register("jacfwd-compiled", "forward", needs=("torch.func", "torch.compile"), tier=2, prepares=True)
 def jacfwd_compiled(fn, inputs, create_graph=False):
     """``torch.compile(torch.func.jacfwd(fn, argnums=all))(*inputs)`` (NOTE: [Compiled strategies]).
 
@@ -211,7 +211,8 @@ def jacfwd_compiled(fn, inputs, create_graph=False):
     return _run_compiled("jacfwd", fn, inputs, lambda f, k: torch.func.jacfwd(f, argnums=_all(k)))
 
 
-@register("vmap-jacrev-compiled", "reverse", kinds={"batched"}, needs=("torch.func", "torch.compile"), tier=2)
+@register("vmap-jacrev-compiled", "reverse", kinds={"batched"}, needs=("torch.func", "torch.compile"), tier=2,
+          prepares=True)
 def vmap_jacrev_compiled(fn, inputs, create_graph=False):
     """``torch.compile(vmap(jacrev(f_single)))(X)``: per-sample Jacobians [B, m, n], compiled.
 

@@ -63,7 +63,7 @@ def _nodes(graph) -> int | None:
         return None
 
 
-@register("jacrev-cudagraph", "reverse", needs=("torch.func",), tier=1, devices=("cuda",))
+@register("jacrev-cudagraph", "reverse", needs=("torch.func",), tier=1, devices=("cuda",), prepares=True)
 def jacrev_cudagraph(fn, inputs, create_graph=False):
     """``jacrev`` captured once in a CUDA graph and replayed (NOTE: [CUDA graphs]). CUDA only.
 
@@ -75,7 +75,7 @@ def jacrev_cudagraph(fn, inputs, create_graph=False):
     return _graphed("jacrev", fn, inputs, lambda f, k: torch.func.jacrev(f, argnums=_all(k)))
 
 
-@register("jacfwd-cudagraph", "forward", needs=("torch.func",), tier=1, devices=("cuda",))
+@register("jacfwd-cudagraph", "forward", needs=("torch.func",), tier=1, devices=("cuda",), prepares=True)
 def jacfwd_cudagraph(fn, inputs, create_graph=False):
     """``jacfwd`` captured once in a CUDA graph and replayed (NOTE: [CUDA graphs]). CUDA only.
 

@@ -39,4 +39,4 @@ for _name in BASES:
     Cost: {_name}'s, plus one (m x P) @ (P x m) product per parameter tensor;
     memory: {_name}'s plus the m x m kernel.
     """
-    register(f"ntk-{_name}", _base.mode, kinds=("params",), needs=_base.needs)(_c)
+    register(f"ntk-{_name}", _base.mode, kinds=("params",), needs=_base.needs, prepares=_base.prepares)(_c)

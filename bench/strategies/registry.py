@@ -133,6 +133,9 @@ class Strategy:
         tier: index into ``cases.PROFILES`` of the smallest profile that runs it (costly
             strategies, such as compiled ones, stay out of the small profiles).
         devices: device types it runs on.
+        prepares: its first call does one-time work for the function (compiles it, captures
+            a graph, detects a sparsity pattern), so that call says nothing of the later
+            ones; any other strategy's first call stands for a warm one (NOTE: [Racing]).
     """
 
     name: str
@@ -144,6 +147,7 @@ class Strategy:
     create_graph: bool = False
     tier: int = 0
     devices: tuple[str, ...] = ("cpu", "cuda")
+    prepares: bool = False
 
     @property
     def exact(self) -> bool:
@@ -192,6 +196,35 @@ def register(name: str, mode: str, kinds=VECTOR_KINDS, **kw):
         return compute
 
     return wrap
+
+
+_PRIMED: set[str] = set()
+
+
+def prime(device: torch.device | str = "cpu") -> None:
+    """Pay, once per process and device, what torch's transforms cost on their first use
+    anywhere: the first ``torch.func.jacrev`` of a process imports and sets up about 1.8 s
+    of machinery on a 2-core CPU, the first forward-mode call 0.2 s more, a device its
+    libraries' handles. Done on a tiny function, so that no strategy's first call carries
+    it: a first call then stands for a warm one (NOTE: [Racing] in ``bench.analysis.racing``),
+    and a row's ``first_call_s`` is its own."""
+    device = torch.device(device)
+    if str(device) in _PRIMED:
+        return
+    _PRIMED.add(str(device))
+    x = torch.linspace(0.1, 1.0, 3, device=device)
+
+    def f(v):
+        return torch.tanh(v * v).cumsum(0) @ torch.ones(3, 2, device=device)
+
+    torch.autograd.functional.jacobian(f, x)
+    if FEATURES["vectorize="]():
+        torch.autograd.functional.jacobian(f, x, vectorize=True)
+    if FEATURES["strategy="]():
+        torch.autograd.functional.jacobian(f, x, vectorize=True, strategy="forward-mode")
+    if FEATURES["torch.func"]():
+        torch.func.jacrev(f)(x)
+        torch.func.jacfwd(f)(x)
 
 
 def get(name: str) -> Strategy:
