@@ -21,9 +21,6 @@ from torch import nn
 from .problem import Built, Problem, Setup
 from .registry import register
 
-TARGETS = ("identity", "frobenius")
-
-
 class PenaltyModel(nn.Module):
     """encoder: Linear -> tanh (n -> k); head: Linear -> tanh -> Linear (k -> width -> m)."""
 

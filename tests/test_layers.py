@@ -3,11 +3,12 @@
 The contract is import-linter's, in pyproject.toml: cases never imports bench; each stage of
 the measuring side imports only the stages below it; rendering reads the analysis, never the
 other way; reading and rendering never import torch; the strategy registry imports no
-strategy; and there are no import cycles.
+strategy; and there are no import cycles. And every NOTE a comment refers to is written.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -50,3 +51,16 @@ def test_an_import_against_the_layering_breaks_the_contract(tmp_path, module, li
     assert proc.returncode != 0
     broken = proc.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, proc.stdout[-3000:]
+
+
+def test_every_note_referred_to_is_written_once():
+    """A NOTE named in brackets in code, tests or docs refers to the one block that opens with
+    that NOTE on a line of its own (in a docstring or a ``#:`` comment)."""
+    written, refs = {}, []
+    for path in [*ROOT.glob("bench/**/*.py"), *ROOT.glob("cases/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("*.md")]:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if m := re.match(r"^\s*(?:#:?\s*)?NOTE: \[([^\]]+)\]\s*$", line):
+                written.setdefault(m.group(1), []).append(f"{path.relative_to(ROOT)}:{i}")
+            refs += [(name, f"{path.relative_to(ROOT)}:{i}") for name in re.findall(r"NOTE: \[([^\]]+)\]", line)]
+    assert not {name: at for name, at in written.items() if len(at) > 1}
+    assert not [(name, at) for name, at in refs if name not in written]

@@ -160,11 +160,6 @@ class Spec:
         return Invalid(f"{at} is {_shown(v)}; {rule or 'it must be ' + self.what}")
 
 
-class Anything(Spec):
-    def check(self, v, at):
-        pass
-
-
 class Num(Spec):
     """A finite number in ``[lo, hi]`` (``(lo, hi]`` when ``above``), whole where ``whole``."""
 

@@ -20,7 +20,10 @@ NOTE: [Regret]
     - size ratio (pytorch#94395): forward mode (``jacfwd``) when the input is no larger than
       the output, n <= m, else reverse mode (``jacrev``);
     - lineax: forward mode when n < 100 or n <= 1.5 m, else reverse mode;
-    - predictor (NOTE: [Predictor]
+    - predictor: the pick of measured problems like it, with no measurement of its own
+      (NOTE: [Predictor]).
+
+NOTE: [Predictor]
     The predictor picks with no measurement of any strategy: it finds the :data:`K` measured
     problems of the same kind on the same device type nearest to the new one, by the
     logarithms of n, m and t(f) (NOTE: [Cost in units of f]) scaled by their spread, and

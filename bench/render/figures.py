@@ -199,11 +199,6 @@ def log_scale(ax, *axes: str) -> None:
         getattr(ax, f"{axis}axis").set_minor_locator(NullLocator())
 
 
-def ratio_label(n: int, m: int) -> str:
-    r = Fraction(int(n), int(m))
-    return f"{r.numerator}:{r.denominator}"
-
-
 def strategy_order(ok: pd.DataFrame) -> list[str]:
     """Strategies by geometric-mean slowdown relative to each problem's fastest, best first."""
     geo = ok.groupby("strategy", sort=False)["slowdown"].apply(geomean)

@@ -1,12 +1,13 @@
 """What a running sweep shows: a live bar on a terminal, one line per pair elsewhere, and at
 the end a short account of what ran and what failed, grouped by why.
 
-The estimate of the time left learns from the pairs done (NOTE: [ETA]): each pending pair is
-expected to take what the nearest-sized pair of the same strategy took, in the same family if
-one is done, else of the same kind, else anywhere; a strategy not seen yet takes the median
-pair's time. The sum is scaled by the wall time per second of pair work seen so far (the
-sweep process's start-up, the runner's polling), so a run of cheap ``unsupported`` pairs
-does not promise that the large networks to come will be as quick.
+NOTE: [ETA]
+    The estimate of the time left learns from the pairs done: each pending pair is expected
+    to take what the nearest-sized pair of the same strategy took, in the same family if one
+    is done, else of the same kind, else anywhere; a strategy not seen yet takes the median
+    pair's time. The sum is scaled by the wall time per second of pair work seen so far (the
+    sweep process's start-up, the runner's polling), so a run of cheap ``unsupported`` pairs
+    does not promise that the large networks to come will be as quick.
 """
 
 from __future__ import annotations
