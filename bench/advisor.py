@@ -134,12 +134,14 @@ class Advice:
 
 
 def _median_iqr(row: Row) -> tuple[float | None, float | None]:
+    """A row's median and interquartile range; one round (a strategy the race dropped before its
+    rounds: its warm call, or its first) has no spread to show."""
     if not row.samples:
         return None, None
     from bench.analysis.stats import summarize
 
     s = summarize(row.samples)
-    return s.median, s.iqr
+    return s.median, s.iqr if len(row.samples) > 1 else None
 
 
 def _notes_text(row: Row) -> str:

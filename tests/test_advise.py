@@ -97,6 +97,24 @@ def test_the_race_measures_work_and_memory_only_of_the_strategies_it_keeps(tempo
     assert slow.clock == "wall"  # its sleep is no CPU time: the CPU clock would not see it
 
 
+def test_one_hopeless_on_its_first_call_is_shown_with_that_call_and_no_spread(temporary_strategy):
+    """NOTE: [Racing]: a first call a hundred times the fastest warm call is a strategy's one
+    time in ``advise``; one call has no interquartile range to show."""
+    def hopeless(fn, xs, create_graph=False):  # right, and 0.2 s of CPU a call
+        start = time.process_time()
+        while time.process_time() - start < 0.2:
+            pass
+        return strategies.get("jacrev")(fn, xs)
+
+    temporary_strategy("test-hopeless", hopeless)
+    advice = bench.advise(small_fn, torch.linspace(-1, 1, 6), strategies="jacrev,test-hopeless")
+    row = advice.row("test-hopeless")
+    assert row.notes["dropped"].startswith("dropped by the race before its rounds: its first call took"), row.notes
+    cell = next(c for c in advisor._cells(advice) if c["strategy"] == "test-hopeless")
+    assert cell["median"] == row.first_call_s and cell["iqr"] is None
+    assert advice.best == "jacrev"
+
+
 def test_advise_a_module_uses_its_structure_and_a_float64_copy():
     net = SmallNet()
     advice = bench.advise(net, torch.linspace(-1, 1, 6), strategies="jacrev,structured", settings=ADVISE)
