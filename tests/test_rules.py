@@ -87,19 +87,31 @@ def two_families(a_wins: str, b_wins: str):
 
 def test_the_predictor_held_out_cannot_see_the_held_out_family():
     f = two_families("jacfwd", "jacrev")
-    seen = []
-
-    def fit(train):
-        seen.append(set(train["family"]))
-        return rules.Predictor.fit(train)
-
-    picks = rules.held_out(f, fit=fit)
-    assert seen == [{"b"}, {"a"}]  # each family's model is fitted on the others only
+    fit = rules.Predictor.fitted_apart(f)
+    assert {p["family"] for p in fit("a").points} == {"b"} and {p["family"] for p in fit("b").points} == {"a"}
+    picks = rules.held_out(f)
     # so each family gets the other's winner, though its own data would say otherwise
     assert {k[-1]: v for k, v in picks.items()} == {**{f"a{i}": "jacrev" for i in range(3)},
                                                     **{f"b{i}": "jacfwd" for i in range(3)}}
     s = scored(f)
     assert s.loc[rules.PREDICTOR, "geomean"] == pytest.approx(3.0)
+
+
+def test_a_predictor_fitted_apart_is_the_one_fitted_on_the_rest():
+    """One pass over the frame gives each family's held-out predictor, refusals included: a
+    strategy refused only in the family held out is a candidate again."""
+    rows = [row(f"sparse{i}", s, t, n=64, m=64, family="sparse") for i in range(3)
+            for s, t in (("coloring-forward", 0.1), ("jacrev", 1.0))]
+    rows += [row(f"dense{i}", s, t, n=4096, m=4096, t_f=1.0, family="dense") for i in range(2)
+             for s, t in (("jacrev", 1.0), ("jacfwd", 2.0))]
+    rows.append(row("dense-x", "coloring-forward", status="unsupported", n=4096, m=4096, t_f=1.0, family="dense"))
+    f = frame(*rows)
+    fit = rules.Predictor.fitted_apart(f)
+    for family in (None, "sparse", "dense"):
+        rest = f if family is None else f[f["family"] != family]
+        assert fit(family).points == rules.Predictor.fit(rest).points, family
+    assert "coloring-forward" in fit("dense").points[0]["slowdown"]
+    assert all("coloring-forward" not in p["slowdown"] for p in fit(None).points)
 
 
 def test_the_predictor_picks_from_its_nearest_problems_a_strategy_correct_on_all_of_them():

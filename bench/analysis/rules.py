@@ -45,6 +45,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -96,40 +97,57 @@ class Predictor:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame) -> "Predictor":
-        refused = frame[frame["status"] == "unsupported"].groupby("kind")["strategy"].agg(set)
+        return cls.fitted_apart(frame)(None)
+
+    @classmethod
+    def fitted_apart(cls, frame: pd.DataFrame) -> Callable[[str | None], "Predictor"]:
+        """``fit(family)``: the predictor fitted on ``frame`` less ``family`` (None: all of it),
+        each from one pass over the frame. A strategy is no candidate for a kind where a problem
+        of that kind (in a family fitted on) refused it."""
+        refusals = frame[frame["status"] == "unsupported"].groupby(["kind", "strategy"])["family"].agg(set)
         ok = timed(frame)
-        ok = ok[~ok["approximate"] & ~pd.Series([s in refused.get(k, ()) for k, s in zip(ok["kind"], ok["strategy"])],
-                                                 index=ok.index, dtype=bool)]
-        ok = ok.assign(device=ok["device"].astype(str).str.split(":").str[0])
+        ok = ok[~ok["approximate"]].assign(device=ok["device"].astype(str).str.split(":").str[0])
         slowdowns: dict[tuple, dict] = {}  # (device, problem) -> strategy -> median slowdown
         medians = ok.groupby(["device", "problem", "strategy"])["slowdown"].median()
         for (device, problem, strategy), v in medians.items():
             slowdowns.setdefault((device, problem), {})[strategy] = float(v)
         points = []
         for first in ok.drop_duplicates(["device", "problem"]).sort_values(["device", "problem"]).to_dict("records"):
-            if missing(first["t_f"]):
-                continue
-            points.append({"problem": first["problem"], "family": first["family"], "kind": first["kind"],
-                           "device": first["device"], "x": [math.log10(float(first[k])) for k in FEATURES],
-                           "slowdown": slowdowns[first["device"], first["problem"]]})
-        return cls(points)
+            if not missing(first["t_f"]):
+                points.append({"problem": first["problem"], "family": first["family"], "kind": first["kind"],
+                               "device": first["device"], "x": [math.log10(float(first[k])) for k in FEATURES],
+                               "slowdown": slowdowns[first["device"], first["problem"]]})
+
+        def fit(family: str | None) -> Predictor:
+            refused = {(kind, s) for (kind, s), families in refusals.items() if families - {family}}
+            kept = [{**p, "slowdown": {s: v for s, v in p["slowdown"].items() if (p["kind"], s) not in refused}}
+                    for p in points if p["family"] != family]
+            return cls([p for p in kept if p["slowdown"]])
+
+        return fit
 
     def pick(self, kind: str, device: str, n: float, m: float, t_f: float) -> tuple[str | None, list[str]]:
         """The strategy for a problem of these features, and the problems it was picked from;
         ``(None, [])`` where no measured problem is of this kind (or its group) and device type."""
         device = device.split(":")[0]
-        near = [p for p in self.points if p["device"] == device and p["kind"] == kind] or [
-            p for p in self.points if p["device"] == device and p["kind"] in PLAIN and kind in PLAIN]
+        near = [i for i, p in enumerate(self.points) if p["device"] == device and p["kind"] == kind] or [
+            i for i, p in enumerate(self.points) if p["device"] == device and p["kind"] in PLAIN and kind in PLAIN]
         if not near:
             return None, []
-        xs = np.array([p["x"] for p in self.points])
+        xs = self._features()
         scale = np.where(xs.std(0) > 0, xs.std(0), 1.0)
-        x = np.log10([n, m, t_f])
-        near = sorted(near, key=lambda p: float((((np.array(p["x"]) - x) / scale) ** 2).sum()))[:K]
+        distance = (((xs[near] - np.log10([n, m, t_f])) / scale) ** 2).sum(axis=1)
+        near = [self.points[near[i]] for i in np.argsort(distance, kind="stable")[:K]]
         solved = {s: [p["slowdown"][s] for p in near if s in p["slowdown"]] for p in near for s in p["slowdown"]}
         widest = max(len(v) for v in solved.values())
         return min((s for s, v in solved.items() if len(v) == widest), key=lambda s: (geomean(solved[s]), s)), [
             p["problem"] for p in near]
+
+    def _features(self) -> np.ndarray:
+        """The points' features as one array, made once."""
+        if getattr(self, "_xs", None) is None or len(self._xs) != len(self.points):
+            self._xs = np.array([p["x"] for p in self.points], dtype=float)
+        return self._xs
 
     def save(self, path: Path) -> Path:
         points = ",\n".join(json.dumps(p) for p in self.points)
@@ -145,12 +163,13 @@ class Predictor:
             raise ValueError(f"{path}: not a predictor file ({type(exc).__name__}: {exc})") from None
 
 
-def held_out(frame: pd.DataFrame, fit=Predictor.fit) -> dict[tuple, str | None]:
+def held_out(frame: pd.DataFrame) -> dict[tuple, str | None]:
     """The predictor's pick per platform (machine, torch, device, dtype) and problem, each
     family's from a predictor fitted without that family."""
     picks = {}
+    fit = Predictor.fitted_apart(frame)
     for family, g in frame.groupby("family"):
-        model = fit(frame[frame["family"] != family])
+        model = fit(family)
         for key, p in g.groupby([*PLATFORM, "problem"]):
             p = p.iloc[0]
             if not missing(p["t_f"]):
