@@ -396,3 +396,21 @@ def test_a_machine_twice_as_fast_is_said_first_and_only_a_row_that_moved_against
     c = compare.compare([tmp_path / "base.json", write_results(tmp_path / "half.json", half, machine="new")])
     assert not [w for w in c.warnings if "moved by about" in w]
     assert set(by_problem(c).loc[problems[1::2], "verdict"]) == {"faster"} and (by_problem(c)["shift"] == 1).all()
+
+
+def test_a_machine_that_moved_unevenly_raises_the_bar_by_how_unevenly(tmp_path):
+    """NOTE: [Machine moved]: the second run 1.4x slower, its rows by 1.1x to 1.8x around that
+    (as the vectorized strategies and the loops were, beside other tenants): none is slower
+    for moving within that spread, and a row 3x beyond it still is."""
+    problems = [f"p{k}" for k in range(16)]
+    spread = np.exp(np.linspace(-0.25, 0.25, len(problems)))  # the machine's own unevenness
+    base = [row(p, "jacrev", data=samples(1e-3 * (k + 1), seed=k)) for k, p in enumerate(problems)]
+    speed = dict(zip(problems, 1.4 * spread)) | {"p7": 1.4 * 3.0}
+    new = [row(p, "jacrev", data=samples(1e-3 * (k + 1) * speed[p], seed=50 + k)) for k, p in enumerate(problems)]
+    c = compare.compare([write_results(tmp_path / "base.json", base), write_results(tmp_path / "new.json", new)])
+    said = next(w for w in c.warnings if "moved by about" in w)
+    assert "by which the rows moved unevenly" in said, said
+    t = by_problem(c)
+    assert 0.2 < t["uneven"].iloc[0] < 0.6
+    assert t.loc["p7", "verdict"] == "slower" and set(t.drop(index="p7")["verdict"]) <= {"no significant change",
+                                                                                            "inconclusive"}
