@@ -1,6 +1,7 @@
 """Timing statistics driven by a fake clock: deterministic, no sleeping, no real time."""
 
 import math
+import random
 
 import pytest
 
@@ -321,3 +322,19 @@ def test_a_call_hopeless_on_its_first_call_is_not_warmed_up_unless_it_prepares_o
                    usage=QUIET, race=race, cold=["jacrev", "jacfwd"])
     assert t["jacfwd"].first is None and t["jacfwd"].raced.startswith(
         "dropped by the race before its rounds: its warm call took 200x")
+
+
+def test_the_time_of_a_call_the_race_dropped_is_saved_not_given_to_the_rest():
+    clock = DriftingClock(lambda now, calls: False)
+    rng = random.Random(0)
+
+    def call():  # 1 ms, give or take 5%: never precise to the 0.1% asked for below
+        clock.now += 1e-3 * rng.uniform(0.95, 1.05)
+
+    calls = dict.fromkeys(("a", "b", "c", "d"), call)
+    policy = Policy(warmup=1, min_rounds=5, max_time=0.05, precision=1e-3, min_round_time=1e-3)
+    t = interleave(calls, dict.fromkeys(calls, 1e-3), policy, timer=clock, cpu_timer=clock, usage=QUIET,
+                   race=lambda ts: {n: "raced" for n in ("c", "d") if n in ts and ts[n].cycles})
+    assert len(t["c"].samples) == len(t["d"].samples) == 3  # dropped after the fewest cycles
+    # a and b spend their own 50 ms each (50 rounds of 1 ms), not c's and d's too
+    assert 45 <= len(t["a"].samples) == len(t["b"].samples) <= 55

@@ -194,7 +194,8 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     ``policy.min_round_time``. A cycle in which a round was disturbed (NOTE: [Disturbance])
     is dropped for every call at once, so that the rounds left pair up. Timing stops once
     ``policy.min_rounds`` cycles are kept and every call's ratio to the fastest is known to
-    ``policy.precision``, or once the calls have spent ``policy.max_time`` each, never before
+    ``policy.precision``, or once the calls still running have spent ``policy.max_time`` each
+    (the time of a call the race dropped is saved, not given to the rest), never before
     :data:`FEWEST_ROUNDS` kept cycles unless three times that is spent (a machine too busy
     for any). Those three are a visit's where the policy has several (:class:`Policy`), as
     :func:`measure`'s are. ``race`` is asked which calls to time no more, and why (NOTE: [Racing] in
@@ -278,10 +279,14 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             elif t.samples:  # raced out after its warm call: that call's wall time
                 t.samples = [warm[n][0]]
 
-    budget, least, target = _visit(policy)
-    budget *= len(running)
-    spent, cycle, kept, check = 0.0, 0, 0, FEWEST_ROUNDS
-    while running and kept < policy.max_rounds and spent < 3 * budget:  # the cycles
+    cap, least, target = _visit(policy)  # a call's time this visit, while it runs
+    spent = {n: 0.0 for n in running}  # each call's seconds in its rounds
+
+    def capped(times: float) -> bool:  # whether the calls still running spent their caps, times this
+        return sum(spent[n] for n in running) >= times * cap * len(running)
+
+    cycle, kept, check = 0, 0, FEWEST_ROUNDS
+    while running and kept < policy.max_rounds and not capped(3):  # the cycles
         order = running[:]
         rng.shuffle(order)
         waited_here = False
@@ -306,7 +311,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
             t.switches.append(switches_after - switches)
             t.delay.append(None if delay is None or delay_after is None else (delay_after - delay) / k)
             t.cycles.append(cycle)
-            spent += wall * k
+            spent[n] += wall * k
             waited = None if t.delay[-1] is None else t.delay[-1] * k
             waited_here = waited_here or disturbed(wall * k, t.cpu[-1] * k, t.switches[-1], waited, busy_cpu=busy_cpu)
         on_cpu = timings[names[0]].clock == "cpu"  # one clock for all
@@ -333,7 +338,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
                 for n in running:
                     timings[n].precise = True
                 break
-        if spent >= budget:
+        if capped(1):
             break
     return timings
 
