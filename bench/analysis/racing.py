@@ -29,7 +29,8 @@ NOTE: [Racing]
     wrongly dropped strategy can never win back. Rounds of a cycle that was disturbed are
     dropped for every strategy (``timing.interleave``), so a busy moment drops no strategy. A
     dropped strategy keeps its rounds, is shown with the ratio that dropped it, and is never
-    recommended; ``advise`` records no memory for it, the sweep does. On a fake clock where
+    recommended; the time it would have had is saved, not given to the strategies still in
+    the race (each spends its own ``max_time``); ``advise`` records no memory for it, the sweep does. On a fake clock where
     the winner is 1.2x faster than the runner-up, with 3-10% noise per round, one call in
     fifty stalled for up to 3x, and the machine's speed moving by 24% every few cycles, the
     race kept the winner in every one of the seeded trials of ``tests/test_racing.py``.
