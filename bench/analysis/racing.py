@@ -14,26 +14,25 @@ NOTE: [Racing]
     ``probes`` of a row's ``spent``, which the closing account of ``jacbench run`` adds up).
     ``advise`` keeps its warm call and times it no more. The warm-ups go fastest first call
     first, and a strategy whose first call alone took :data:`HOPELESS` times
-    :data:`FIRST_CALL_SLACK` as long as the fastest warm call so far is dropped with no
-    warm-up at all (``advise`` keeps that first call as its time): torch's one-time costs
-    are paid before any gate (``strategies.prime``), and a strategy that prepares on its
-    first call (compiles, captures, colours: ``Strategy.prepares``) is always warmed up.
-    Then the race goes as a race of
-    confidence intervals does (Maron and Moore's Hoeffding races):
-    after a few cycles, and again at growing intervals, a strategy is dropped once the 95%
-    interval of its paired ratio to the leader (the median over cycles of its round over the
-    leader's in the same cycle, ``stats.paired``) lies wholly above ``1 + MARGIN``. Paired
-    ratios carry no drift between the two rounds of a cycle, which is why their intervals
-    are honest after a few cycles; with three cycles the interval spans the three ratios, so
-    a strategy is dropped only when it was more than 1.5x slower in every one of them. A
-    wrongly dropped strategy can never win back. Rounds of a cycle that was disturbed are
-    dropped for every strategy (``timing.interleave``), so a busy moment drops no strategy. A
-    dropped strategy keeps its rounds, is shown with the ratio that dropped it, and is never
-    recommended; the time it would have had is saved, not given to the strategies still in
-    the race (each spends its own ``max_time``); ``advise`` records no memory for it, the sweep does. On a fake clock where
-    the winner is 1.2x faster than the runner-up, with 3-10% noise per round, one call in
-    fifty stalled for up to 3x, and the machine's speed moving by 24% every few cycles, the
-    race kept the winner in every one of the seeded trials of ``tests/test_racing.py``.
+    :data:`FIRST_CALL_SLACK` as long as the fastest warm call so far is dropped with no warm-up
+    at all (``advise`` keeps that first call as its time): torch's one-time costs are paid
+    before any gate (``strategies.prime``), and a strategy that prepares on its first call
+    (compiles, captures, colours: ``Strategy.prepares``) is always warmed up. Then the race goes
+    as a race of confidence intervals does (Maron and Moore's Hoeffding races): after a few
+    cycles, and again at growing intervals, a strategy is dropped once the 95% interval of its
+    paired ratio to the leader (the median over cycles of its round over the leader's in the
+    same cycle, ``stats.paired``) lies wholly above ``1 + MARGIN``. Paired ratios carry no drift
+    between the two rounds of a cycle, which is why their intervals are honest after a few
+    cycles; with three cycles the interval spans the three ratios, so a strategy is dropped only
+    when it was more than 1.5x slower in every one of them. A wrongly dropped strategy can never
+    win back. Rounds of a cycle that was disturbed are dropped for every strategy
+    (``timing.interleave``), so a busy moment drops no strategy. A dropped strategy keeps its
+    rounds, is shown with the ratio that dropped it, and is never recommended; the time it would
+    have had is saved, not given to the strategies still in the race (each spends its own
+    ``max_time``); ``advise`` records no memory for it, the sweep does. On a fake clock where
+    the winner is 1.2x faster than the runner-up, with 3-10% noise per round, one call in fifty
+    stalled for up to 3x, and the machine's speed moving by 24% every few cycles, the race kept
+    the winner in every one of the seeded trials of ``tests/test_racing.py``.
 """
 
 from __future__ import annotations

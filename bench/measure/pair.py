@@ -179,8 +179,8 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
         if g in hopeless:
             # warm (by its warm-up, or by its gated first call alone), and never picked: the fewest
             # rounds that give a median and its quartiles, its warm call the first where one call
-            # fills a round, and no probes, which cost
-            # several of its slow calls (NOTE: [Racing] in bench.analysis.racing)
+            # fills a round, and no probes, which cost several of its slow calls (NOTE: [Racing]
+            # in bench.analysis.racing)
             raced = timings[g.row.strategy]
             first = raced if (raced.warm or 0.0) >= policy.min_round_time else None
             policy = dataclasses.replace(policy, warmup=0, min_rounds=FEWEST_ROUNDS - (first is not None), max_time=0.0)

@@ -225,7 +225,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
     warm: dict[str, tuple] = {}  # each call's last warm-up call: wall, CPU-clock and usage seconds
     cold, unwarmed = set(cold), {}  # unwarmed: those the race dropped on their first call, and why
-    for n in sorted(names, key=estimates.get):  # warm-up, fastest first; a slow call is warm after its first and one more
+    for n in sorted(names, key=estimates.get):  # warm-up, fastest first: a slow call is warm after two
         if race is not None and n in cold and warm:  # on the wall clock, as the first call was timed
             why = race({**{m: Timing(warm=w[0]) for m, w in warm.items()}, n: Timing(first=estimates[n])}).get(n)
             if why:
