@@ -17,6 +17,7 @@ from bench.sweep.plan import Pair, Settings
 
 TIMED = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
 MLP = "mlp-in128-out128-w64-d1"
+TINY = "seed-linear"  # 2 x 2: jacrev's call takes a fraction of a millisecond
 
 
 def test_an_ok_row_carries_time_memory_work_and_accuracy():
@@ -82,7 +83,7 @@ def test_advise_keeps_the_first_call_of_one_hopeless_on_it_and_warms_up_one_that
         while time.process_time() - start < seconds:
             pass
 
-    def slow(fn, xs, create_graph=False):  # right, and 0.3 s a call: hundreds of times jacrev's
+    def slow(fn, xs, create_graph=False):  # right, and 0.3 s a call: a thousand times jacrev's
         calls["slow"] += 1
         burn(0.3)
         return strategies.get("jacrev")(fn, xs)
@@ -94,13 +95,37 @@ def test_advise_keeps_the_first_call_of_one_hopeless_on_it_and_warms_up_one_that
 
     temporary_strategy("test-slow", slow)
     temporary_strategy("test-prepares", prepares, prepares=True)
-    rows = {r.strategy: r for r in measure_together(cases.get(MLP), ["jacrev", "test-slow", "test-prepares"], "cpu",
+    rows = {r.strategy: r for r in measure_together(cases.get(TINY), ["jacrev", "test-slow", "test-prepares"], "cpu",
                                                     "float32", TIMED, cpu_clock=True, race=pair.race)}
     row = rows["test-slow"]
     assert calls["slow"] == 1 and row.status == "ok", row.reason  # its gate's call, and no other
     assert row.notes["dropped"].startswith("dropped by the race before its rounds: its first call took")
     assert row.samples == [row.first_call_s] and row.clock == "wall" and not row.cycles
     assert calls["prepares"] > 2 and rows["test-prepares"].cycles and "dropped" not in rows["test-prepares"].notes
+
+
+def test_where_torch_cannot_be_primed_no_first_call_stands_for_a_warm_one(temporary_strategy, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a transform that fails on the tiny function")
+
+    monkeypatch.setattr(strategies.registry, "_PRIMED", {})  # this process primed afresh, for this test only
+    with monkeypatch.context() as m:
+        m.setattr(torch.func, "jacfwd", broken)
+        assert strategies.prime("cpu") is False
+    assert strategies.prime("cpu") is False  # once per process: the failure stands
+    calls = []
+
+    def slow(fn, xs, create_graph=False):  # right, and 0.3 s a call: a thousand times jacrev's
+        calls.append(1)
+        start = time.process_time()
+        while time.process_time() - start < 0.3:
+            pass
+        return strategies.get("jacrev")(fn, xs)
+
+    temporary_strategy("test-slow", slow)
+    rows = {r.strategy: r for r in measure_together(cases.get(TINY), ["jacrev", "test-slow"], "cpu", "float32",
+                                                    TIMED, cpu_clock=True, race=pair.race)}
+    assert len(calls) >= 2 and "its first call" not in rows["test-slow"].notes.get("dropped", "")  # warmed up
 
 
 def test_work_is_counted_not_assumed():

@@ -311,15 +311,16 @@ def test_a_call_hopeless_on_its_first_call_is_not_warmed_up_unless_it_prepares_o
     seconds = {"jacrev": 1e-3, "jacfwd": 0.2, "jacrev-compiled": 1e-3}
     first = {"jacrev": 2e-2, "jacfwd": 0.2, "jacrev-compiled": 0.2}
     calls = {name: call(name, s) for name, s in seconds.items()}
+    cold = {name: (first[name], first[name]) for name in ("jacrev", "jacfwd")}  # wall and CPU: one fake clock
     t = interleave(calls, first, Policy(warmup=1, min_rounds=5), timer=clock, cpu_timer=clock, usage=QUIET,
-                   race=race, cold=["jacrev", "jacfwd"])
+                   race=race, cold=cold)
     assert t["jacfwd"].raced.startswith("dropped by the race before its rounds: its first call took 200x as long as "
                                         "jacrev's warm call") and "jacfwd" not in counted
     assert t["jacfwd"].first == 0.2 and not t["jacfwd"].samples and not t["jacfwd"].cycles
     assert t["jacrev-compiled"].raced is None and t["jacrev-compiled"].cycles  # warmed up, then timed with the rest
     # a first call under the slack's reach is warmed up, and judged by its warm call
     t = interleave(calls, {**first, "jacfwd": 9e-3}, Policy(warmup=1, min_rounds=5), timer=clock, cpu_timer=clock,
-                   usage=QUIET, race=race, cold=["jacrev", "jacfwd"])
+                   usage=QUIET, race=race, cold={**cold, "jacfwd": (9e-3, 9e-3)})
     assert t["jacfwd"].first is None and t["jacfwd"].raced.startswith(
         "dropped by the race before its rounds: its warm call took 200x")
 

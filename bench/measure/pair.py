@@ -121,7 +121,7 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
     ``seconds`` are their sum. The visit of a row timed together spans the cycles (NOTE:
     [Visits]). Where a gate leaves the process spoiled (``memory.spoiled``), nothing more is
     measured: the rows of the gates that failed are returned, and no other."""
-    strategies.prime(device)  # torch's one-time costs, before any gate: a first call is then its strategy's own
+    primed = strategies.prime(device)  # torch's one-time costs, before any gate: a first call is then its own
     gated = []
     for name in names:
         if on_start is not None:
@@ -155,7 +155,8 @@ def measure_together(problem, names: list[str], device: str, dtype: str, setting
                                  {g.row.strategy: g.row.first_call_s for g in together}, settings.policy,
                                  cpu_clock=cpu_clock, busy_cpu=torch.device(device).type == "cpu",
                                  sync=together[0].sync, seed=seed, race=race, beat=beat,
-                                 cold=[g.row.strategy for g in together if not g.strategy.prepares])
+                                 cold={g.row.strategy: (g.row.first_call_s, g.first_cpu) for g in together
+                                       if primed and not g.strategy.prepares})
         window = {"started": started, "seconds": time.monotonic() - since}  # of every round of this visit
         on_cpu = next(iter(timings.values())).clock == "cpu"  # the warm calls waited for nothing off the CPU
         for g in together:
@@ -236,7 +237,7 @@ class Gated:
         self.problem, self.strategy, self.settings, self.timer, self.extras = problem, strategy, settings, timer, extras
         self.device, self.dtype = torch.device(device), getattr(torch, dtype)
         self.changed: list[str] = []
-        self.ready, self.built, self.last = False, None, []
+        self.ready, self.built, self.last, self.first_cpu = False, None, [], None
         self.probe_dropped = probe_dropped  # whether a strategy the race dropped has its work and memory measured
         self._done = False
         reason = kinds.unsupported(strategy, problem.kind, device)
@@ -259,11 +260,11 @@ class Gated:
         enable_fallback_warnings()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            start = timer()
+            start, start_cpu = timer(), time.process_time()
             with strategies.using(built.module, built.sparsity, notes=row.notes):
                 result = self._run()
             sync()
-            row.first_call_s = timer() - start
+            row.first_call_s, self.first_cpu = timer() - start, time.process_time() - start_cpu
         row.fallback_ops = fallback_ops(caught)
         row.fallback = bool(row.fallback_ops)
         verdict = kind.check(strategy, built, result, reference, self.dtype, row.notes)

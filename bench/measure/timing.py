@@ -14,7 +14,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Mapping
 
 from bench.analysis.stats import Summary, disturbed, summarize
 
@@ -185,7 +185,8 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
                cpu_clock: bool = False, busy_cpu: bool = True, timer: Timer = time.perf_counter,
                cpu_timer: Timer = time.process_time, sync: Callable[[], None] = lambda: None,
                usage: Usage = process_usage, seed: int = 0,
-               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None, cold: Iterable[str] = (),
+               race: Callable[[dict[str, Timing]], dict[str, str]] | None = None,
+               cold: Mapping[str, tuple[float, float]] | None = None,
                beat: Callable[[], None] = lambda: None) -> dict[str, Timing]:
     """Time several calls together, interleaved (NOTE: [Paired timing] in ``bench.analysis.stats``).
 
@@ -202,9 +203,10 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     ``bench.analysis.racing``): once after the warm-up (each ``Timing.warm`` known, no round
     yet), then at growing intervals; those it drops keep their rounds (dropped after the
     warm-up: the warm call as their one round). The warm-ups go in the order of the
-    estimates, fastest first; for a call in ``cold``, whose estimate is its first call and
-    stands for a warm one, the race is asked first with that call as its ``Timing.first``,
-    and one it drops then is not warmed up, and has no round. A call that raises is timed
+    estimates, fastest first; for a call in ``cold``, which maps it to its first call's wall
+    and CPU-clock seconds where that call stands for a warm one, the race is asked first
+    with that call as its ``Timing.first`` (by the clock the warm calls are read by), and
+    one it drops then is not warmed up, and has no round (its ``first``: the wall seconds). A call that raises is timed
     no more, the exception kept in its ``Timing.error``.
 
     With ``cpu_clock`` (one CPU thread), a round is timed by the process's CPU time, its
@@ -224,10 +226,11 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     estimates = dict(estimates)
     timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
     warm: dict[str, tuple] = {}  # each call's last warm-up call: wall, CPU-clock and usage seconds
-    cold, unwarmed = set(cold), {}  # unwarmed: those the race dropped on their first call, and why
+    cold, unwarmed = cold or {}, {}  # unwarmed: those the race dropped on their first call, and why
+    at = 1 if cpu_clock else 0  # which of a call's seconds the race reads: CPU clock or wall
     for n in sorted(names, key=estimates.get):  # warm-up, fastest first: a slow call is warm after two
-        if race is not None and n in cold and warm:  # on the wall clock, as the first call was timed
-            why = race({**{m: Timing(warm=w[0]) for m, w in warm.items()}, n: Timing(first=estimates[n])}).get(n)
+        if race is not None and n in cold and warm:
+            why = race({**{m: Timing(warm=w[at]) for m, w in warm.items()}, n: Timing(first=cold[n][at])}).get(n)
             if why:
                 unwarmed[n] = why
                 continue
@@ -259,7 +262,7 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     for n, t in timings.items():
         t.iterations = max(1, min(10_000, math.ceil(policy.min_round_time / max(estimates[n], 1e-9))))
     for n, why in unwarmed.items():
-        timings[n].raced, timings[n].first = why, estimates[n]
+        timings[n].raced, timings[n].first = why, cold[n][0]
     running = [n for n in names if timings[n].error is None and n not in unwarmed]
     if race is not None and len(running) > 1:  # before the rounds, from the warm calls alone
         for n, why in race({m: timings[m] for m in running}).items():

@@ -198,33 +198,38 @@ def register(name: str, mode: str, kinds=VECTOR_KINDS, **kw):
     return wrap
 
 
-_PRIMED: set[str] = set()
+_PRIMED: dict[str, bool] = {}
 
 
-def prime(device: torch.device | str = "cpu") -> None:
+def prime(device: torch.device | str = "cpu") -> bool:
     """Pay, once per process and device, what torch's transforms cost on their first use
     anywhere: the first ``torch.func.jacrev`` of a process imports and sets up about 1.8 s
     of machinery on a 2-core CPU, the first forward-mode call 0.2 s more, a device its
     libraries' handles. Done on a tiny function, so that no strategy's first call carries
     it: a first call then stands for a warm one (NOTE: [Racing] in ``bench.analysis.racing``),
-    and a row's ``first_call_s`` is its own."""
+    and a row's ``first_call_s`` is its own. False where a transform failed on the tiny
+    function: then a first call may still carry its cost, and stands for nothing."""
     device = torch.device(device)
-    if str(device) in _PRIMED:
-        return
-    _PRIMED.add(str(device))
-    x = torch.linspace(0.1, 1.0, 3, device=device)
+    if str(device) not in _PRIMED:
+        x = torch.linspace(0.1, 1.0, 3, device=device)
 
-    def f(v):
-        return torch.tanh(v * v).cumsum(0) @ torch.ones(3, 2, device=device)
+        def f(v):
+            return torch.tanh(v * v).cumsum(0) @ torch.ones(3, 2, device=device)
 
-    torch.autograd.functional.jacobian(f, x)
-    if FEATURES["vectorize="]():
-        torch.autograd.functional.jacobian(f, x, vectorize=True)
-    if FEATURES["strategy="]():
-        torch.autograd.functional.jacobian(f, x, vectorize=True, strategy="forward-mode")
-    if FEATURES["torch.func"]():
-        torch.func.jacrev(f)(x)
-        torch.func.jacfwd(f)(x)
+        calls = [lambda: torch.autograd.functional.jacobian(f, x)]
+        if FEATURES["vectorize="]():
+            calls.append(lambda: torch.autograd.functional.jacobian(f, x, vectorize=True))
+        if FEATURES["strategy="]():
+            calls.append(lambda: torch.autograd.functional.jacobian(f, x, vectorize=True, strategy="forward-mode"))
+        if FEATURES["torch.func"]():
+            calls += [lambda: torch.func.jacrev(f)(x), lambda: torch.func.jacfwd(f)(x)]
+        try:
+            for call in calls:
+                call()
+            _PRIMED[str(device)] = True
+        except Exception:  # noqa: BLE001 - a strategy that needs the transform will say why it fails
+            _PRIMED[str(device)] = False
+    return _PRIMED[str(device)]
 
 
 def get(name: str) -> Strategy:
