@@ -205,8 +205,10 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     warm-up: the warm call as their one round). The warm-ups go in the order of the
     estimates, fastest first; for a call in ``cold``, which maps it to its first call's wall
     and CPU-clock seconds where that call stands for a warm one, the race is asked first
-    with that call as its ``Timing.first`` (by the clock the warm calls are read by), and
-    one it drops then is not warmed up, and has no round (its ``first``: the wall seconds). A call that raises is timed
+    with that call as its ``Timing.first`` (with ``cpu_clock``, its CPU seconds against the
+    warm calls' wall seconds less their wait for a CPU: neither a busy machine nor a call
+    that waits off the CPU makes it look slower than it is), and one it drops then is not
+    warmed up, and has no round (its ``first``: the wall seconds). A call that raises is timed
     no more, the exception kept in its ``Timing.error``.
 
     With ``cpu_clock`` (one CPU thread), a round is timed by the process's CPU time, its
@@ -227,10 +229,15 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
     warm: dict[str, tuple] = {}  # each call's last warm-up call: wall, CPU-clock and usage seconds
     cold, unwarmed = cold or {}, {}  # unwarmed: those the race dropped on their first call, and why
-    at = 1 if cpu_clock else 0  # which of a call's seconds the race reads: CPU clock or wall
+    def held(w: tuple) -> float:  # a warm call's seconds, less any wait for a CPU: what a user waits for
+        return w[0] - w[4] if cpu_clock and w[4] is not None else w[1] if cpu_clock else w[0]
+
     for n in sorted(names, key=estimates.get):  # warm-up, fastest first: a slow call is warm after two
         if race is not None and n in cold and warm:
-            why = race({**{m: Timing(warm=w[at]) for m, w in warm.items()}, n: Timing(first=cold[n][at])}).get(n)
+            # the first call by the CPU clock with one thread: no wait for a CPU lengthens it, and
+            # one that waits on something else (a sleep, a device) is not made to look slower
+            why = race({**{m: Timing(warm=held(w)) for m, w in warm.items()},
+                        n: Timing(first=cold[n][1 if cpu_clock else 0])}).get(n)
             if why:
                 unwarmed[n] = why
                 continue
