@@ -229,8 +229,10 @@ def interleave(calls: dict[str, Callable[[], object]], estimates: dict[str, floa
     timings = {n: Timing(clock="cpu" if cpu_clock else "wall") for n in names}
     warm: dict[str, tuple] = {}  # each call's last warm-up call: wall, CPU-clock and usage seconds
     cold, unwarmed = cold or {}, {}  # unwarmed: those the race dropped on their first call, and why
-    def held(w: tuple) -> float:  # a warm call's seconds, less any wait for a CPU: what a user waits for
-        return w[0] - w[4] if cpu_clock and w[4] is not None else w[1] if cpu_clock else w[0]
+
+    def held(w: tuple) -> float:  # a warm call's seconds as a user waits for them, less any wait for a CPU
+        wall, own, _, _, waited = w
+        return wall if not cpu_clock else own if waited is None else wall - waited
 
     for n in sorted(names, key=estimates.get):  # warm-up, fastest first: a slow call is warm after two
         if race is not None and n in cold and warm:
