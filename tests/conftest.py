@@ -210,6 +210,14 @@ def in_flight(journal: Path | None) -> str | None:
     return current
 
 
+def busy(seconds: float) -> None:
+    """Keep this process's CPU busy for ``seconds`` of its CPU time: a strategy's own slow work,
+    which a busy machine lengthens in wall time only."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+
+
 @contextlib.contextmanager
 def burning(processes: int = 2, seconds: float = 30.0):
     """Processes that keep a CPU each busy until the block ends (or ``seconds`` pass, should

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import bench
-from .conftest import ADVISE, ROOT, about_f, burning, run_cli
+from .conftest import ADVISE, ROOT, about_f, burning, busy, run_cli
 from bench import advisor, cli, strategies
 from bench.analysis import stats
 from bench.measure.timing import Policy
@@ -101,9 +101,7 @@ def test_one_hopeless_on_its_first_call_is_shown_with_that_call_and_no_spread(te
     """NOTE: [Racing]: a first call a hundred times the fastest warm call is a strategy's one
     time in ``advise``; one call has no interquartile range to show."""
     def hopeless(fn, xs, create_graph=False):  # right, and 0.3 s of CPU a call
-        start = time.process_time()
-        while time.process_time() - start < 0.3:
-            pass
+        busy(0.3)
         return strategies.get("jacrev")(fn, xs)
 
     temporary_strategy("test-hopeless", hopeless)

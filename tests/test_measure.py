@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import cases
-from tests.conftest import burning
+from tests.conftest import burning, busy
 
 from bench import kinds, strategies
 from bench.measure import memory, pair
@@ -60,9 +60,7 @@ def test_one_sent_apart_whose_call_fills_a_round_has_its_warm_call_as_its_first_
 
     def slow(fn, xs, create_graph=False):  # right, and a round of one call: 15 ms of CPU time
         calls.append(1)
-        start = time.process_time()
-        while time.process_time() - start < 0.015:
-            pass
+        busy(0.015)
         return strategies.get("jacrev")(fn, xs)
 
     temporary_strategy("test-slow", slow)
@@ -78,19 +76,14 @@ def test_one_sent_apart_whose_call_fills_a_round_has_its_warm_call_as_its_first_
 def test_advise_keeps_the_first_call_of_one_hopeless_on_it_and_warms_up_one_that_prepares(temporary_strategy):
     calls = {"slow": 0, "prepares": 0}
 
-    def burn(seconds):
-        start = time.process_time()
-        while time.process_time() - start < seconds:
-            pass
-
     def slow(fn, xs, create_graph=False):  # right, and 0.3 s a call: a thousand times jacrev's
         calls["slow"] += 1
-        burn(0.3)
+        busy(0.3)
         return strategies.get("jacrev")(fn, xs)
 
     def prepares(fn, xs, create_graph=False):  # as slow on its first call only, as a compiled one is
         calls["prepares"] += 1
-        burn(0.3 if calls["prepares"] == 1 else 0.0)
+        busy(0.3 if calls["prepares"] == 1 else 0.0)
         return strategies.get("jacrev")(fn, xs)
 
     temporary_strategy("test-slow", slow)
@@ -117,9 +110,7 @@ def test_where_torch_cannot_be_primed_no_first_call_stands_for_a_warm_one(tempor
 
     def slow(fn, xs, create_graph=False):  # right, and 0.3 s a call: a thousand times jacrev's
         calls.append(1)
-        start = time.process_time()
-        while time.process_time() - start < 0.3:
-            pass
+        busy(0.3)
         return strategies.get("jacrev")(fn, xs)
 
     temporary_strategy("test-slow", slow)

@@ -44,9 +44,10 @@ from bench.analysis import stats
 MARGIN = 0.5  # a strategy is dropped only when even the fastest it may be is this much slower
 HOPELESS = 10.0  # before any round, a warm call this many times the fastest's is dropped
 #: How much longer than a warm call a first call is taken to be at most, where the strategy
-#: prepares nothing and torch's one-time costs are paid (NOTE: [Racing]). Over a ``standard``
-#: sweep, such a first call took at most 5.1x its row's median in 99 rows of 100, and at most
-#: 22.7x once (structured, 10 ms against 0.46 ms). A first call stands for a strategy only at
+#: prepares nothing and torch's one-time costs are paid (NOTE: [Racing]). Over two ``standard``
+#: sweeps (1,046 such rows each, ``python -m tests.firstcalls RESULTS.json``), a first call took
+#: 3.8-4.0x its row's median at the 99th percentile, and at most 22.7x once (structured, 10 ms
+#: against 0.46 ms). A first call stands for a strategy only at
 #: ``HOPELESS * FIRST_CALL_SLACK`` = 100x the fastest warm call: to drop the fastest strategy
 #: it would have to be 100x its own warm call, which no such first call came near.
 FIRST_CALL_SLACK = 10.0

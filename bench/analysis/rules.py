@@ -41,6 +41,7 @@ NOTE: [Predictor]
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -134,7 +135,7 @@ class Predictor:
             i for i, p in enumerate(self.points) if p["device"] == device and p["kind"] in PLAIN and kind in PLAIN]
         if not near:
             return None, []
-        xs = self._features()
+        xs = self._features
         scale = np.where(xs.std(0) > 0, xs.std(0), 1.0)
         distance = (((xs[near] - np.log10([n, m, t_f])) / scale) ** 2).sum(axis=1)
         near = [self.points[near[i]] for i in np.argsort(distance, kind="stable")[:K]]
@@ -143,11 +144,10 @@ class Predictor:
         return min((s for s, v in solved.items() if len(v) == widest), key=lambda s: (geomean(solved[s]), s)), [
             p["problem"] for p in near]
 
+    @functools.cached_property
     def _features(self) -> np.ndarray:
         """The points' features as one array, made once."""
-        if getattr(self, "_xs", None) is None or len(self._xs) != len(self.points):
-            self._xs = np.array([p["x"] for p in self.points], dtype=float)
-        return self._xs
+        return np.array([p["x"] for p in self.points], dtype=float)
 
     def save(self, path: Path) -> Path:
         points = ",\n".join(json.dumps(p) for p in self.points)
