@@ -490,7 +490,7 @@ def _is_exact(row: Row) -> bool:
 
 def _conclude(advice: Advice) -> None:
     """The recommendation, with how sure it is: the winner against the runner-up and against
-    ``functional`` as ratios with 95% bootstrap intervals (``stats.ratio``), widened by the
+    ``functional`` as ratios with 95% intervals (``stats.between``), widened by the
     drift between visits. Strategies that cannot be told apart from the fastest are a tie
     within noise, which goes to the one that needs the least memory. Rows still disturbed
     after re-measuring are shown, never picked over an undisturbed row of their kind (exact,

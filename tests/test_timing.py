@@ -339,3 +339,26 @@ def test_the_time_of_a_call_the_race_dropped_is_saved_not_given_to_the_rest():
     assert len(t["c"].samples) == len(t["d"].samples) == 3  # dropped after the fewest cycles
     # a and b spend their own 50 ms each (50 rounds of 1 ms), not c's and d's too
     assert 45 <= len(t["a"].samples) == len(t["b"].samples) <= 55
+
+
+def test_the_paired_interval_is_the_order_statistics_one_and_holds_the_median_as_often_as_it_says():
+    import numpy as np
+    from scipy.stats import quantile_test
+
+    from bench.analysis.stats import median_interval, paired
+
+    rng = np.random.default_rng(7)
+    for n in (*range(6, 40), 97, 250, 1001):  # scipy's interval, computed another way (binomial tails)
+        data = sorted(rng.lognormal(0, 0.2, n).tolist())
+        want = quantile_test(data, q=float(np.median(data)), p=0.5).confidence_interval(0.95)
+        assert median_interval(data) == (want.low, want.high)
+    for n in range(1, 6):  # no two order statistics hold 95% with so few: the whole range
+        data = sorted(rng.lognormal(0, 0.2, n).tolist())
+        assert median_interval(data) == (data[0], data[-1])
+    for n in (6, 10, 31):  # skewed ratios whose true median is 2: held at least 95% of the time
+        draws = 2 * rng.lognormal(0, 0.3, (4000, n))
+        held = [lo <= 2 <= hi for lo, hi in (median_interval(sorted(d)) for d in draws.tolist())]
+        assert np.mean(held) >= 0.95
+    a, b = {c: 1.0 for c in range(9)}, {c: 2.0 + 0.1 * (c % 3) for c in range(9)}
+    r = paired(a, b, floor=0)
+    assert (r.value, r.low, r.high) == pytest.approx((2.1, 2.0, 2.2))

@@ -4,7 +4,7 @@
 NOTE: [Claims]
     A claim says that strategy ``fast`` took ``ratio`` times less time than ``slow`` on its
     problem. On each platform (machine, torch, device, dtype) where both were measured and
-    ``ok``, the measured ratio is median(slow) / median(fast), with the 95% bootstrap interval
+    ``ok``, the measured ratio is median(slow) / median(fast), with the 95% interval
     of ``picks.row_ratio`` (NOTE: [Recommendation rules]). Two verdicts:
 
     - the direction: it ``holds`` when the interval lies wholly on the published side of 1,

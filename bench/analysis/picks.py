@@ -11,13 +11,14 @@ NOTE: [Recommendation rules]
     - the fastest strategy overall, finite differences included;
     - the fastest *exact* strategy (reverse or forward mode: see ``approximate``).
 
-    "Faster" needs evidence. The pick's margin over each rival is the ratio of their
-    medians with a 95% percentile-bootstrap interval over their rounds (``stats.ratio``); a
-    rival whose interval holds 1 is tied with the fastest. A tie goes to the strategy that
+    "Faster" needs evidence. The pick's margin over each rival is their ratio with its 95%
+    interval (``stats.between``: paired over the cycles they were timed in together, else of
+    their medians, bootstrapped over their rounds); a rival whose interval holds 1 is tied
+    with the fastest. A tie goes to the strategy that
     is exact, then to the one with the smaller peak memory, and the pick says so
     (``tie_break``). Rows whose timing stayed disturbed are not ``ok``: they are never
     picked and never a baseline. Speedups over the baselines are ratios of medians of the
-    same problem on the same platform, with the same bootstrap interval. A family's pick is
+    same problem on the same platform, with the same interval. A family's pick is
     the strategy with the smallest geometric-mean slowdown relative to the fastest strategy
     of each problem, among strategies that are ``ok`` on every problem of the family that
     any of them solves and that are never ``wrong`` in it; when none covers every problem,
@@ -48,7 +49,7 @@ from bench.analysis.stats import DISTURBED_SHARE, NOISE_WARNING, STALL_SPREAD, Z
 
 BASELINES = ("functional", "manual-backward")
 PLATFORM = ["machine", "torch", "device", "dtype"]
-TIE_REACH = 3.0  # a rival slower than this many times the fastest is not bootstrapped for a tie
+TIE_REACH = 3.0  # a rival slower than this many times the fastest is not tested for a tie
 
 
 # Approximate strategies by name, for files whose rows lack a telling ``mode``: finite
@@ -96,7 +97,7 @@ def geomean(values) -> float:
 
 
 def row_ratio(a, b) -> Ratio:
-    """b's time over a's of two rows, with its bootstrap interval (``stats.between``: paired
+    """b's time over a's of two rows, with its 95% interval (``stats.between``: paired
     over the cycles they were timed in together, else over their rounds, then widened by
     the run's drift between visits: NOTE: [Visits]); for rows without raw samples, carried
     from their medians' intervals."""
@@ -111,20 +112,19 @@ def row_ratio(a, b) -> Ratio:
     return visits.widened(between(sa, sb, *cycles), None if missing(drift) else drift, *k)
 
 
-def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str, ratio_of=row_ratio) -> dict:
-    """The pick among ``g`` (a problem's ``ok`` rows, maybe a subset) as fields named with
-    ``prefix``: its margin over the runner-up and its speedups over the baselines in
-    ``everyone`` (all its ``ok`` rows), each with a 95% interval (NOTE: [Recommendation rules]).
-    ``ratio_of`` is :func:`row_ratio`, or a memo of it over the problem's rows."""
+def _pick(g: list[dict], everyone: list[dict], prefix: str, ratio_of=row_ratio) -> dict:
+    """The pick among ``g`` (a problem's ``ok`` rows as dicts, maybe a subset, by median) as
+    fields named with ``prefix``: its margin over the runner-up and its speedups over the
+    baselines in ``everyone`` (all its ``ok`` rows), each with a 95% interval (NOTE:
+    [Recommendation rules]). ``ratio_of`` is :func:`row_ratio`, or a memo of it over the
+    problem's rows."""
     keys = ("strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
             "tied_with", "runner_up", "tie_break") + tuple(
         f"{r}{end}" for r in ("margin", *(f"vs {b}" for b in BASELINES)) for end in ("", "_low", "_high"))
-    if g.empty:
+    if not g:
         return {prefix + k: None for k in keys}
-    g = g.sort_values("median")
-    fastest = g.iloc[0]
-    tied = []
-    for _, rival in g.iloc[1:].iterrows():
+    fastest, tied = g[0], []
+    for rival in g[1:]:
         if rival["median"] > TIE_REACH * fastest["median"]:
             break
         if ratio_of(fastest, rival).tie:
@@ -132,19 +132,18 @@ def _pick(g: pd.DataFrame, everyone: pd.DataFrame, prefix: str, ratio_of=row_rat
     # a tie goes to the exact strategy, then to the one needing less memory
     pool = [fastest, *tied]
     best = min(pool, key=lambda r: (bool(r.get("approximate")), _or_inf(r.get("peak_bytes")), r["median"]))
-    rest = g[g["strategy"] != best["strategy"]]
     rec = {k: best.get(k) for k in keys[:8]}
     rec["tied_with"] = ", ".join(r["strategy"] for r in pool if r["strategy"] != best["strategy"])
     rec["tie_break"] = "" if best["strategy"] == fastest["strategy"] else (
         f"tied with {fastest['strategy']} within the noise; {best['strategy']} " +
         ("is exact" if fastest.get("approximate") and not best.get("approximate") else
          f"needs less memory ({fmt_bytes(best.get('peak_bytes'))} against {fmt_bytes(fastest.get('peak_bytes'))})"))
-    runner = rest.iloc[0] if len(rest) else None
+    runner = next((r for r in g if r["strategy"] != best["strategy"]), None)
     rec["runner_up"] = runner["strategy"] if runner is not None else None
     _put(rec, "margin", ratio_of(best, runner) if runner is not None else None)
     for base in BASELINES:
-        b = everyone[everyone["strategy"] == base]
-        _put(rec, f"vs {base}", ratio_of(best, b.iloc[0]) if len(b) and best["strategy"] != base else None)
+        b = next((r for r in everyone if r["strategy"] == base), None)
+        _put(rec, f"vs {base}", ratio_of(best, b) if b is not None and best["strategy"] != base else None)
     return {prefix + k: v for k, v in rec.items()}
 
 
@@ -158,8 +157,8 @@ def _or_inf(v) -> float:
 
 
 # the columns a pick reads from its rows (``_pick``, ``row_ratio``)
-_PICKED = ["n", "m", "strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "approximate",
-           "samples", "cycles", "drift", "visits"]
+_PICKED = ["n", "m", "strategy", "median", "iqr", "ci_half", "peak_bytes", "mem_ratio", "error", "samples", "cycles",
+           "drift", "visits"]
 
 
 def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
@@ -168,13 +167,13 @@ def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
     exact one (the same fields prefixed ``exact_``). See NOTE: [Recommendation rules].
     On a platform, families keep their order and problems go by size n*m, then n."""
     group = PLATFORM + ["family", "problem"]
-    ok = timed(frame)
-    ok = ok[[c for c in group + _PICKED if c in ok]]  # a row per rival is made below: only what it needs
-    out = []
-    for key, g in ok.groupby(group, sort=False, dropna=False):
+    ok = timed(frame[[c for c in group + _PICKED + ["status", "mode"] if c in frame]])  # only what a pick reads
+    out, records = [], ok.to_dict("records")  # dicts: a pick reads many fields of few rows
+    for key, at in ok.groupby(group, sort=False, dropna=False).indices.items():
+        rows = sorted((records[i] for i in at), key=lambda r: r["median"])
         rec = dict(zip(group, key))
-        rec.update(n=g["n"].iloc[0], m=g["m"].iloc[0], candidates=len(g))
-        memo = {}  # both picks often compare the same rows: each ratio is bootstrapped once
+        rec.update(n=rows[0]["n"], m=rows[0]["m"], candidates=len(rows))
+        memo = {}  # both picks often compare the same rows: each ratio is taken once
 
         def ratio_of(a, b):
             key = (a["strategy"], b["strategy"])
@@ -182,13 +181,12 @@ def best_per_problem(frame: pd.DataFrame) -> pd.DataFrame:
                 memo[key] = row_ratio(a, b)
             return memo[key]
 
-        rec.update(_pick(g, g, "", ratio_of))
-        rec.update(_pick(g[~g["approximate"]], g, "exact_", ratio_of))
+        rec.update(_pick(rows, rows, "", ratio_of))
+        rec.update(_pick([r for r in rows if not r["approximate"]], rows, "exact_", ratio_of))
         out.append(rec)
     best = pd.DataFrame(out)
     if best.empty:  # no correct timed pair anywhere: no pick, but the columns a reader looks up
-        none = ok.iloc[:0]
-        return pd.DataFrame(columns=[*group, "n", "m", "candidates", *_pick(none, none, ""), *_pick(none, none, "exact_")])
+        return pd.DataFrame(columns=[*group, "n", "m", "candidates", *_pick([], [], ""), *_pick([], [], "exact_")])
     order = {f: i for i, f in enumerate(dict.fromkeys(best["family"]))}
     keys = pd.DataFrame({"family": best["family"].map(order), "size": best["n"] * best["m"], "n": best["n"]})
     return best.loc[keys.sort_values(["family", "size", "n"], kind="stable").index].reset_index(drop=True)
@@ -200,6 +198,8 @@ def family_picks(frame: pd.DataFrame) -> pd.DataFrame:
     slowdown, its wins (the problems where it is the fastest of its kind: exact for the exact
     pick, any for the overall one) and its speedups over the baselines. See NOTE:
     [Recommendation rules]."""
+    keep = PLATFORM + ["family", "problem", "strategy", "status", "median", "ci_half", "error", "mem_ratio"]
+    frame = frame[[c for c in keep if c in frame]]  # a subset copies every column: only what a pick reads
     ok = timed(frame)
     out = []
     for key, fam in frame.groupby(PLATFORM + ["family"], sort=False, dropna=False):

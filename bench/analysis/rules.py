@@ -183,6 +183,8 @@ def held_out(frame: pd.DataFrame) -> dict[tuple, str | None]:
 def regrets(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per platform, problem and rule: the pick, its status and its regret (NOTE: [Regret])."""
     rows = []
+    keep = [*PLATFORM, "problem", "family", "kind", "strategy", "mode", "status", "median", "visits", *FEATURES]
+    frame = frame[[c for c in keep if c in frame]]  # a subset copies every column: only what a rule reads
     exact = ~approximate(frame)
     predicted = held_out(frame[exact])
     for key, g in platforms(frame[exact]):

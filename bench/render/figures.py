@@ -495,12 +495,17 @@ CROSSOVER_CAPTION = (
 STATUS_SHORT = {"disturbed": "dist", "wrong": "wrong", "disputed": "disp", "error": "error", "oom": "oom", "timeout": "t/o", "unsupported": "n/a"}
 
 
+WRITTEN_CELLS = 1200  # a heatmap of more cells is coloured without a number in each (:func:`heatmap_figure`)
+
+
 def heatmap_figure(value: pd.DataFrame, text: pd.DataFrame, *, cmap, norm, label: str, muted=()):
     """The heatmap of every page: ``value`` (rows x columns) as coloured cells on the log colour
     scale ``norm`` (``label`` on its bar), ``text`` (the same shape) written in the cells. Cells
     without a value are grey, their text (a status, say) red, or grey where it is in ``muted``.
-    The figure is as tall as its rows and as wide as the page allows. Call inside :func:`theme`;
-    returns the figure and its axes."""
+    The figure is as tall as its rows and as wide as the page allows; above
+    :data:`WRITTEN_CELLS` cells, or where cells are too narrow, the colours alone say it (each
+    number costs a millisecond to draw, and thousands of them in 5-point type are a table, not
+    a picture). Call inside :func:`theme`; returns the figure and its axes."""
     import seaborn as sns
 
     rows, cols = [str(r) for r in value.index], [str(c) for c in value.columns]
@@ -511,7 +516,7 @@ def heatmap_figure(value: pd.DataFrame, text: pd.DataFrame, *, cmap, norm, label
     ax = axes[0][0]
     v = value.to_numpy(dtype=float)
     coloured = bool(np.isfinite(v).any())
-    annotate = nr * nc <= 4000 and cell_w >= 0.24
+    annotate = nr * nc <= WRITTEN_CELLS and cell_w >= 0.24
     font = 7.5 if cell_w >= 0.45 else 6.5 if cell_w >= 0.32 else 5.5
     # arrays, not frames: seaborn would name the axes after the frame's index and columns; the tick
     # labels are set below, so seaborn need not measure them for overlaps; vmin and vmax keep it from
@@ -603,7 +608,10 @@ def heatmap(rows: pd.DataFrame, ok: pd.DataFrame, family: str, columns: list[str
         return _done(fig, f"Heatmap of statuses for family {family}",
                      f"No strategy gave a correct Jacobian on any {family} problem; each cell shows why.", family)
     caption = f"Not drawn, unsupported on every {family} problem: {', '.join(unsupported)}." if unsupported else ""
-    return _done(fig, f"Heatmap of slowdowns for family {family}", caption, family)
+    if not ax.texts:
+        caption += (f" {len(order)} problems by {len(cols)} strategies are too many cells to write in: the colours "
+                    "give the slowdowns, and the table of all rows gives them in numbers.")
+    return _done(fig, f"Heatmap of slowdowns for family {family}", caption.strip(), family)
 
 
 HEATMAP_CAPTION = (
@@ -892,7 +900,9 @@ def load_timeline(samples: list, rows: pd.DataFrame) -> Figure | None:
     load = pd.DataFrame(samples, columns=["t", "other", "pressure"][: len(samples[0])])
     load["minutes"] = (load["t"] - t0) / 60
     ran = rows.dropna(subset=["started", "seconds"]) if "started" in rows else rows.iloc[0:0]
+    ran = ran[[c for c in ("family", "started", "seconds", "disturbed", "visits", "retimed") if c in ran]]
     families = list(dict.fromkeys(ran["family"]))
+    ran = ran.to_dict("records")  # dicts: a big run has 100k rows to read a few fields of
     with theme():
         fig, axes = subplots(MAX_WIDTH, 3.4, 2, 1, sharex=True, height_ratios=[4, max(1, 0.35 * len(families))])
         ax, strip = axes[0][0], axes[1][0]
@@ -905,10 +915,10 @@ def load_timeline(samples: list, rows: pd.DataFrame) -> Figure | None:
         ax.legend(loc="upper right")
         palette = sns.color_palette("muted", max(1, len(families)))
         for i, fam in enumerate(families):
-            tries = [t for _, r in ran[ran["family"] == fam].iterrows() for t in _timings(r)]
+            tries = [t for r in ran if r["family"] == fam for t in _timings(r)]
             spans = [((t["started"] - t0) / 60, (t["seconds"] or 0) / 60) for t in tries if t.get("started")]
             strip.broken_barh(spans, (i - 0.4, 0.8), color=palette[i % len(palette)])
-        hit = [t for _, r in ran.iterrows() for t in _disturbed_times(r)]
+        hit = [t for r in ran for t in _disturbed_times(r)]
         if hit:
             ax.plot([(t - t0) / 60 for t in hit], [ax.get_ylim()[1] * 0.97] * len(hit), "|", color=FAILED,
                     markersize=8, label="a disturbed timing")

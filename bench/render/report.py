@@ -28,7 +28,7 @@ from bench.analysis.formats import fmt_bytes, fmt_error, fmt_interval, fmt_pct, 
 from bench.analysis.picks import (BASELINES, PLATFORM, approximate, best_per_problem, failures, family_picks, noisy,
                                   platforms, timed, winners)
 from bench.analysis.schema import STATUSES
-from bench.analysis.stats import NOISE_WARNING
+from bench.analysis.stats import NOISE_WARNING, RERUN_FLOOR
 from bench.render import figures as figs, html
 from bench.render.summary import drift_text, platform_label
 
@@ -295,10 +295,10 @@ def problem_table(best: pd.DataFrame, id_of=lambda family: "") -> Table:
         Column("family"), Column("problem"), Column("n", "inputs", True), Column("m", "outputs", True),
         Column("best exact", "fastest exact strategy; below it, its runner-up, or after ~ the rivals within the "
                              "noise (a tie goes to the exact strategy that needs less memory)"),
-        Column("margin", "how many times faster than the runner-up (named under the pick), with the 95% bootstrap "
+        Column("margin", "how many times faster than the runner-up (named under the pick), with its 95% "
                          "interval; a tie when the interval holds 1 (sorts by the ratio)", True),
         Column("median", "median time per Jacobian, \u00b1 its IQR relative to the median", True),
-        *[Column(f"\u00d7 vs {b}", f"{b}'s median / this median, with the 95% bootstrap interval", True)
+        *[Column(f"\u00d7 vs {b}", f"{b}'s time / this time, with the 95% interval", True)
           for b in BASELINES],
         Column("peak mem", "peak memory of one call", True), Column("error", "vs the float64 reference", True),
         Column("fastest incl. FD", "where finite differences beat every exact strategy: which, how fast and how "
@@ -694,6 +694,7 @@ def build(frame: pd.DataFrame, docs) -> str:
         captions={"scaling": figs.SCALING_CAPTION, "crossover": figs.CROSSOVER_CAPTION,
                   "heatmap": figs.HEATMAP_CAPTION, "tradeoffs": figs.TRADEOFF_CAPTION},
         noise_warning=f"{NOISE_WARNING:.0%}",
+        rerun_floor=f"{RERUN_FLOOR:.0%}",
         failures=failure_groups(frame, many),
         failure_overview=failure_overview(frame),
         n_failures=int((frame["status"] != "ok").sum()),
