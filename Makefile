@@ -14,7 +14,7 @@ TORCH_VERSIONS ?= 2.12.1 2.13.0
 BASE ?= $(word 2,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 NEW  ?= $(word 1,$(shell ls -t $(RESULTS)/*.json 2>/dev/null))
 
-.PHONY: install bench report summary compare bench-matrix test test-fast lint clean browser slurm
+.PHONY: install bench report summary compare bench-matrix test test-fast lint docs clean browser slurm
 
 # A venv that sees the system's packages, so a GPU machine's CUDA build of torch is reused;
 # where there is no torch, the pinned (overridable) TORCH version is installed.
@@ -79,6 +79,11 @@ test-fast: install
 # The layering of bench/ by stage (pyproject.toml's import contract); also a test of `make test`.
 lint: install
 	$(BIN)/lint-imports
+
+# The manual (docs/, mkdocs.yml) as a site in build/site; a broken link or reference fails it,
+# and `make test` builds it too (tests/test_docs.py).
+docs: install
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .venvs build *.egg-info .pytest_cache $(RESULTS)/.partial

@@ -71,7 +71,7 @@ def test_advise_runs_end_to_end_on_a_function_outside_the_registry(tmp_path):
     text = str(advice)  # wrapped between words to fit the terminal
     assert "rank" in text and " ".join(advice.recommendation.split()) in " ".join(text.split())
     page = (tmp_path / "advice.html").read_text()
-    assert "<table" in page and advice.best in page and "data:image/png" in page
+    assert "<table" in page and advice.best in page and "data:image/svg+xml;base64," in page
 
 
 def test_the_race_measures_work_and_memory_only_of_the_strategies_it_keeps(temporary_strategy):

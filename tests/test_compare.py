@@ -234,7 +234,7 @@ def test_html_report_has_heatmap_regressions_environment_diff_and_escapes(tmp_pa
     out = tmp_path / "reports" / "compare.html"
     assert cli.main(["compare", str(base), str(new), "-o", str(out)]) == 0
     html = out.read_text()
-    assert html.count("data:image/png;base64,") >= 2  # heatmap and pivot figure
+    assert html.count("data:image/svg+xml;base64,") >= 2  # heatmap and pivot figure
     assert 'id="regressions"' in html and "p-slow" in html and "ok→oom" in html
     assert "Environment" in html and 'class="differs"' in html and "2.12.1+cpu" in html
     assert "API availability" in html and "torch 1.13.0 lacks is_grads_batched" in html

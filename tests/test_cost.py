@@ -178,5 +178,5 @@ def test_nothing_to_say_is_an_empty_table_with_its_columns(hand):
 def test_the_figure_draws_the_strategies_with_products(hand):
     ok = timed(hand)
     fig = figs.cost_in_f(ok, figs.Styles(list(dict.fromkeys(hand["strategy"])), {"fd"}))
-    assert fig is not None and fig.uri.startswith("data:image/png;base64,")
+    assert fig is not None and fig.uri.startswith("data:image/svg+xml;base64,")
     assert "batched, fwd, loop2, loop" in fig.alt  # cheapest per product first; fd has no products

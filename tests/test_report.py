@@ -101,7 +101,7 @@ def test_page_answers_the_question(page_path, tiny_results):
         assert reason.replace("'", "&#39;").replace('"', "&#34;") in html or reason in html
     # every figure is inline, and nothing is fetched
     images = re.findall(r'<img src="([^"]*)"', html)
-    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert images and all(src.startswith("data:image/svg+xml;base64,") for src in images)
     assert_captions_once(html)
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "<link" not in html

@@ -32,6 +32,13 @@ def test_loader_gives_one_tidy_row_per_pair(tiny_results):
     assert broken.loc["functional", "median"] != broken.loc["functional", "median"]  # NaN: not timed
 
 
+def test_a_big_file_is_read_a_chunk_at_a_time_into_the_same_frame(tiny_results, monkeypatch):
+    whole = results.load([tiny_results])
+    monkeypatch.setattr(results, "CHUNK", 7)  # 30 rows: five chunks, the last of two rows
+    chunked = results.load([tiny_results])
+    pd.testing.assert_frame_equal(chunked, whole)  # values and dtypes alike
+
+
 def test_a_problem_s_strategies_are_timed_together_and_the_file_alone_pairs_their_rounds(tiny_results):
     """NOTE: [Paired timing]: each round keeps its cycle, so a ratio between two rows of a
     problem is recomputed from the file alone, and it is the one the picks use."""

@@ -77,8 +77,8 @@ def hopeless(warm: Mapping[str, float], first: Mapping[str, float] | None = None
     """Before any round: the fastest warm call, and the strategies whose warm call took at
     least :data:`HOPELESS` times as long, or, of those known by their ``first`` call alone,
     whose first call took :data:`FIRST_CALL_SLACK` times that, each with its ratio to the
-    fastest warm call (NOTE: [Racing]). One call each, undisturbed: on the CNN of the
-    README, a second against a few milliseconds."""
+    fastest warm call (NOTE: [Racing]). One call each, undisturbed: on the small CNN of
+    docs/advise.md, a second against a few milliseconds."""
     if not warm:
         return None, {}
     leader = min(warm, key=warm.get)

@@ -14,6 +14,7 @@ import math
 import re
 import warnings
 from datetime import datetime, timezone
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -149,9 +150,12 @@ def _shown(v) -> str:
 
 
 class Spec:
-    """One field's type and values; ``check(value, path)`` raises :class:`Invalid`."""
+    """One field's type and values; ``check(value, path)`` raises :class:`Invalid`. A spec of a
+    single value also has ``ok(value)``, the same test without a message, which its containers
+    ask first: they name a value's place only where it fails (a file holds millions of them)."""
 
     what = "a value"
+    ok = None
 
     def check(self, v, at: str) -> None:
         raise NotImplementedError
@@ -167,7 +171,16 @@ class Num(Spec):
         self.lo, self.hi, self.above, self.whole, self.rule = lo, hi, above, whole, rule
         self.what = "a whole number" if whole else "a number"
 
+    def ok(self, v) -> bool:
+        t = type(v)
+        if t is float:
+            return (math.isfinite(v) and (not self.whole or v.is_integer())
+                    and (v > self.lo if self.above else v >= self.lo) and v <= self.hi)
+        return t is int and (v > self.lo if self.above else v >= self.lo) and v <= self.hi
+
     def check(self, v, at):
+        if self.ok(v):
+            return
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.bad(v, at)
         low = f"above {self.lo:g}" if self.above else f"at least {self.lo:g}"
@@ -176,14 +189,17 @@ class Num(Spec):
             raise self.bad(v, at, rule)
         if self.whole and isinstance(v, float) and not v.is_integer():
             raise self.bad(v, at)
-        if (v <= self.lo if self.above else v < self.lo) or v > self.hi:
-            raise self.bad(v, at, rule)
+        raise self.bad(v, at, rule)
 
 
 class Str(Spec):
     def __init__(self, *, choices=(), empty=True, pattern=None, rule=""):
         self.choices, self.empty, self.pattern, self.rule = tuple(choices), empty, pattern, rule
         self.what = "a string"
+
+    def ok(self, v) -> bool:
+        return (type(v) is str and (not self.choices or v in self.choices) and (self.empty or bool(v.strip()))
+                and (not self.pattern or re.fullmatch(self.pattern, v) is not None))
 
     def check(self, v, at):
         if not isinstance(v, str):
@@ -197,6 +213,9 @@ class Str(Spec):
 class Bool(Spec):
     what = "true or false"
 
+    def ok(self, v) -> bool:
+        return type(v) is bool
+
     def check(self, v, at):
         if not isinstance(v, bool):
             raise self.bad(v, at)
@@ -207,6 +226,8 @@ class Opt(Spec):
 
     def __init__(self, inner: Spec):
         self.inner, self.what = inner, f"{inner.what} or null"
+        if inner.ok is not None:
+            self.ok = lambda v: v is None or inner.ok(v)
 
     def check(self, v, at):
         if v is not None:
@@ -225,8 +246,10 @@ class Items(Spec):
             raise self.bad(v, at)
         if len(v) < self.least:
             raise self.bad(v, at, self.rule or f"it must have at least {self.least} items")
+        ok = self.item.ok
         for i, x in enumerate(v):
-            self.item.check(x, f"{at}[{i}]")
+            if ok is None or not ok(x):  # a place named only where it is needed
+                self.item.check(x, f"{at}[{i}]")
         if self.ordered:
             for i in range(1, len(v)):
                 if v[i][0] < v[i - 1][0]:
@@ -258,12 +281,13 @@ class Obj(Spec):
     def check(self, v, at):
         if not isinstance(v, dict):
             raise self.bad(v, at)
+        prefix = f"{at}." if at else ""
         for k in self.required:
             if k not in v:
-                raise Invalid(f"{at + '.' if at else ''}{k} is missing")
+                raise Invalid(f"{prefix}{k} is missing")
         for k, spec in self.fields.items():
-            if k in v:
-                spec.check(v[k], f"{at + '.' if at else ''}{k}")
+            if k in v and (spec.ok is None or not spec.ok(v[k])):
+                spec.check(v[k], prefix + k)
 
 
 class Each(Spec):
@@ -347,13 +371,12 @@ FILE = Obj({
 }, required=("benchmarks", "jacbench"))
 
 
-def rows(doc: dict, path: Path | str = "") -> list[dict]:
-    """The tidy rows of one parsed results file."""
+def rows(doc: dict, path: Path | str = "") -> Iterator[dict]:
+    """The tidy rows of one parsed results file, one at a time."""
     env = doc.get("machine_info", {}).get("jacbench", {})
     jb = doc["jacbench"]
     ceilings = jb.get("ceilings", {})
     moved = visits.drift(r["extra_info"] for r in doc["benchmarks"])
-    out = []
     for rec in doc["benchmarks"] + jb["untimed"]:
         info = dict(rec["extra_info"])
         work = info.pop("work", None) or {}
@@ -385,8 +408,7 @@ def rows(doc: dict, path: Path | str = "") -> list[dict]:
             if peak_flops and bandwidth:
                 bound = max((flops or 0) / peak_flops, (row.get("jac_bytes") or 0) / bandwidth)
                 row["roofline"] = bound / s.median
-        out.append(row)
-    return out
+        yield row
 
 
 COLUMNS = KEY + ["status", "reason", "median", "iqr", "rounds", "error", "tolerance", "first_call_s",
@@ -429,10 +451,23 @@ TIMED_COLUMNS = ("samples", "rounds", "median", "q1", "q3", "iqr", "rel_iqr", "c
 WORK_COLUMNS = ("fevals", "fevals_calls", "vjps", "vjps_calls", "jvps", "jvps_calls", "flops")
 
 
+CHUNK = 10_000  # rows made into a frame at a time (:func:`_frame`)
+
+
 def _frame(files) -> pd.DataFrame:
     """The rows of files (:func:`_read_all`) as one frame with every column a command reads,
     even where no file has it (an older file, a shard without pairs): missing values are None."""
-    frame = pd.DataFrame([r for _, file_rows in files for r in file_rows])
+    # a chunk at a time: 100k rows as dicts take as much memory again as the frame they make
+    parts, chunk = [], []
+    for _, file_rows in files:
+        for row in file_rows:
+            chunk.append(row)
+            if len(chunk) == CHUNK:
+                parts.append(pd.DataFrame(chunk))
+                chunk = []
+    if chunk or not parts:
+        parts.append(pd.DataFrame(chunk))
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True).infer_objects()
     for col in dict.fromkeys([*COLUMNS, *(k for k in INFO.fields if k != "work"), *WORK_COLUMNS, *TIMED_COLUMNS,
                               "fallback_ops", "device_name", "gpu", "threads", "commit", "profile", "run_id", "file"]):
         if col not in frame:

@@ -47,7 +47,7 @@ def spots(samples: list[float]) -> tuple[float, float, float, float]:
 
 
 def _figure(timed: list[tuple[str, list[float]]]) -> str | None:
-    return figs.png(draw(timed)) if timed else None
+    return figs.inline(draw(timed)) if timed else None
 
 
 def draw(timed: list[tuple[str, list[float]]]):

@@ -153,7 +153,7 @@ def _heatmaps(comparison: Comparison) -> list[dict]:
                                           norm=mcolors.LogNorm(vmin=2 ** -limit, vmax=2 ** limit),
                                           label=f"{side} / {comparison.base.label}\n(red: slower)", muted=("!ok",))
             ax.set_title(f"{side} vs {comparison.base.label}: {device}, {dtype}")
-        out.append({"side": side, "device": device, "dtype": dtype, "uri": figs.png(fig)})
+        out.append({"side": side, "device": device, "dtype": dtype, "uri": figs.inline(fig)})
     return out
 
 
@@ -191,7 +191,7 @@ def _pivot_figure(comparison: Comparison) -> str | None:
             a.axvline(0, color="black", lw=0.8)
             a.xaxis.set_major_formatter(as_ratio)
             a.set(xlabel=xlabel, ylabel="")
-    return figs.png(fig)
+    return figs.inline(fig)
 
 
 def _cell(v) -> str:

@@ -1,7 +1,7 @@
 """The figures of every page, drawn with seaborn in one theme from results frames. No torch.
 
 The report's figures take the timed rows of one context (``picks.timed``) and return a
-:class:`Figure` (an inline PNG, alt text and a caption saying what to read from it), or None
+:class:`Figure` (an inline SVG, alt text and a caption saying what to read from it), or None
 when the data cannot show the thing (say, a family whose sizes do not vary). A kind of figure
 drawn once per family says how to read it once, in its section's caption (``SCALING_CAPTION``,
 ``HEATMAP_CAPTION``, ...); each figure's own caption says only what is particular to it.
@@ -59,7 +59,7 @@ def theme():
 
     A context rather than ``sns.set_theme``: the advisor draws inside its user's program, whose
     own matplotlib settings are left alone. Ticks are made while drawing, so a figure must be
-    made and turned into a PNG inside it."""
+    made and turned into an image inside it."""
     import matplotlib
 
     return matplotlib.rc_context(_rc())
@@ -132,7 +132,7 @@ class Styles:
 
 def subplots(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
     """A figure (at most the page's width) and its grid of axes, laid out by constrained layout.
-    Not pyplot's: nothing to close, and nothing draws it before :func:`png` (seaborn's heatmap
+    Not pyplot's: nothing to close, and nothing draws it before :func:`inline` (seaborn's heatmap
     would draw a figure on a real canvas once more, only to see whether tick labels overlap)."""
     from matplotlib.figure import Figure as MplFigure
 
@@ -140,14 +140,14 @@ def subplots(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
-def png(fig) -> str:
-    """The figure as an inline PNG, drawn in the theme."""
+def inline(fig) -> str:
+    """The figure as an inline image (``html.figure_uri``), drawn in the theme."""
     with theme():
         return figure_uri(fig)
 
 
 def _done(fig, alt: str, caption: str, title: str = "") -> Figure:
-    return Figure(png(fig), alt, caption, title)
+    return Figure(inline(fig), alt, caption, title)
 
 
 def si(v: float) -> str:

@@ -33,13 +33,20 @@ def render(template: str, **context) -> str:
 
 
 def figure_uri(fig) -> str:
-    """A matplotlib figure as an inline PNG data URI, at its own size and dpi.
+    """A matplotlib figure as an inline SVG data URI, at its own size.
 
-    Printed on an Agg canvas of its own: the figure is laid out and drawn once, where ``savefig``
-    draws a figure twice when it has a layout engine or is cropped (``bbox_inches="tight"``).
+    Vector, so it stays sharp at any zoom and on any screen; its text is text, in the page's
+    sans-serif where the reader lacks the DejaVu Sans it was laid out in (the fallbacks are
+    narrower, so labels placed apart stay apart). Drawn once on a canvas of its own, where
+    ``savefig`` draws a figure twice when it has a layout engine or is cropped; and a third
+    cheaper than a PNG of the same figure, which spends its time rasterizing glyphs (measured
+    on the standard sweep's figures: 4.5 s against 7.3 s, and half the bytes). No date in it:
+    the same figure gives the same bytes.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
 
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "jacbench"}):
+        FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue().encode("utf-8")).decode("ascii")

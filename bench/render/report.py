@@ -5,12 +5,13 @@ takes the numbers from ``bench.analysis.picks`` (NOTE: [Recommendation rules]) a
 figures from ``figures``,
 and renders ``templates/report.html.j2`` (the figures drawn in worker processes while the
 tables are made: :class:`Drawer`). The page fetches nothing: styles and scripts are inline
-and figures are PNG data URIs. Every string from a results file reaches the page
+and figures are SVG data URIs. Every string from a results file reaches the page
 through Jinja2's autoescape. No torch.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import re
@@ -585,8 +586,8 @@ class Section:
         return anchor(part, self.prefix, family)
 
 
-def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str, scores: pd.DataFrame,
-             draw: Drawer) -> Section:
+def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str, scores, draw: Drawer) -> Section:
+    """One platform's section; ``scores()`` gives the picking rules' regrets (``rules.regrets``)."""
     ok = timed(g)
     families = list(dict.fromkeys(g["family"]))
     # every figure asked for first, so that workers draw them while the tables are made
@@ -599,6 +600,7 @@ def _context(key: dict, g: pd.DataFrame, styles, columns: list[str], prefix: str
     cross = draw("crossover", figs.crossover, ok, styles)
     noise = draw("noise", figs.noise, ok, styles, columns)
     cost_figure = draw("cost in units of f", figs.cost_in_f, ok, styles)
+    scores = scores()  # the rules' regrets of every platform, once the figures above are being drawn
     mine = scores[(scores[PLATFORM] == pd.Series(key)).all(axis=1)] if len(scores) else scores
     regret = draw("regret", figs.regret, mine) if len(mine) else None
 
@@ -674,7 +676,7 @@ def build(frame: pd.DataFrame, docs) -> str:
         loads = [(Path(p).name, load.describe(doc["jacbench"].get("load") or []),
                   draw("load", figs.load_timeline, doc["jacbench"].get("load") or [],
                        frame[frame["file"] == str(p)] if "file" in frame else frame)) for p, doc in docs]
-        scores = rules.regrets(frame) if len(frame) else pd.DataFrame()
+        scores = functools.cache(lambda: rules.regrets(frame) if len(frame) else pd.DataFrame())
         ctxs = [_context(key, g, styles, columns, platform_label(key) if many else "", scores, draw)
                 for key, g in groups]
         loads = [(name, said, figure.result()) for name, said, figure in loads]

@@ -133,7 +133,7 @@ def cpus() -> int:
 def default_threads() -> int:
     """Torch threads for a CPU sweep or ``advise``: one CPU fewer than this process may use.
 
-    Measured on a 2-core machine (README, "Threads"): on a quiet machine 2 threads and 1 ran
+    Measured on a 2-core machine (docs/timing.md, "Threads"): on a quiet machine 2 threads and 1 ran
     within 0.82-1.22x of each other (geometric mean 1.0); beside one other busy process, 2
     threads were 1.1-2.8x slower than 1 (a parallel op waits for its descheduled thread),
     while 1 thread lost at most a third. The CPU left free takes the runner, the system and
