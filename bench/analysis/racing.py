@@ -18,14 +18,14 @@ NOTE: [Racing]
     at all (``advise`` keeps that first call as its time): torch's one-time costs are paid
     before any gate (``strategies.prime``), and a strategy that prepares on its first call
     (compiles, captures, colours: ``Strategy.prepares``) is always warmed up. Then the race goes
-    as a race of confidence intervals does (Maron and Moore's Hoeffding races): after a few
-    cycles, and again at growing intervals, a strategy is dropped once the 95% interval of its
-    paired ratio to the leader (the median over cycles of its round over the leader's in the
-    same cycle, ``stats.paired``) lies wholly above ``1 + MARGIN``. Paired ratios carry no drift
-    between the two rounds of a cycle, which is why their intervals are honest after a few
-    cycles; with three cycles the interval spans the three ratios, so a strategy is dropped only
-    when it was more than 1.5x slower in every one of them. A wrongly dropped strategy can never
-    win back. Rounds of a cycle that was disturbed are dropped for every strategy
+    as a race of confidence intervals does (Maron and Moore's Hoeffding races): after
+    :data:`LEAST_CYCLES` cycles, and again at growing intervals, a strategy is dropped once the
+    95% interval of its paired ratio to the leader (the median over cycles of its round over the
+    leader's in the same cycle, ``stats.paired``) lies wholly above ``1 + MARGIN``. Paired
+    ratios carry no drift between the two rounds of a cycle, which is why their intervals are
+    honest after a few cycles; with six the interval spans the six ratios, so a strategy is
+    dropped only when it was more than 1.5x slower in every one of them. A wrongly dropped
+    strategy can never win back. Rounds of a cycle that was disturbed are dropped for every strategy
     (``timing.interleave``), so a busy moment drops no strategy. A dropped strategy keeps its
     rounds, is shown with the ratio that dropped it, and is never recommended; the time it would
     have had is saved, not given to the strategies still in the race (each spends its own
@@ -51,13 +51,20 @@ HOPELESS = 10.0  # before any round, a warm call this many times the fastest's i
 #: ``HOPELESS * FIRST_CALL_SLACK`` = 100x the fastest warm call: to drop the fastest strategy
 #: it would have to be 100x its own warm call, which no such first call came near.
 FIRST_CALL_SLACK = 10.0
+#: The fewest cycles after which a strategy may leave the race: its ratio is then the median of
+#: six paired ratios, whose interval (their range) holds the true median 97% of the time; of
+#: three, 75%. Two back-to-back ``standard`` runs of the MLP subset each way, alternating
+#: (``python -m tests.agreement A.json B.json``): racing after three cycles, 81 of 133 ratios to
+#: the problem's fastest agreed within 10% and 95 fell inside the first run's interval; after
+#: six, 105 and 114, for 66-69 s of sweep against 57-58 s.
+LEAST_CYCLES = 6
 
 
 def race(kept: Mapping[str, Mapping[int, float]]) -> tuple[str | None, dict[str, stats.Ratio]]:
     """The leader (the strategy with the lowest median) and those clearly slower than it,
     each with its paired ratio to the leader (NOTE: [Racing]). ``kept`` maps each strategy to
     its rounds by cycle, of the cycles kept."""
-    timed = {name: k for name, k in kept.items() if len(k) >= 2}
+    timed = {name: k for name, k in kept.items() if len(k) >= LEAST_CYCLES}
     if not timed:
         return None, {}
     medians = {name: stats.summarize(k.values()).median for name, k in timed.items()}
