@@ -8,6 +8,7 @@ raw samples drawn from known distributions, so each verdict is known in advance.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +216,9 @@ def test_a_narrow_terminal_leaves_columns_out_rather_than_shredding_cells(tmp_pa
     words = {w for line in table.splitlines() for w in line.split()}
     assert {"p-slow", "slower", "faster", "inconclusive"} <= words  # names and verdicts whole
     assert not [w for w in words if len(w) <= 2 and w.isalpha() and w not in ("p", "ok", "us", "ms", "no", "at")]
+    for line in table.splitlines() if columns >= 80 else ():  # an interval whole, a time with its unit
+        assert line.count("[") == line.count("]") and line.count("(") == line.count(")"), line
+        assert not re.search(r"(^|\s{2})(ns|us|ms|s)\b", line), line
     if columns < 100:
         assert f"(left out at {columns} columns: p10 ratio" in text
 

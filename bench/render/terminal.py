@@ -4,6 +4,7 @@ columns), wrapped between words, never cut. Tables are rich's. No torch."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import sys
 import textwrap
@@ -52,12 +53,31 @@ def say(text: str, stream=None) -> None:
     stream.flush()
 
 
+#: What a table cell is never split inside: an interval in brackets or parentheses, a number
+#: with its unit of time or memory, or else a word.
+ATOM = re.compile(r"\[[^\]]*\]|\([^)]*\)|[-+~]?\d[\d.,]*(?:e[-+]?\d+)?\s(?:ns|us|ms|s|B|KiB|MiB|GiB|KB|MB|GB)(?!\w)|\S+")
+
+
+def _wrapped(text: str, width: int, split=ATOM.findall) -> str:
+    """``text`` in lines of at most ``width``, broken only between its atoms (``split``: by
+    :data:`ATOM`, or words); an atom wider than that stands on a line of its own."""
+    lines: list[str] = []
+    for atom in split(text):
+        if lines and len(lines[-1]) + 1 + len(atom) <= width:
+            lines[-1] += " " + atom
+        else:
+            lines.append(atom)
+    return "\n".join(lines)
+
+
 def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, keep=(), optional=()) -> str:
     """``frame``'s cells as text in a table at most ``columns`` wide: a column too wide wraps
-    its cells between words, except the columns named in ``keep`` (names of problems and
-    strategies), which never wrap; columns of numbers are right-aligned. Where even the words
-    do not fit, blank columns go, then the ``optional`` ones, last first, and a line under the
-    table names them: a cell is never split into a column of letters."""
+    its cells between atoms (words, a number with its unit, an interval: :data:`ATOM`), except
+    the columns named in ``keep`` (names of problems and strategies), which never wrap; columns
+    of numbers are right-aligned. Where even the atoms do not fit, blank columns go, then the
+    ``optional`` ones, last first, and a line under the table names them: a cell is never split
+    into a column of letters, nor a number from its unit, nor an interval in two. Only where the
+    columns left still do not fit do cells wrap between words, an interval after its comma."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -66,8 +86,10 @@ def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, kee
         frame = frame.reset_index()
     frame = frame.astype(str)
 
+    split = ATOM.findall
+
     def least(name, c) -> int:
-        return max(len(w) for text in (*frame[c], str(name)) for w in (text.split() if name not in keep else [text])
+        return max(len(w) for text in (*frame[c], str(name)) for w in (split(text) if name not in keep else [text])
                    or [""])
 
     def fits(cols) -> bool:
@@ -81,6 +103,8 @@ def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, kee
             break
         shown.remove(c)
         left_out.append(str(c))
+    if not fits(shown):
+        split = str.split
     frame = frame[shown]
     names = [str(c) for c in frame.columns]
     natural = [max([len(name), *frame[c].str.len()]) for name, c in zip(names, frame.columns)]
@@ -89,10 +113,11 @@ def table(frame: pd.DataFrame, columns: int = WIDTH, *, index: bool = False, kee
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name, c, w in zip(names, frame.columns, widths):
         numeric = len(frame) > 0 and frame[c].str.match(r"^[-+~]?[\d.]").mean() > 0.5
-        t.add_column(name, justify="right" if numeric else "left", width=w, no_wrap=name in keep,
-                     overflow="fold")  # where even the words do not fit: split, never cut short
+        t.add_column(name, justify="right" if numeric else "left", width=w, no_wrap=True,
+                     overflow="fold")  # where even the atoms do not fit: split, never cut short
+    wrapping = [name not in keep for name in names]
     for row in frame.itertuples(index=False):
-        t.add_row(*row)
+        t.add_row(*(_wrapped(cell, w, split) if wrap else cell for cell, w, wrap in zip(row, widths, wrapping)))
     out = io.StringIO()
     Console(file=out, width=columns, color_system=None, force_terminal=False, highlight=False).print(t)
     text = "\n".join(line.rstrip() for line in out.getvalue().splitlines())
