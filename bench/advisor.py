@@ -54,7 +54,8 @@ from bench.gate import accuracy, audit, state
 from bench.measure import pair
 from bench.measure.timing import Policy
 from bench.strategies.memo import memo, signature
-from bench.sweep.plan import Settings, select_strategies
+from bench.measure.pair import Settings
+from bench.sweep.plan import select_strategies
 
 #: How long each strategy is timed: a quick sweep's budget, enough to rank.
 POLICY = Policy(warmup=1, min_rounds=5, max_time=0.3, precision=0.03, min_round_time=0.02)

@@ -321,7 +321,7 @@ def cmd_advise(args) -> int:
     from bench.analysis import files
     from bench.render import terminal
     from bench.sweep import machine, plan as planning
-    from bench.sweep.plan import Settings
+    from bench.measure.pair import Settings
 
     machine.devices(args.device)  # a one-line error where CUDA is asked for and absent
     if args.output:

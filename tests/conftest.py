@@ -51,7 +51,8 @@ import torch
 from bench.analysis.schema import Row
 from bench.measure.pair import measure
 from bench.measure.timing import Policy
-from bench.sweep.plan import Pair, Settings
+from bench.analysis.schema import Pair
+from bench.measure.pair import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,7 @@ from bench import strategies
 from bench.analysis import results
 from bench.measure.pair import Gated
 from bench.measure.timing import Policy, measure
-from bench.sweep.plan import Settings
+from bench.measure.pair import Settings
 
 
 ROUNDS = 3  # alternations of the two methods per row

@@ -19,7 +19,7 @@ from .conftest import ADVISE, ROOT, about_f, burning, busy, run_cli
 from bench import advisor, cli, strategies
 from bench.analysis import stats
 from bench.measure.timing import Policy
-from bench.sweep.plan import Settings
+from bench.measure.pair import Settings
 
 FEW = "jacrev,jacfwd,functional,structured,fd-forward"
 

@@ -13,7 +13,7 @@ from bench.analysis.claims import COLUMNS, table
 from bench.analysis.formats import missing
 from bench.measure.pair import measure_problem
 from bench.measure.timing import Policy
-from bench.sweep.plan import Settings
+from bench.measure.pair import Settings
 from cases.claims import claim
 
 CPU = {"machine": "box", "torch": "2.13.0", "device": "cpu", "dtype": "float32"}

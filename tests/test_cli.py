@@ -99,11 +99,14 @@ def test_end_to_end_sweep_through_the_cli(tmp_path):
     assert len(files) == 1 + torch.cuda.is_available()  # one file per device
     assert re.fullmatch(r"testbox_cpu_torch-[\w.]+_\d{8}-\d{6}\.json", files[0].name)
     assert f"wrote {files[0]}" in proc.stdout
-    assert "best (exact)" in proc.stdout  # the summary follows the run
     assert not (tmp_path / ".partial").exists() or not list((tmp_path / ".partial").iterdir())
     frame = results.load(files)
     cpu = frame[frame.device == "cpu"]
     assert len(cpu) == 2 * 2 * 2 and set(cpu.status) <= TIMED
+    if (cpu.status == "ok").any():  # the summary follows the run
+        assert "best (exact)" in proc.stdout
+    else:  # a machine busy all through: every pair disturbed, and the run's account says so
+        assert re.search(r"^disturbed\s+8$", proc.stdout, re.M), proc.stdout[-2000:]
     assert set(cpu.dtype) == {"float32", "float64"} and (cpu.threads == 1).all()
     summary = run_cli("summary", *files, check=True).stdout
     assert "seed-newton" in summary and "functional" in summary

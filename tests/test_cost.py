@@ -19,7 +19,7 @@ from bench.analysis.picks import timed
 from bench.measure.pair import measure_problem
 from bench.measure.timing import Policy
 from bench.render import figures as figs
-from bench.sweep.plan import Settings
+from bench.measure.pair import Settings
 
 TIMED = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
 F, VJP = 2.0**-10, 3 * 2.0**-10  # fake seconds of one evaluation of f and of one VJP: sums of them are exact

@@ -13,7 +13,8 @@ from bench import kinds, strategies
 from bench.measure import memory, pair
 from bench.measure.pair import measure, measure_problem, measure_together
 from bench.measure.timing import FEWEST_ROUNDS, Policy
-from bench.sweep.plan import Pair, Settings
+from bench.analysis.schema import Pair
+from bench.measure.pair import Settings
 
 TIMED = Settings(profile="quick", policy=Policy(warmup=1, min_rounds=3, max_time=0.05))
 MLP = "mlp-in128-out128-w64-d1"

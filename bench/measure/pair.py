@@ -23,7 +23,6 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,14 +30,29 @@ import cases
 
 from bench import kinds, strategies
 from bench.analysis import racing, visits
-from bench.analysis.schema import Row, Status
+from bench.analysis.schema import Pair, Row, Status
 from bench.analysis.stats import Summary
 from bench.gate import accuracy, state
 from bench.measure import counting, memory
-from bench.measure.timing import FEWEST_ROUNDS, Timer, Timing, interleave, measure as time_call
+from bench.measure.timing import FEWEST_ROUNDS, Policy, Timer, Timing, interleave, measure as time_call
 
-if TYPE_CHECKING:
-    from bench.sweep.plan import Pair, Settings
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything besides the pairs that decides what a run measures."""
+
+    profile: str = "standard"
+    policy: Policy = dataclasses.field(default_factory=Policy)
+    pair_timeout: float = 120.0
+    threads: int = 1
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Settings":
+        return cls(**{**d, "policy": Policy(**d["policy"])})
+
 
 _FALLBACK = re.compile(r"batching rule for ([\w:.]+?)\.?\s")
 

@@ -19,7 +19,7 @@ from cases import PROFILES
 
 from bench import kinds, strategies
 from bench.analysis.schema import Pair, Row
-from bench.measure.pair import one_line
+from bench.measure.pair import Settings, one_line
 from bench.measure.timing import Policy
 from bench.sweep import machine
 
@@ -88,24 +88,6 @@ def settings(profile_name: str, *, timing_text: str | None = None, pair_timeout:
     return Settings(profile=profile_name, policy=replace(chosen.policy, **timing(timing_text)),
                     pair_timeout=pair_timeout or chosen.pair_timeout, threads=threads or machine.default_threads(),
                     seed=seed)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything besides the pairs that decides what a run measures."""
-
-    profile: str = "standard"
-    policy: Policy = field(default_factory=Policy)
-    pair_timeout: float = 120.0
-    threads: int = 1
-    seed: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Settings":
-        return cls(**{**d, "policy": Policy(**d["policy"])})
 
 
 def load_plugins(modules) -> list[str]:

@@ -14,7 +14,8 @@ from bench.analysis import visits
 from bench.analysis.journal import Journal
 from bench.analysis.schema import Status
 from bench.sweep import machine
-from bench.sweep.plan import Pair, Settings
+from bench.analysis.schema import Pair
+from bench.measure.pair import Settings
 
 _SESSION = pytest.StashKey["Sweep"]()
 

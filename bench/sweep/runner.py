@@ -38,7 +38,8 @@ from bench.analysis.results import assemble, file_name
 from bench.analysis.schema import Row, Status
 from bench.render import terminal
 from bench.sweep import machine, plan as planning
-from bench.sweep.plan import Pair, Settings
+from bench.analysis.schema import Pair
+from bench.measure.pair import Settings
 from bench.sweep.plugin import UNWRITABLE, record
 from bench.sweep.progress import Progress, account
 

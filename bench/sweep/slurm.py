@@ -45,7 +45,7 @@ from bench.analysis import files, results
 from bench.analysis.journal import Journal, JournalError, RunError
 from bench.analysis.schema import host
 from bench.sweep import machine, plan as planning, runner
-from bench.sweep.plan import Settings
+from bench.measure.pair import Settings
 
 SWEEPS = ".sweeps"
 POLL = 2.0  # seconds between looks at the array
