@@ -176,7 +176,8 @@ def test_the_page_in_chromium_keeps_every_number_on_one_line(browser, advised):
 
 
 def test_a_module_elsewhere_is_named_with_path(tmp_path):
-    """The manual's two ways (docs/advise.md) to name your module: --path DIR, or PYTHONPATH; without either, one line."""
+    """The manual's two ways (docs/advise.md) to name your module: --path DIR, or PYTHONPATH;
+    without either, one line."""
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "elsewhere.py").write_text("import torch\n\ndef f(x):\n    return torch.sin(x) * x\n")
     argv = ("advise", "elsewhere:f", "--input-shape", "3", "--strategies", "jacrev,jacfwd")

@@ -13,8 +13,8 @@ import json
 import math
 import re
 import warnings
-from datetime import datetime, timezone
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd

@@ -55,7 +55,9 @@ def say(text: str, stream=None) -> None:
 
 #: What a table cell is never split inside: an interval in brackets or parentheses, a number
 #: with its unit of time or memory, or else a word.
-ATOM = re.compile(r"\[[^\]]*\]|\([^)]*\)|[-+~]?\d[\d.,]*(?:e[-+]?\d+)?\s(?:ns|us|ms|s|B|KiB|MiB|GiB|KB|MB|GB)(?!\w)|\S+")
+ATOM = re.compile(r"\[[^\]]*\]|\([^)]*\)"  # an interval
+                  r"|[-+~]?\d[\d.,]*(?:e[-+]?\d+)?\s(?:ns|us|ms|s|B|KiB|MiB|GiB|KB|MB|GB)(?!\w)"  # a number and unit
+                  r"|\S+")
 
 
 def _wrapped(text: str, width: int, split=ATOM.findall) -> str:
