@@ -36,6 +36,7 @@ from bench.gate import accuracy, state
 from bench.measure import counting, memory
 from bench.measure.timing import FEWEST_ROUNDS, Policy, Timer, Timing, interleave, measure as time_call
 
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything besides the pairs that decides what a run measures."""

@@ -504,7 +504,7 @@ def heatmap_figure(value: pd.DataFrame, text: pd.DataFrame, *, cmap, norm, label
     without a value are grey, their text (a status, say) red, or grey where it is in ``muted``.
     The figure is as tall as its rows and as wide as the page allows; above
     :data:`WRITTEN_CELLS` cells, or where cells are too narrow, the colours alone say it (each
-    number costs a millisecond to draw, and thousands of them in 5-point type are a table, not
+    number costs about 1.5 ms to draw, and thousands of them in 5-point type are a table, not
     a picture). Call inside :func:`theme`; returns the figure and its axes."""
     import seaborn as sns
 

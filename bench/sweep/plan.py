@@ -12,7 +12,7 @@ import hashlib
 import importlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import cases
 from cases import PROFILES
